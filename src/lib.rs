@@ -1,0 +1,4 @@
+//! atlas-operator: a Kubernetes operator that manages database schemas with Atlas, running each
+//! apply as a Job in the resource's namespace.
+
+pub mod api;
