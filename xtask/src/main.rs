@@ -1,9 +1,12 @@
 //! `cargo xtask <command>`: the developer and CI commands (see the README and docs/development.md).
 
+mod cluster;
 mod crds;
+mod db;
 mod demo;
 mod run;
 mod test;
+mod tools;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +33,18 @@ enum Command {
     },
     /// Run everything CI checks: formatting, clippy, unit and integration tests.
     Test,
+    /// Build (or reuse from the cache) the pinned Go tools and print their versions.
+    Tools,
+    /// Local PostgreSQL and MariaDB servers for tests and the demo.
+    Db {
+        #[command(subcommand)]
+        command: db::DbCommand,
+    },
+    /// The local Kubernetes (etcd, kube-apiserver, kube-controller-manager) for tests and the demo.
+    Cluster {
+        #[command(subcommand)]
+        command: cluster::ClusterCommand,
+    },
     /// Run the operator's main job end to end, as far as this build can.
     Demo {
         /// Leave what the demo started running.
@@ -43,6 +58,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Crds { check } => crds::run(check),
         Command::Test => test::run(),
+        Command::Tools => tools::run(),
+        Command::Db { command } => db::run(command),
+        Command::Cluster { command } => cluster::run(command),
         Command::Demo { keep } => demo::run(keep),
     };
     match result {

@@ -23,7 +23,26 @@ pub fn run() -> Result<()> {
         ],
     )?;
     crate::crds::run(true)?;
-    let totals = cargo_test()?;
+
+    // The real parts the integration tests run against.
+    devcluster::packages::ensure()?;
+    crate::tools::run()?;
+    let started_databases = !matches!(devcluster::db::status(), devcluster::db::Status::Up(_));
+    devcluster::db::up()?;
+    let started_cluster = !matches!(
+        devcluster::cluster::status(),
+        devcluster::cluster::Status::Up(_)
+    );
+    devcluster::cluster::up()?;
+    let totals = cargo_test();
+    // Leave the machine as we found it: what someone started by hand stays up.
+    if started_cluster {
+        devcluster::cluster::down()?;
+    }
+    if started_databases {
+        devcluster::db::down()?;
+    }
+    let totals = totals?;
     // One closing line for the whole run: cargo prints one per test binary, and the last of
     // those (often a doc-test binary with nothing in it) says nothing about the run.
     println!(

@@ -1,0 +1,85 @@
+//! Debian's packages the test bed needs: the database servers and clients, and openssl. Installed when we run
+//! as root; otherwise the exact command to run is printed.
+
+use std::process::Command;
+use std::sync::Once;
+use std::time::Duration;
+
+use crate::cmd::{self, CmdError};
+
+/// The packages, and a file each installs, by which we tell it is there.
+pub const PACKAGES: &[(&str, &str)] = &[
+    ("postgresql", "/usr/share/postgresql-common/pg_wrapper"),
+    ("mariadb-server", "/usr/sbin/mariadbd"),
+    ("mariadb-client", "/usr/bin/mariadb"),
+    ("sqlite3", "/usr/bin/sqlite3"),
+    // The local cluster's CA and certificates.
+    ("openssl", "/usr/bin/openssl"),
+];
+
+#[derive(Debug, thiserror::Error)]
+pub enum PackagesError {
+    #[error(
+        "missing Debian packages: {missing}; install them as root with:\n  \
+         apt-get update && apt-get install -y --no-install-recommends {missing}"
+    )]
+    NotRoot { missing: String },
+    #[error("installing Debian packages {missing} failed: {source}")]
+    Install {
+        missing: String,
+        #[source]
+        source: CmdError,
+    },
+    #[error("after installing, still missing: {0}")]
+    StillMissing(String),
+}
+
+/// The packages that are not installed.
+pub fn missing() -> Vec<&'static str> {
+    PACKAGES
+        .iter()
+        .filter(|(_, marker)| !std::path::Path::new(marker).exists())
+        .map(|(name, _)| *name)
+        .collect()
+}
+
+/// Installs the missing packages (as root), or says how to.
+pub fn ensure() -> Result<(), PackagesError> {
+    let missing = missing();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let names = missing.join(" ");
+    if !cmd::is_root() {
+        return Err(PackagesError::NotRoot { missing: names });
+    }
+    eprintln!("==> installing Debian packages: {names}");
+    static UPDATE: Once = Once::new();
+    let mut update_result = Ok(());
+    UPDATE.call_once(|| {
+        update_result = cmd::run_inherit(
+            Command::new("apt-get").args(["update", "-q"]),
+            Duration::from_secs(600),
+        );
+    });
+    update_result.map_err(|source| PackagesError::Install {
+        missing: names.clone(),
+        source,
+    })?;
+    let mut install = Command::new("apt-get");
+    install
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive");
+    cmd::run_inherit(&mut install, Duration::from_secs(1200)).map_err(|source| {
+        PackagesError::Install {
+            missing: names.clone(),
+            source,
+        }
+    })?;
+    let still = self::missing();
+    if !still.is_empty() {
+        return Err(PackagesError::StillMissing(still.join(" ")));
+    }
+    Ok(())
+}
