@@ -1,28 +1,116 @@
-//! `runner`: the process in an atlas-operator Job pod.
-//!
-//! This build knows the contract version only; the `migrate`, `schema` and `wait` commands that
-//! drive Atlas are not part of it yet (see the README's feature table).
+//! `runner`: the process in an atlas-operator Job pod. It reads the job description from
+//! `RUNNER_JOB`, runs one Atlas apply, prints a readable log for `kubectl logs`, and writes a
+//! compact JSON result to the termination message. Its exit code tells the Job controller whether
+//! retrying can help (see `contract::EXIT_*`).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
+
+use atlas_runner::atlas::Atlas;
+use atlas_runner::contract::{self, CONTRACT_VERSION, Job, Kind, RunResult};
+use atlas_runner::migrate;
+use atlas_runner::reason::Reason;
+use atlas_runner::run::Run;
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "runner",
+    version,
+    about = "Runs one Atlas apply in an atlas-operator Job pod"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Where the result goes: the container's terminationMessagePath.
+    #[arg(long, global = true, default_value = "/dev/termination-log")]
+    termination_log: PathBuf,
+    /// The Atlas CLI.
+    #[arg(long, global = true, env = "ATLAS_BIN", default_value = "atlas")]
+    atlas: PathBuf,
+    /// Where the private working directory is made.
+    #[arg(long, global = true, env = "TMPDIR", default_value = "/tmp")]
+    tmp: PathBuf,
+    /// The longest one Atlas call may take.
+    #[arg(long, global = true, default_value_t = 1800)]
+    timeout_seconds: u64,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// `atlas migrate apply` of the mounted migration directory (an AtlasMigration).
+    Migrate,
+}
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
-        Some("--version") | Some("-V") => {
-            println!(
-                "runner {} (contract v{})",
+    let cli = Cli::parse();
+    let atlas = Atlas::new(cli.atlas.clone(), Duration::from_secs(cli.timeout_seconds));
+    let mut run = Run::new(atlas, cli.tmp.clone());
+    let kind = match cli.command {
+        Command::Migrate => Kind::Migration,
+    };
+    let result = match read_job(kind) {
+        Ok(job) => {
+            run.log(&format!(
+                "runner {} (contract v{CONTRACT_VERSION}): {} {}",
                 env!("CARGO_PKG_VERSION"),
-                atlas_runner::CONTRACT_VERSION
-            );
-            ExitCode::SUCCESS
+                kind.resource_kind(),
+                job.resource
+            ));
+            run.atlas_version = run.atlas.version();
+            match kind {
+                Kind::Migration => migrate::run(&job, &mut run),
+                Kind::Schema => unreachable!("no schema command in this build"),
+            }
         }
-        _ => {
-            eprintln!(
-                "runner {}: no apply command is available in this build; \
-                 only --version is supported",
-                env!("CARGO_PKG_VERSION")
-            );
-            ExitCode::from(2)
+        Err(message) => {
+            let reason = match kind {
+                Kind::Migration => Reason::ReadingMigrationData,
+                Kind::Schema => Reason::ReadSchema,
+            };
+            run.failed(reason, &message, false)
         }
+    };
+    finish(&cli.termination_log, &run, result)
+}
+
+/// The job description, refused when it is for another kind or another contract version.
+fn read_job(kind: Kind) -> Result<Job, String> {
+    let text = std::env::var(contract::JOB_ENV).map_err(|_| {
+        format!(
+            "{} is not set: this pod was not made by atlas-operator",
+            contract::JOB_ENV
+        )
+    })?;
+    let job: Job = serde_json::from_str(&text)
+        .map_err(|err| format!("{} is not a job description: {err}", contract::JOB_ENV))?;
+    if job.version != CONTRACT_VERSION {
+        return Err(format!(
+            "the job description is for contract v{}, this runner speaks v{CONTRACT_VERSION}: \
+             the operator and runner images are out of step",
+            job.version
+        ));
     }
+    if job.kind != kind {
+        return Err(format!(
+            "the job description is for an {}, not an {}",
+            job.kind.resource_kind(),
+            kind.resource_kind()
+        ));
+    }
+    Ok(job)
+}
+
+fn finish(path: &PathBuf, run: &Run, result: RunResult) -> ExitCode {
+    let encoded = result.encode();
+    if let Err(err) = std::fs::write(path, &encoded) {
+        // The log still carries the result; the controller falls back to it.
+        eprintln!("runner: writing the result to {}: {err}", path.display());
+    }
+    run.log(&format!(
+        "result: {:?} {} in {} ms",
+        result.outcome, result.reason, result.duration_ms
+    ));
+    ExitCode::from(result.exit_code())
 }

@@ -1,0 +1,172 @@
+//! Running the Atlas CLI: never with a secret on its command line (visible in `/proc`), always
+//! with a time limit, with its network checks off.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The environment variables through which the runner hands Atlas the URLs; the generated
+/// `atlas.hcl` reads them with `getenv`.
+pub const URL_ENV: &str = "ATLAS_RUNNER_URL";
+pub const DEV_URL_ENV: &str = "ATLAS_RUNNER_DEV_URL";
+
+#[derive(Debug, thiserror::Error)]
+pub enum AtlasError {
+    #[error("could not start the Atlas CLI ({program}): {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("Atlas did not finish within {}s and was stopped", .0.as_secs())]
+    Timeout(Duration),
+}
+
+/// What one Atlas call printed.
+#[derive(Debug)]
+pub struct Output {
+    pub success: bool,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Output {
+    /// The text a person should read when the call failed: Atlas puts its error on stderr, or,
+    /// with `--format`, in the JSON on stdout.
+    pub fn error_text(&self) -> String {
+        let stderr = self.stderr.trim();
+        let text = if stderr.is_empty() {
+            self.stdout.trim()
+        } else {
+            stderr
+        };
+        text.trim_start_matches("Error: ").to_string()
+    }
+}
+
+/// The Atlas CLI and how to call it.
+#[derive(Clone, Debug)]
+pub struct Atlas {
+    pub program: PathBuf,
+    pub limit: Duration,
+    /// Environment given to every call (the URLs): never on the command line.
+    env: Vec<(String, String)>,
+}
+
+impl Atlas {
+    pub fn new(program: PathBuf, limit: Duration) -> Atlas {
+        Atlas {
+            program,
+            limit,
+            env: Vec::new(),
+        }
+    }
+
+    pub fn env(&mut self, key: &str, value: String) {
+        self.env.push((key.to_string(), value));
+    }
+
+    pub fn run(&self, args: &[&str]) -> Result<Output, AtlasError> {
+        let mut command = Command::new(&self.program);
+        command
+            .args(args)
+            .env("ATLAS_NO_UPDATE_NOTIFIER", "1")
+            .env("ATLAS_NO_UPGRADE_SUGGESTIONS", "1")
+            .env("ATLAS_NO_ANON_TELEMETRY", "true")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = command.spawn().map_err(|source| AtlasError::Spawn {
+            program: self.program.display().to_string(),
+            source,
+        })?;
+        let mut stdout = child.stdout.take().expect("piped");
+        let mut stderr = child.stderr.take().expect("piped");
+        let out = std::thread::spawn(move || {
+            let mut buf = String::new();
+            let _ = stdout.read_to_string(&mut buf);
+            buf
+        });
+        let err = std::thread::spawn(move || {
+            let mut buf = String::new();
+            let _ = stderr.read_to_string(&mut buf);
+            buf
+        });
+        let started = Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().map_err(|source| AtlasError::Spawn {
+                program: self.program.display().to_string(),
+                source,
+            })? {
+                break status;
+            }
+            if started.elapsed() >= self.limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(AtlasError::Timeout(self.limit));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Ok(Output {
+            success: status.success(),
+            stdout: out.join().unwrap_or_default(),
+            stderr: err.join().unwrap_or_default(),
+        })
+    }
+
+    /// `atlas version`'s version, for the result (`v0.13.1`).
+    pub fn version(&self) -> Option<String> {
+        let output = self.run(&["version"]).ok()?;
+        output
+            .stdout
+            .split_whitespace()
+            .find(|word| {
+                word.starts_with('v') && word[1..].starts_with(|c: char| c.is_ascii_digit())
+            })
+            .map(str::to_string)
+    }
+}
+
+/// Whether an Atlas error is worth retrying: the database could not be reached or was busy, as
+/// opposed to something in the inputs that will fail the same way every time.
+pub fn is_transient(error: &str) -> bool {
+    const TRANSIENT: &[&str] = &[
+        "connection refused",
+        "connection reset",
+        "no such host",
+        "i/o timeout",
+        "timeout",
+        "too many connections",
+        "the database system is starting up",
+        "the database system is shutting down",
+        "acquiring database lock",
+        "lock timeout",
+        "broken pipe",
+        "network is unreachable",
+        "server closed the connection",
+        "bad connection",
+    ];
+    let lower = error.to_lowercase();
+    TRANSIENT.iter().any(|needle| lower.contains(needle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transient_errors_are_told_apart() {
+        assert!(is_transient(
+            "postgres: scanning system variables: dial tcp 127.0.0.1:1: connect: connection refused"
+        ));
+        assert!(is_transient(
+            "sql/migrate: acquiring database lock: lock timeout"
+        ));
+        assert!(!is_transient(
+            "pq: password authentication failed for user \"root\""
+        ));
+        assert!(!is_transient("near \"tabel\": syntax error"));
+    }
+}

@@ -1,0 +1,136 @@
+//! The `atlas.hcl` the runner writes for each apply, emitted with `hcl-rs` (never by string
+//! concatenation). URLs are read with `getenv`, so no secret is written to the file either.
+
+use hcl::expr::{Expression, FuncCall};
+use hcl::{Block, Body};
+
+use crate::atlas::{DEV_URL_ENV, URL_ENV};
+use crate::contract::{MigrationJob, SchemaJob};
+
+fn getenv(name: &str) -> Expression {
+    Expression::from(FuncCall::builder("getenv").arg(name).build())
+}
+
+fn strings(values: &[String]) -> Expression {
+    Expression::Array(values.iter().cloned().map(Expression::from).collect())
+}
+
+/// `env "<name>" { url = getenv(…) … migration { … } }` for `atlas migrate apply`.
+pub fn migration(env_name: &str, dir_url: &str, job: &MigrationJob) -> Body {
+    let mut migration = Block::builder("migration").add_attribute(("dir", dir_url));
+    if let Some(schema) = &job.revisions_schema {
+        migration = migration.add_attribute(("revisions_schema", schema.as_str()));
+    }
+    if let Some(baseline) = &job.baseline {
+        migration = migration.add_attribute(("baseline", baseline.as_str()));
+    }
+    let env = Block::builder("env")
+        .add_label(env_name)
+        .add_attribute(("url", getenv(URL_ENV)))
+        .add_block(migration.build())
+        .build();
+    Body::builder().add_block(env).build()
+}
+
+/// `env "<name>" { url, dev, src, schemas, exclude, diff { … } }` for `atlas schema apply`.
+pub fn schema(env_name: &str, desired_url: &str, with_dev: bool, job: &SchemaJob) -> Body {
+    let mut env = Block::builder("env")
+        .add_label(env_name)
+        .add_attribute(("url", getenv(URL_ENV)))
+        .add_attribute(("src", desired_url));
+    if with_dev {
+        env = env.add_attribute(("dev", getenv(DEV_URL_ENV)));
+    }
+    if !job.schemas.is_empty() {
+        env = env.add_attribute(("schemas", strings(&job.schemas)));
+    }
+    if !job.exclude.is_empty() {
+        env = env.add_attribute(("exclude", strings(&job.exclude)));
+    }
+    let mut diff = Block::builder("diff");
+    let mut has_diff = false;
+    if !job.skip.is_empty() {
+        let mut skip = Block::builder("skip");
+        for change in &job.skip {
+            skip = skip.add_attribute((change.as_str(), true));
+        }
+        diff = diff.add_block(skip.build());
+        has_diff = true;
+    }
+    if job.concurrent_index_create.is_some() || job.concurrent_index_drop.is_some() {
+        let mut concurrent = Block::builder("concurrent_index");
+        if let Some(create) = job.concurrent_index_create {
+            concurrent = concurrent.add_attribute(("create", create));
+        }
+        if let Some(drop) = job.concurrent_index_drop {
+            concurrent = concurrent.add_attribute(("drop", drop));
+        }
+        diff = diff.add_block(concurrent.build());
+        has_diff = true;
+    }
+    if has_diff {
+        env = env.add_block(diff.build());
+    }
+    Body::builder().add_block(env.build()).build()
+}
+
+/// The names `policy.diff.skip` may hold (upstream's list); anything else is refused before
+/// Atlas sees it.
+pub const SKIP_CHANGES: &[&str] = &[
+    "add_schema",
+    "drop_schema",
+    "modify_schema",
+    "add_table",
+    "drop_table",
+    "modify_table",
+    "add_column",
+    "drop_column",
+    "modify_column",
+    "add_index",
+    "drop_index",
+    "modify_index",
+    "add_foreign_key",
+    "drop_foreign_key",
+    "modify_foreign_key",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_config_reads_the_url_from_the_environment() {
+        let job = MigrationJob {
+            dir: "/migrations".into(),
+            revisions_schema: Some("atlas".into()),
+            baseline: Some("20230101000000".into()),
+            ..Default::default()
+        };
+        let text = hcl::to_string(&migration("k8s", "file:///tmp/dir", &job)).unwrap();
+        assert!(text.contains("env \"k8s\""), "{text}");
+        assert!(
+            text.contains("url = getenv(\"ATLAS_RUNNER_URL\")"),
+            "{text}"
+        );
+        assert!(text.contains("revisions_schema = \"atlas\""), "{text}");
+        assert!(text.contains("baseline = \"20230101000000\""), "{text}");
+    }
+
+    #[test]
+    fn schema_config_quotes_what_it_must() {
+        let job = SchemaJob {
+            exclude: vec!["ignore_me".into(), "a\"b".into()],
+            skip: vec!["drop_index".into()],
+            concurrent_index_create: Some(true),
+            ..Default::default()
+        };
+        let text = hcl::to_string(&schema("k8s", "file:///tmp/schema.sql", true, &job)).unwrap();
+        assert!(
+            text.contains("dev = getenv(\"ATLAS_RUNNER_DEV_URL\")"),
+            "{text}"
+        );
+        assert!(text.contains(r#""a\"b""#), "{text}");
+        assert!(text.contains("drop_index = true"), "{text}");
+        assert!(text.contains("create = true"), "{text}");
+    }
+}

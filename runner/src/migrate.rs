@@ -1,0 +1,344 @@
+//! `runner migrate`: `atlas migrate apply` of the mounted directory.
+//!
+//! First `atlas migrate status`, to refuse a protected "migrate down" (the database is at a newer
+//! version than the directory's latest) before anything runs; then `atlas migrate apply` with
+//! JSON output, read into versions, counts and, on failure, the file and statement that failed.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::atlas::{self, URL_ENV};
+use crate::config;
+use crate::contract::{Job, MigrationJob, Outcome, RunResult};
+use crate::inputs::{self, WorkDir};
+use crate::reason::Reason;
+use crate::run::Run;
+use crate::target;
+
+/// How long the reachability check waits for the database's TCP port.
+pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// `atlas migrate status --format '{{ json . }}'`, the parts we read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Status {
+    #[serde(default)]
+    pub available: Vec<File>,
+    #[serde(default)]
+    pub pending: Vec<File>,
+    #[serde(default)]
+    pub applied: Vec<Revision>,
+    #[serde(default)]
+    pub current: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct File {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Revision {
+    #[serde(default)]
+    pub version: String,
+}
+
+/// `atlas migrate apply --format '{{ json . }}'`, the parts we read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Apply {
+    #[serde(default)]
+    pending: Vec<File>,
+    #[serde(default)]
+    applied: Vec<AppliedFile>,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    error: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct AppliedFile {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    applied: Vec<String>,
+    #[serde(default)]
+    error: Option<StatementError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StatementError {
+    #[serde(default)]
+    stmt: String,
+    #[serde(default)]
+    text: String,
+}
+
+/// Version strings compare by length first: Atlas versions are digits of any length.
+fn version_key(version: &str) -> (usize, &str) {
+    (version.len(), version)
+}
+
+/// The newest version the database has applied, per `migrate status`.
+fn database_version(status: &Status) -> Option<&str> {
+    status
+        .applied
+        .iter()
+        .map(|r| r.version.as_str())
+        .max_by_key(|v| version_key(v))
+}
+
+pub fn run(job: &Job, run: &mut Run) -> RunResult {
+    let Some(options) = &job.migration else {
+        return run.failed(
+            Reason::ReadingMigrationData,
+            "the job description has no migration options",
+            false,
+        );
+    };
+    if let Some(order) = options.exec_order.as_deref().filter(|o| *o != "linear") {
+        return run.failed(
+            Reason::Migrating,
+            &format!(
+                "execOrder {order} needs Atlas v0.14 or newer; this runner's Atlas CLI is {} \
+                 (the community build it is made with): use execOrder linear",
+                run.atlas_version.as_deref().unwrap_or("older")
+            ),
+            false,
+        );
+    }
+
+    // The inputs, exactly as the controller hashed them.
+    let files = match inputs::read_dir(Path::new(&options.dir)) {
+        Ok(files) => files,
+        Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), false),
+    };
+    if let Err(err) = inputs::verify(&files, &job.inputs_digest) {
+        return run.failed(Reason::ReadingMigrationData, &err.to_string(), false);
+    }
+    let work = match WorkDir::create(&run.tmp) {
+        Ok(work) => work,
+        Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), true),
+    };
+    let dir = work.path().join("migrations");
+    if let Err(err) = inputs::write_copy(&dir, &files) {
+        return run.failed(Reason::ReadingMigrationData, &err.to_string(), true);
+    }
+    run.log(&format!(
+        "migration directory: {} files from {}",
+        files.len(),
+        options.dir
+    ));
+
+    let url = match target::url(&job.target, &mut run.redactor) {
+        Ok(url) => url,
+        Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), false),
+    };
+    if let Err(err) = target::check_reachable(&url, CONNECT_LIMIT) {
+        return run.failed(Reason::Migrating, &err.to_string(), true);
+    }
+    run.atlas.env(URL_ENV, url);
+
+    let config_path = work.path().join("atlas.hcl");
+    let body = config::migration(&job.env_name, &format!("file://{}", dir.display()), options);
+    let text = match hcl::to_string(&body) {
+        Ok(text) => text,
+        Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), false),
+    };
+    if let Err(err) = std::fs::write(&config_path, text) {
+        return run.failed(Reason::ReadingMigrationData, &err.to_string(), true);
+    }
+    let config_url = format!("file://{}", config_path.display());
+    let base = [
+        "--env",
+        job.env_name.as_str(),
+        "--config",
+        config_url.as_str(),
+    ];
+
+    // 1. Where the database is, before anything runs.
+    let mut args = vec!["migrate", "status"];
+    args.extend(base);
+    args.extend(["--format", "{{ json . }}"]);
+    let status = match run.atlas.run(&args) {
+        Ok(output) if output.success => {
+            match serde_json::from_str::<Status>(output.stdout.trim()) {
+                Ok(status) => status,
+                Err(err) => {
+                    return run.failed(
+                        Reason::Migrating,
+                        &format!("reading `atlas migrate status`: {err}"),
+                        false,
+                    );
+                }
+            }
+        }
+        Ok(output) => return atlas_failure(run, &output.error_text(), &files),
+        Err(err) => return run.failed(Reason::Migrating, &err.to_string(), true),
+    };
+    if let Some(refused) = refuse_migrate_down(run, &status, options) {
+        return refused;
+    }
+
+    // 2. The apply.
+    let mut args = vec!["migrate", "apply"];
+    args.extend(base);
+    args.extend(["--format", "{{ json . }}"]);
+    if let Some(tx_mode) = &options.tx_mode {
+        args.extend(["--tx-mode", tx_mode.as_str()]);
+    }
+    let output = match run.atlas.run(&args) {
+        Ok(output) => output,
+        Err(err) => return run.failed(Reason::Migrating, &err.to_string(), true),
+    };
+    let Ok(apply) = serde_json::from_str::<Apply>(output.stdout.trim()) else {
+        // Early failures (checksum, lock, connection) print plain text and no JSON.
+        return atlas_failure(run, &output.error_text(), &files);
+    };
+    report(run, apply, output.success, database_version(&status))
+}
+
+/// A database newer than the directory is a "migrate down": refused unless allowed, and then
+/// refused anyway when this Atlas build cannot do it.
+fn refuse_migrate_down(run: &Run, status: &Status, options: &MigrationJob) -> Option<RunResult> {
+    let current = database_version(status)?;
+    let latest = status
+        .available
+        .iter()
+        .map(|f| f.version.as_str())
+        .max_by_key(|v| version_key(v))
+        .unwrap_or("");
+    if version_key(current) <= version_key(latest) {
+        return None;
+    }
+    let message = if options.allow_migrate_down {
+        format!(
+            "the database is at version {current}, newer than the directory's latest {latest}: \
+             migrating down is allowed, but this runner's Atlas CLI ({}, community build) has no \
+             `migrate down`; restore the newer files or migrate down by hand",
+            run.atlas_version.as_deref().unwrap_or("unknown version")
+        )
+    } else {
+        format!(
+            "the database is at version {current}, newer than the directory's latest {latest}: \
+             that is migrating down, which is protected; set \
+             spec.protectedFlows.migrateDown.allow to true to allow it"
+        )
+    };
+    let mut result = run.failed(Reason::ProtectedFlowError, &message, false);
+    result.current_version = Some(current.to_string());
+    result.target_version = Some(latest.to_string());
+    Some(result)
+}
+
+fn report(run: &Run, apply: Apply, success: bool, before: Option<&str>) -> RunResult {
+    for file in &apply.applied {
+        run.log(&format!(
+            "-- migrating version {} ({})",
+            file.version, file.name
+        ));
+        for statement in &file.applied {
+            run.log(&format!("   -> {}", statement.trim()));
+        }
+        if let Some(error) = &file.error {
+            run.log(&format!("   !! {}", error.text));
+        }
+    }
+    let statements: usize = apply
+        .applied
+        .iter()
+        .map(|f| f.applied.len() - usize::from(f.error.is_some()))
+        .sum();
+    let complete: Vec<&AppliedFile> = apply.applied.iter().filter(|f| f.error.is_none()).collect();
+    // The version the database is at now: the last file that went through whole.
+    let now = complete
+        .last()
+        .map(|f| f.version.clone())
+        .or_else(|| before.map(str::to_string))
+        .or_else(|| Some(apply.current.clone()).filter(|c| !c.is_empty()));
+
+    if success && apply.error.is_empty() {
+        let outcome = if apply.pending.is_empty() {
+            Outcome::NoOp
+        } else {
+            Outcome::Applied
+        };
+        let message = match outcome {
+            Outcome::NoOp => format!(
+                "no migration to apply: the database is at version {}",
+                now.as_deref().unwrap_or("(none)")
+            ),
+            _ => format!(
+                "migrated to version {} ({} files, {statements} statements)",
+                now.as_deref().unwrap_or("?"),
+                complete.len()
+            ),
+        };
+        run.log(&message);
+        let mut result = run.result(outcome, Reason::Applied, &message);
+        result.current_version = now;
+        result.target_version = Some(apply.target).filter(|t| !t.is_empty());
+        result.files_applied = complete.len() as u32;
+        result.statements_applied = statements as u32;
+        return result;
+    }
+
+    let message = match apply.applied.iter().find(|f| f.error.is_some()) {
+        Some(file) => {
+            let error = file.error.as_ref().expect("found by its error");
+            format!(
+                "migration file {} failed at statement `{}`: {}; the database is at version {}",
+                file.name,
+                error.stmt.trim(),
+                error.text,
+                now.as_deref().unwrap_or("(none)")
+            )
+        }
+        None => apply.error.clone(),
+    };
+    run.log(&message);
+    let mut result = run.failed(
+        Reason::Migrating,
+        &message,
+        atlas::is_transient(&apply.error),
+    );
+    result.current_version = now;
+    result.target_version = Some(apply.target).filter(|t| !t.is_empty());
+    result.files_applied = complete.len() as u32;
+    result.statements_applied = statements as u32;
+    result
+}
+
+/// An Atlas error with no JSON to read.
+fn atlas_failure(run: &Run, error: &str, files: &[(String, Vec<u8>)]) -> RunResult {
+    run.log(error);
+    if error.contains("checksum") {
+        let which = crate::sum::first_mismatch(files)
+            .map(|file| format!(" (first file that does not match: {file})"))
+            .unwrap_or_default();
+        return run.failed(
+            Reason::ReadingMigrationData,
+            &format!(
+                "atlas.sum does not match the migration files{which}: a file was edited or added \
+                 after the directory was hashed; run `atlas migrate hash` and commit atlas.sum"
+            ),
+            false,
+        );
+    }
+    let transient = atlas::is_transient(error);
+    run.failed(Reason::Migrating, error, transient)
+}

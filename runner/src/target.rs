@@ -1,0 +1,178 @@
+//! The target and dev database URLs, resolved from the contract and the pod's environment, and a
+//! bounded reachability check so an unreachable database fails fast instead of hanging.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::Duration;
+
+use crate::contract::{Target, Value};
+use crate::redact::Redactor;
+use crate::url::{Parts, assemble};
+
+#[derive(Debug, thiserror::Error)]
+pub enum TargetError {
+    #[error("the environment variable {0} is not set (its Secret or key may be missing)")]
+    MissingEnv(String),
+    #[error("cannot reach the database at {host}:{port}: {reason}")]
+    Unreachable {
+        host: String,
+        port: u16,
+        reason: String,
+    },
+}
+
+fn value(value: &Value) -> Result<String, TargetError> {
+    match value {
+        Value::Literal(text) => Ok(text.clone()),
+        Value::Env(name) => env(name),
+    }
+}
+
+fn env(name: &str) -> Result<String, TargetError> {
+    std::env::var(name).map_err(|_| TargetError::MissingEnv(name.to_string()))
+}
+
+/// The target's URL; every secret part is remembered by the redactor.
+pub fn url(target: &Target, redactor: &mut Redactor) -> Result<String, TargetError> {
+    let url = match target {
+        Target::UrlEnv(name) => env(name)?,
+        Target::Credentials(credentials) => {
+            let user = credentials.user.as_ref().map(value).transpose()?;
+            let password = credentials.password_env.as_deref().map(env).transpose()?;
+            if let Some(password) = &password {
+                redactor.add(password.clone());
+            }
+            let host = value(&credentials.host)?;
+            assemble(&Parts {
+                scheme: &credentials.scheme,
+                user: user.as_deref(),
+                password: password.as_deref(),
+                host: &host,
+                port: credentials.port,
+                database: credentials.database.as_deref(),
+                parameters: &credentials.parameters,
+            })
+        }
+    };
+    redactor.add(url.clone());
+    if let Some(password) = password_of(&url) {
+        redactor.add(password);
+    }
+    Ok(url)
+}
+
+/// A dev database URL from an environment variable.
+pub fn dev_url(name: &str, redactor: &mut Redactor) -> Result<String, TargetError> {
+    let url = env(name)?;
+    redactor.add(url.clone());
+    if let Some(password) = password_of(&url) {
+        redactor.add(password);
+    }
+    Ok(url)
+}
+
+/// The password part of a URL, decoded, so it is hidden however Atlas quotes it.
+fn password_of(url: &str) -> Option<String> {
+    let authority = url.split_once("://")?.1;
+    let authority = &authority[..authority.find(['/', '?', '#']).unwrap_or(authority.len())];
+    let userinfo = &authority[..authority.rfind('@')?];
+    let (_, password) = userinfo.split_once(':')?;
+    Some(percent_decode(password))
+}
+
+fn percent_decode(text: &str) -> String {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Some(byte) = std::str::from_utf8(&bytes[i + 1..i + 3])
+                .ok()
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Host and port of a network URL (`None` for SQLite and other file URLs).
+pub fn host_port(url: &str) -> Option<(String, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let default_port = match scheme.split('+').next()? {
+        "postgres" | "postgresql" => 5432,
+        "mysql" | "maria" | "mariadb" => 3306,
+        _ => return None,
+    };
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if let Some(rest) = host_port.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        let port = after.strip_prefix(':').and_then(|p| p.parse().ok());
+        return Some((host.to_string(), port.unwrap_or(default_port)));
+    }
+    match host_port.rsplit_once(':') {
+        Some((host, port)) => Some((host.to_string(), port.parse().ok()?)),
+        None => Some((host_port.to_string(), default_port)),
+    }
+}
+
+/// Opens (and closes) a TCP connection to the database within `limit`, so an address that never
+/// answers ends the run with a transient error instead of hanging in the driver.
+pub fn check_reachable(url: &str, limit: Duration) -> Result<(), TargetError> {
+    let Some((host, port)) = host_port(url) else {
+        return Ok(());
+    };
+    let unreachable = |reason: String| TargetError::Unreachable {
+        host: host.clone(),
+        port,
+        reason,
+    };
+    let addresses: Vec<_> = (host.as_str(), port)
+        .to_socket_addrs()
+        .map_err(|err| unreachable(err.to_string()))?
+        .collect();
+    let mut last = String::from("no address");
+    for address in addresses {
+        match TcpStream::connect_timeout(&address, limit) {
+            Ok(_) => return Ok(()),
+            Err(err) => last = err.to_string(),
+        }
+    }
+    Err(unreachable(last))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_and_port_of_urls() {
+        assert_eq!(
+            host_port("postgres://u:p@db:5433/x?sslmode=disable"),
+            Some(("db".into(), 5433))
+        );
+        assert_eq!(
+            host_port("mysql://root:pass@mysql/myapp"),
+            Some(("mysql".into(), 3306))
+        );
+        assert_eq!(
+            host_port("maria://[::1]:3307/a"),
+            Some(("::1".into(), 3307))
+        );
+        assert_eq!(host_port("sqlite:///tmp/a.db"), None);
+    }
+
+    #[test]
+    fn the_password_is_found_decoded() {
+        assert_eq!(
+            password_of("postgres://u:p%40ss%3Aw%2Frd%23%25@h/db"),
+            Some("p@ss:w/rd#%".into())
+        );
+        assert_eq!(password_of("postgres://u@h/db"), None);
+    }
+}

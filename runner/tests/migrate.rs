@@ -1,0 +1,688 @@
+//! `runner migrate` against the real Atlas CLI and real PostgreSQL, MariaDB and SQLite: each test
+//! is one of the issue's bad inputs, and reads what a controller would read (the result in the
+//! termination message and the exit code) plus what is in the database afterwards.
+
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use atlas_runner::contract::{
+    self, CONTRACT_VERSION, Credentials, EXIT_DEFINITIVE, EXIT_OK, EXIT_TRANSIENT, Job, Kind,
+    MigrationJob, Outcome, RunResult, Target, Value,
+};
+use atlas_runner::reason::Reason;
+use atlas_runner::sum;
+use devcluster::db::{Engine, TestDatabase};
+
+const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
+const SEED_SUM: &str = "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc=\n20230316085611.sql h1:ldFr73m6ZQzNi8q9dVJsOU/ZHmkBo4Sax03AaL0VUUs=\n";
+
+/// A scratch directory, removed at the end of the test whatever happens.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!(
+            "runner-test-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A migration directory with an `atlas.sum` computed as Atlas computes it.
+fn hashed(files: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut owned: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
+        .collect();
+    let entries = sum::entries(&owned);
+    let mut text = format!("{}\n", sum::total(&entries));
+    for (name, hash) in &entries {
+        text.push_str(&format!("{name} {hash}\n"));
+    }
+    owned.push(("atlas.sum".into(), text.into_bytes()));
+    owned
+        .into_iter()
+        .map(|(n, c)| (n, String::from_utf8(c).unwrap()))
+        .collect()
+}
+
+fn seed_files() -> Vec<(String, String)> {
+    vec![
+        ("20230316085611.sql".into(), SEED_SQL.into()),
+        ("atlas.sum".into(), SEED_SUM.into()),
+    ]
+}
+
+fn write_dir(dir: &Path, files: &[(String, String)]) {
+    std::fs::create_dir_all(dir).unwrap();
+    for (name, content) in files {
+        std::fs::write(dir.join(name), content).unwrap();
+    }
+}
+
+fn digest(files: &[(String, String)]) -> String {
+    contract::digest_files(files.iter().map(|(n, c)| (n.as_str(), c.as_bytes())))
+}
+
+fn job(dir: &Path, files: &[(String, String)], target: Target) -> Job {
+    Job {
+        version: CONTRACT_VERSION,
+        kind: Kind::Migration,
+        resource: "tests/migration".into(),
+        target,
+        dev_url_env: None,
+        env_name: "k8s".into(),
+        vars: vec![],
+        custom_config_path: None,
+        inputs_digest: digest(files),
+        migration: Some(MigrationJob {
+            dir: dir.display().to_string(),
+            ..Default::default()
+        }),
+        schema: None,
+    }
+}
+
+fn url_target() -> Target {
+    Target::UrlEnv("DATABASE_URL".into())
+}
+
+/// What one run of the runner left behind.
+struct Ran {
+    code: u8,
+    result: RunResult,
+    stdout: String,
+    stderr: String,
+    result_text: String,
+    took: Duration,
+}
+
+fn run_runner(job: &Job, env: &[(&str, &str)], scratch: &Path, extra: &[&str]) -> Ran {
+    let result_path = scratch.join("termination-log");
+    let tmp = scratch.join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let started = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg("migrate")
+        .arg("--termination-log")
+        .arg(&result_path)
+        .arg("--atlas")
+        .arg(devcluster::tools::path("atlas").expect("run `cargo xtask tools` first"))
+        .arg("--tmp")
+        .arg(&tmp)
+        .args(extra)
+        .env(contract::JOB_ENV, serde_json::to_string(job).unwrap())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let result_text = std::fs::read_to_string(&result_path).unwrap_or_default();
+    let result: RunResult = serde_json::from_str(&result_text).unwrap_or_else(|err| {
+        panic!(
+            "no valid result ({err}): {result_text}\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        )
+    });
+    assert!(result_text.len() <= contract::TERMINATION_MESSAGE_LIMIT);
+    Ran {
+        code: output.status.code().unwrap() as u8,
+        result,
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        result_text,
+        took,
+    }
+}
+
+#[test]
+fn seed_directory_applies_then_is_a_no_op() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_seed").unwrap();
+    let scratch = Scratch::new("seed");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let job = job(&dir, &seed_files(), url_target());
+
+    let first = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    assert_eq!(first.code, EXIT_OK, "{}", first.stdout);
+    assert_eq!(first.result.outcome, Outcome::Applied);
+    assert_eq!(first.result.reason, Reason::Applied);
+    assert_eq!(
+        first.result.current_version.as_deref(),
+        Some("20230316085611")
+    );
+    assert_eq!(first.result.files_applied, 1);
+    assert_eq!(first.result.statements_applied, 2);
+    assert_eq!(first.result.atlas_version.as_deref(), Some("v0.13.1"));
+    assert!(
+        first.stdout.contains("create sequence users_seq"),
+        "{}",
+        first.stdout
+    );
+    let default = db
+        .query("select column_default from information_schema.columns where table_name = 'users' and column_name = 'id'")
+        .unwrap();
+    assert_eq!(default.trim(), "nextval('users_seq'::regclass)");
+
+    let second = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    assert_eq!(second.code, EXIT_OK);
+    assert_eq!(second.result.outcome, Outcome::NoOp);
+    assert_eq!(
+        second.result.current_version.as_deref(),
+        Some("20230316085611")
+    );
+    assert_eq!(second.result.files_applied, 0);
+}
+
+/// A ConfigMap volume: every key a symlink into `..data/`, itself a symlink.
+#[test]
+fn a_configmap_volume_works_as_the_directory() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_cm").unwrap();
+    let scratch = Scratch::new("cm");
+    let volume = scratch.0.join("volume");
+    let stamp = volume.join("..2026_11_23_17_00_00.000000001");
+    write_dir(&stamp, &seed_files());
+    std::os::unix::fs::symlink("..2026_11_23_17_00_00.000000001", volume.join("..data")).unwrap();
+    for (name, _) in seed_files() {
+        std::os::unix::fs::symlink(format!("..data/{name}"), volume.join(&name)).unwrap();
+    }
+    let ran = run_runner(
+        &job(&volume, &seed_files(), url_target()),
+        &[("DATABASE_URL", &db.url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    assert_eq!(ran.result.outcome, Outcome::Applied);
+}
+
+#[test]
+fn tampered_atlas_sum_applies_nothing_and_names_the_file() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_tampered").unwrap();
+    let scratch = Scratch::new("tampered");
+    let mut files = seed_files();
+    files[0].1 = SEED_SQL.replace(
+        "varchar(255) not null,\n  primary",
+        "text not null,\n  primary",
+    );
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let ran = run_runner(
+        &job(&dir, &files, url_target()),
+        &[("DATABASE_URL", &db.url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE);
+    assert_eq!(ran.result.reason, Reason::ReadingMigrationData);
+    assert!(
+        ran.result.message.contains("20230316085611.sql"),
+        "{}",
+        ran.result.message
+    );
+    let tables = db
+        .query("select count(*) from information_schema.tables where table_schema = 'public'")
+        .unwrap();
+    assert_eq!(tables.trim(), "0");
+}
+
+#[test]
+fn broken_statement_in_file_two_of_three_keeps_file_one() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_broken").unwrap();
+    let scratch = Scratch::new("broken");
+    let files = hashed(&[
+        ("1_users.sql", "create table users (id int primary key);\n"),
+        (
+            "2_orders.sql",
+            "create table orders (id int);\ncreate tabel broken (id int);\n",
+        ),
+        ("3_items.sql", "create table items (id int);\n"),
+    ]);
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let ran = run_runner(
+        &job(&dir, &files, url_target()),
+        &[("DATABASE_URL", &db.url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::Migrating);
+    assert!(!ran.result.transient);
+    assert_eq!(ran.result.current_version.as_deref(), Some("1"));
+    assert!(
+        ran.result.message.contains("2_orders.sql"),
+        "{}",
+        ran.result.message
+    );
+    assert!(
+        ran.result.message.contains("create tabel broken"),
+        "{}",
+        ran.result.message
+    );
+    let tables = db
+        .query("select table_name from information_schema.tables where table_schema = 'public' and table_name in ('users','orders','items') order by 1")
+        .unwrap();
+    // File 2 ran in its own transaction: its first statement was rolled back with it.
+    assert_eq!(tables.trim(), "users");
+}
+
+#[test]
+fn unreachable_database_is_transient() {
+    let scratch = Scratch::new("refused");
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("postgres://root:pass@127.0.0.1:{port}/postgres?sslmode=disable");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let ran = run_runner(
+        &job(&dir, &seed_files(), url_target()),
+        &[("DATABASE_URL", &url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_TRANSIENT, "{}", ran.result.message);
+    assert!(ran.result.transient);
+    assert!(
+        ran.result.message.contains("cannot reach the database"),
+        "{}",
+        ran.result.message
+    );
+}
+
+/// A server that accepts connections and never answers: the runner's time limit ends the wait.
+#[test]
+fn a_database_that_never_answers_does_not_hang_the_runner() {
+    let scratch = Scratch::new("silent");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url = format!("postgres://root:pass@127.0.0.1:{port}/postgres?sslmode=disable");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let ran = run_runner(
+        &job(&dir, &seed_files(), url_target()),
+        &[("DATABASE_URL", &url)],
+        &scratch.0,
+        &["--timeout-seconds", "3"],
+    );
+    drop(listener);
+    assert_eq!(ran.code, EXIT_TRANSIENT, "{}", ran.result.message);
+    assert!(
+        ran.result.message.contains("did not finish within 3s"),
+        "{}",
+        ran.result.message
+    );
+    assert!(ran.took < Duration::from_secs(30), "took {:?}", ran.took);
+}
+
+#[test]
+fn wrong_password_is_definitive_and_redacted() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_wrongpw").unwrap();
+    let scratch = Scratch::new("wrongpw");
+    let url = db.url.replace(":pass@", ":Sentinel-Wrong-9f3@");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let ran = run_runner(
+        &job(&dir, &seed_files(), url_target()),
+        &[("DATABASE_URL", &url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert!(
+        ran.result
+            .message
+            .contains("password authentication failed"),
+        "{}",
+        ran.result.message
+    );
+    for text in [&ran.result_text, &ran.stdout, &ran.stderr] {
+        assert!(
+            !text.contains("Sentinel-Wrong-9f3"),
+            "the password leaked: {text}"
+        );
+    }
+}
+
+#[test]
+fn an_enormous_error_still_fits_the_termination_message() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_huge").unwrap();
+    let scratch = Scratch::new("huge");
+    let huge = format!("select '{}' from nowhere;\n", "x".repeat(200 * 1024));
+    let files = hashed(&[("1_huge.sql", &huge)]);
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let ran = run_runner(
+        &job(&dir, &files, url_target()),
+        &[("DATABASE_URL", &db.url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE);
+    assert!(ran.result_text.len() <= contract::TERMINATION_MESSAGE_LIMIT);
+    assert!(
+        ran.result.message.contains("bytes cut]"),
+        "{}",
+        ran.result.message
+    );
+    assert!(
+        ran.result.message.contains("1_huge.sql"),
+        "{}",
+        ran.result.message
+    );
+}
+
+#[test]
+fn missing_mounted_directory_and_changed_inputs_are_refused() {
+    let scratch = Scratch::new("missing");
+    let ran = run_runner(
+        &job(&scratch.0.join("nowhere"), &seed_files(), url_target()),
+        &[("DATABASE_URL", "postgres://root:pass@127.0.0.1:1/x")],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE);
+    assert_eq!(ran.result.reason, Reason::ReadingMigrationData);
+    assert!(
+        ran.result.message.contains("is missing"),
+        "{}",
+        ran.result.message
+    );
+
+    // The ConfigMap was edited after the Job was made: the Job refuses the new content.
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let mut edited = seed_files();
+    edited[0].1.push_str("-- edited\n");
+    let ran = run_runner(
+        &job(&dir, &edited, url_target()),
+        &[("DATABASE_URL", "postgres://root:pass@127.0.0.1:1/x")],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE);
+    assert!(
+        ran.result
+            .message
+            .contains("changed after this Job was created"),
+        "{}",
+        ran.result.message
+    );
+}
+
+/// A password full of URL syntax, given as credentials: assembled with percent-encoding, it
+/// reaches PostgreSQL intact, and appears in no output and on no command line.
+#[test]
+fn credentials_with_url_special_characters_work_and_never_show() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_creds").unwrap();
+    let role = format!("r_{}", db.name);
+    let password = "Sentinel-p@ss:w/rd#%";
+    db.query(&format!(
+        "create role {role} login password '{password}'; grant all on schema public to {role}; \
+         alter database {} owner to {role}",
+        db.name
+    ))
+    .unwrap();
+    let scratch = Scratch::new("creds");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let (host, port) = devcluster::db::shared()
+        .map(|s| ("127.0.0.1".to_string(), s.postgres_port))
+        .unwrap();
+    let target = Target::Credentials(Credentials {
+        scheme: "postgres".into(),
+        user: Some(Value::Literal(role.clone())),
+        password_env: Some("DB_PASSWORD".into()),
+        host: Value::Literal(host),
+        port: Some(port as i32),
+        database: Some(db.name.clone()),
+        parameters: BTreeMap::from([("sslmode".to_string(), "disable".to_string())]),
+    });
+    let ran = run_runner(
+        &job(&dir, &seed_files(), target),
+        &[("DB_PASSWORD", password)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    for text in [&ran.result_text, &ran.stdout, &ran.stderr] {
+        assert!(
+            !text.contains("Sentinel-p@ss"),
+            "the password leaked: {text}"
+        );
+        assert!(
+            !text.contains("Sentinel-p%40ss"),
+            "the password leaked: {text}"
+        );
+    }
+}
+
+/// While Atlas waits on a silent server, its command line is there to read in /proc: the
+/// password must not be on it.
+#[test]
+fn the_password_is_not_on_atlas_command_line() {
+    let scratch = Scratch::new("cmdline");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let url =
+        format!("postgres://root:Sentinel-Cmdline-42@127.0.0.1:{port}/postgres?sslmode=disable");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let job = job(&dir, &seed_files(), url_target());
+    let atlas = devcluster::tools::path("atlas").unwrap();
+    let watcher = std::thread::spawn(move || {
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < deadline {
+            for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+                let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+                    continue;
+                };
+                let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                if cmdline.starts_with(&atlas.display().to_string()) {
+                    seen.push(cmdline);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        seen
+    });
+    let ran = run_runner(
+        &job,
+        &[("DATABASE_URL", &url)],
+        &scratch.0,
+        &["--timeout-seconds", "3"],
+    );
+    let seen = watcher.join().unwrap();
+    drop(listener);
+    assert!(!seen.is_empty(), "never saw Atlas running");
+    for cmdline in &seen {
+        assert!(
+            !cmdline.contains("Sentinel-Cmdline-42"),
+            "on the command line: {cmdline}"
+        );
+    }
+    for text in [&ran.result_text, &ran.stdout, &ran.stderr] {
+        assert!(
+            !text.contains("Sentinel-Cmdline-42"),
+            "the password leaked: {text}"
+        );
+    }
+}
+
+#[test]
+fn baseline_skips_the_files_up_to_it() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_baseline").unwrap();
+    let scratch = Scratch::new("baseline");
+    let files = hashed(&[
+        ("1_a.sql", "create table a (id int);\n"),
+        ("2_b.sql", "create table b (id int);\n"),
+        ("3_c.sql", "create table c (id int);\n"),
+    ]);
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let mut job = job(&dir, &files, url_target());
+    job.migration.as_mut().unwrap().baseline = Some("2".into());
+    let ran = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    assert_eq!(ran.result.current_version.as_deref(), Some("3"));
+    assert_eq!(ran.result.files_applied, 1);
+    let tables = db
+        .query("select table_name from information_schema.tables where table_schema = 'public' and table_name in ('a','b','c') order by 1")
+        .unwrap();
+    assert_eq!(tables.trim(), "c");
+}
+
+#[test]
+fn revisions_schema_holds_the_revisions_table() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_revisions").unwrap();
+    db.query("create schema atlas_meta").unwrap();
+    let scratch = Scratch::new("revisions");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let mut job = job(&dir, &seed_files(), url_target());
+    job.migration.as_mut().unwrap().revisions_schema = Some("atlas_meta".into());
+    let ran = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    let where_ = db
+        .query("select table_schema from information_schema.tables where table_name = 'atlas_schema_revisions'")
+        .unwrap();
+    assert_eq!(where_.trim(), "atlas_meta");
+}
+
+#[test]
+fn migrating_down_is_protected() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_down").unwrap();
+    let scratch = Scratch::new("down");
+    let both = hashed(&[
+        ("1_a.sql", "create table a (id int);\n"),
+        ("2_b.sql", "create table b (id int);\n"),
+    ]);
+    let dir = scratch.0.join("both");
+    write_dir(&dir, &both);
+    let ran = run_runner(
+        &job(&dir, &both, url_target()),
+        &[("DATABASE_URL", &db.url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+
+    let first = hashed(&[("1_a.sql", "create table a (id int);\n")]);
+    let dir = scratch.0.join("first");
+    write_dir(&dir, &first);
+    let mut down = job(&dir, &first, url_target());
+    let ran = run_runner(&down, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_DEFINITIVE);
+    assert_eq!(ran.result.reason, Reason::ProtectedFlowError);
+    assert!(
+        ran.result.message.contains("migrateDown.allow"),
+        "{}",
+        ran.result.message
+    );
+    assert_eq!(ran.result.current_version.as_deref(), Some("2"));
+
+    // Allowed, but this Atlas build has no `migrate down`: said plainly, nothing dropped.
+    down.migration.as_mut().unwrap().allow_migrate_down = true;
+    let ran = run_runner(&down, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    assert_eq!(ran.result.reason, Reason::ProtectedFlowError);
+    assert!(
+        ran.result.message.contains("has no `migrate down`"),
+        "{}",
+        ran.result.message
+    );
+    let b = db
+        .query("select count(*) from information_schema.tables where table_name = 'b'")
+        .unwrap();
+    assert_eq!(b.trim(), "1");
+}
+
+#[test]
+fn exec_order_this_atlas_cannot_do_is_said_plainly() {
+    let scratch = Scratch::new("execorder");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let mut job = job(&dir, &seed_files(), url_target());
+    job.migration.as_mut().unwrap().exec_order = Some("non-linear".into());
+    let ran = run_runner(
+        &job,
+        &[("DATABASE_URL", "postgres://root:pass@127.0.0.1:1/x")],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE);
+    assert!(
+        ran.result
+            .message
+            .contains("execOrder non-linear needs Atlas v0.14"),
+        "{}",
+        ran.result.message
+    );
+}
+
+#[test]
+fn mariadb_and_sqlite_migrate_too() {
+    let files = hashed(&[
+        (
+            "1_users.sql",
+            "create table users (id int not null auto_increment, name varchar(255) not null, primary key (id));\n",
+        ),
+        (
+            "2_bio.sql",
+            "alter table users add column short_bio varchar(255) not null;\n",
+        ),
+    ]);
+    let db = TestDatabase::create(Engine::MariaDb, "runner_maria").unwrap();
+    let scratch = Scratch::new("maria");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let ran = run_runner(
+        &job(&dir, &files, url_target()),
+        &[("DATABASE_URL", &db.url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    assert_eq!(ran.result.current_version.as_deref(), Some("2"));
+    let columns = db.query("select column_name from information_schema.columns where table_schema = database() and table_name = 'users' order by ordinal_position").unwrap();
+    assert_eq!(columns.trim(), "id\nname\nshort_bio");
+
+    let sqlite_files = hashed(&[(
+        "1_users.sql",
+        "create table users (id integer primary key, name text not null);\n",
+    )]);
+    let dir = scratch.0.join("sqlite");
+    write_dir(&dir, &sqlite_files);
+    let url = format!("sqlite://{}", scratch.0.join("app.db").display());
+    let ran = run_runner(
+        &job(&dir, &sqlite_files, url_target()),
+        &[("DATABASE_URL", &url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    let again = run_runner(
+        &job(&dir, &sqlite_files, url_target()),
+        &[("DATABASE_URL", &url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(again.result.outcome, Outcome::NoOp);
+}
