@@ -32,21 +32,17 @@ pub fn migration(env_name: &str, dir_url: &str, job: &MigrationJob) -> Body {
     Body::builder().add_block(env).build()
 }
 
-/// `env "<name>" { url, dev, src, schemas, exclude, diff { … } }` for `atlas schema apply`.
-pub fn schema(env_name: &str, desired_url: &str, with_dev: bool, job: &SchemaJob) -> Body {
-    let mut env = Block::builder("env")
-        .add_label(env_name)
+/// The env that names the desired schema itself as its URL, so the lint can inspect it with
+/// the dev database (whose URL must stay off the command line).
+pub const DESIRED_ENV: &str = "desired";
+
+/// Two envs for `atlas schema apply` and its lint: `<name>` { url, dev, src, schemas, exclude,
+/// diff { … } } for the target, and [`DESIRED_ENV`] { url = <desired file>, dev, … }.
+pub fn schema(env_name: &str, desired_url: &str, job: &SchemaJob) -> Body {
+    let target = scope(Block::builder("env").add_label(env_name), job)
         .add_attribute(("url", getenv(URL_ENV)))
-        .add_attribute(("src", desired_url));
-    if with_dev {
-        env = env.add_attribute(("dev", getenv(DEV_URL_ENV)));
-    }
-    if !job.schemas.is_empty() {
-        env = env.add_attribute(("schemas", strings(&job.schemas)));
-    }
-    if !job.exclude.is_empty() {
-        env = env.add_attribute(("exclude", strings(&job.exclude)));
-    }
+        .add_attribute(("src", desired_url))
+        .add_attribute(("dev", getenv(DEV_URL_ENV)));
     let mut diff = Block::builder("diff");
     let mut has_diff = false;
     if !job.skip.is_empty() {
@@ -68,10 +64,29 @@ pub fn schema(env_name: &str, desired_url: &str, with_dev: bool, job: &SchemaJob
         diff = diff.add_block(concurrent.build());
         has_diff = true;
     }
-    if has_diff {
-        env = env.add_block(diff.build());
+    let target = if has_diff {
+        target.add_block(diff.build())
+    } else {
+        target
+    };
+    let desired = scope(Block::builder("env").add_label(DESIRED_ENV), job)
+        .add_attribute(("url", desired_url))
+        .add_attribute(("dev", getenv(DEV_URL_ENV)));
+    Body::builder()
+        .add_block(target.build())
+        .add_block(desired.build())
+        .build()
+}
+
+/// `schemas` and `exclude`: what Atlas looks at, on both sides.
+fn scope(mut env: hcl::structure::BlockBuilder, job: &SchemaJob) -> hcl::structure::BlockBuilder {
+    if !job.schemas.is_empty() {
+        env = env.add_attribute(("schemas", strings(&job.schemas)));
     }
-    Body::builder().add_block(env.build()).build()
+    if !job.exclude.is_empty() {
+        env = env.add_attribute(("exclude", strings(&job.exclude)));
+    }
+    env
 }
 
 /// The names `policy.diff.skip` may hold (upstream's list); anything else is refused before
@@ -124,7 +139,9 @@ mod tests {
             concurrent_index_create: Some(true),
             ..Default::default()
         };
-        let text = hcl::to_string(&schema("k8s", "file:///tmp/schema.sql", true, &job)).unwrap();
+        let text = hcl::to_string(&schema("k8s", "file:///tmp/schema.sql", &job)).unwrap();
+        assert!(text.contains("env \"desired\""), "{text}");
+        assert!(text.contains("url = \"file:///tmp/schema.sql\""), "{text}");
         assert!(
             text.contains("dev = getenv(\"ATLAS_RUNNER_DEV_URL\")"),
             "{text}"

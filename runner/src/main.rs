@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use atlas_runner::atlas::Atlas;
 use atlas_runner::contract::{self, CONTRACT_VERSION, Job, Kind, RunResult};
-use atlas_runner::migrate;
 use atlas_runner::reason::Reason;
 use atlas_runner::run::Run;
+use atlas_runner::{migrate, schema};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -41,6 +41,8 @@ struct Cli {
 enum Command {
     /// `atlas migrate apply` of the mounted migration directory (an AtlasMigration).
     Migrate,
+    /// `atlas schema apply` of the mounted desired schema (an AtlasSchema).
+    Schema,
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     let mut run = Run::new(atlas, cli.tmp.clone());
     let kind = match cli.command {
         Command::Migrate => Kind::Migration,
+        Command::Schema => Kind::Schema,
     };
     let result = match read_job(kind) {
         Ok(job) => {
@@ -61,7 +64,7 @@ fn main() -> ExitCode {
             run.atlas_version = run.atlas.version();
             match kind {
                 Kind::Migration => migrate::run(&job, &mut run),
-                Kind::Schema => unreachable!("no schema command in this build"),
+                Kind::Schema => schema::run(&job, &mut run),
             }
         }
         Err(message) => {

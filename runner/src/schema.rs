@@ -1,0 +1,296 @@
+//! `runner schema`: `atlas schema apply --auto-approve` of the mounted desired schema, after the
+//! destructive-change lint when the policy asks for it.
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::atlas::{self, DEV_URL_ENV, URL_ENV};
+use crate::config::{self, DESIRED_ENV};
+use crate::contract::{Desired, Job, Outcome, RunResult, SchemaJob};
+use crate::inputs::{self, WorkDir};
+use crate::lint::{self, Realm, Skips};
+use crate::migrate::CONNECT_LIMIT;
+use crate::reason::Reason;
+use crate::run::Run;
+use crate::target;
+
+/// `atlas schema apply --format '{{ json . }}'`, the parts we read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Apply {
+    #[serde(default)]
+    changes: Changes,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Changes {
+    #[serde(default)]
+    applied: Vec<String>,
+    #[serde(default)]
+    pending: Vec<String>,
+    #[serde(default)]
+    error: Option<StatementError>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StatementError {
+    #[serde(default)]
+    stmt: String,
+    #[serde(default)]
+    text: String,
+}
+
+pub fn run(job: &Job, run: &mut Run) -> RunResult {
+    let Some(options) = &job.schema else {
+        return run.failed(
+            Reason::ReadSchema,
+            "the job description has no schema options",
+            false,
+        );
+    };
+    if let Some(unknown) = options
+        .skip
+        .iter()
+        .find(|s| !config::SKIP_CHANGES.contains(&s.as_str()))
+    {
+        return run.failed(
+            Reason::ReadSchema,
+            &format!("policy.diff.skip.{unknown} is not a kind of change Atlas knows"),
+            false,
+        );
+    }
+    let path = match &options.desired {
+        Desired::File(path) => path,
+        Desired::Url(url) => {
+            return run.failed(
+                Reason::ReadSchema,
+                &format!(
+                    "schema.url {url} is read from Atlas Cloud, which this runner's Atlas CLI \
+                     (community build) cannot reach: give the schema as sql, hcl or configMapKeyRef"
+                ),
+                false,
+            );
+        }
+    };
+
+    let file = match inputs::read_file(Path::new(path)) {
+        Ok(file) => file,
+        Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), false),
+    };
+    let language = match Path::new(&file.0).extension().and_then(|e| e.to_str()) {
+        Some("sql") => "sql",
+        Some("hcl") => "hcl",
+        _ => {
+            return run.failed(
+                Reason::ReadSchema,
+                &format!(
+                    "the desired schema {} must end in .sql or .hcl, which says its language",
+                    file.0
+                ),
+                false,
+            );
+        }
+    };
+    let files = vec![file];
+    if let Err(err) = inputs::verify(&files, &job.inputs_digest) {
+        return run.failed(Reason::ReadSchema, &err.to_string(), false);
+    }
+    let work = match WorkDir::create(&run.tmp) {
+        Ok(work) => work,
+        Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), true),
+    };
+    let desired_path = work.path().join(format!("schema.{language}"));
+    if let Err(err) = std::fs::write(&desired_path, &files[0].1) {
+        return run.failed(Reason::ReadSchema, &err.to_string(), true);
+    }
+    let desired_url = format!("file://{}", desired_path.display());
+
+    let url = match target::url(&job.target, &mut run.redactor) {
+        Ok(url) => url,
+        Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), false),
+    };
+    // The dev database: given, or (SQLite) in memory. Atlas needs one to read a desired schema.
+    let dev_url = match &job.dev_url_env {
+        Some(name) => match target::dev_url(name, &mut run.redactor) {
+            Ok(url) => url,
+            Err(err) => return run.failed(Reason::GettingDevDb, &err.to_string(), false),
+        },
+        None if url.starts_with("sqlite://") || url.starts_with("libsql") => {
+            "sqlite://dev?mode=memory".to_string()
+        }
+        None => {
+            return run.failed(
+                Reason::GettingDevDb,
+                "no dev database: set spec.devURL or spec.devURLFrom",
+                false,
+            );
+        }
+    };
+    if let Err(err) = target::check_reachable(&url, CONNECT_LIMIT) {
+        return run.failed(Reason::ApplyingSchema, &err.to_string(), true);
+    }
+    if let Err(err) = target::check_reachable(&dev_url, CONNECT_LIMIT) {
+        return run.failed(Reason::GettingDevDb, &err.to_string(), true);
+    }
+    run.atlas.env(URL_ENV, url);
+    run.atlas.env(DEV_URL_ENV, dev_url);
+
+    let body = config::schema(&job.env_name, &desired_url, options);
+    let config_path = work.path().join("atlas.hcl");
+    match hcl::to_string(&body) {
+        Ok(text) => {
+            if let Err(err) = std::fs::write(&config_path, text) {
+                return run.failed(Reason::ReadSchema, &err.to_string(), true);
+            }
+        }
+        Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), false),
+    }
+    let config_url = format!("file://{}", config_path.display());
+
+    if options.lint_destructive
+        && let Some(refused) = lint(run, &job.env_name, &config_url, options)
+    {
+        return refused;
+    }
+
+    let mut args = vec![
+        "schema",
+        "apply",
+        "--env",
+        job.env_name.as_str(),
+        "--config",
+        config_url.as_str(),
+        "--auto-approve",
+        "--format",
+        "{{ json . }}",
+    ];
+    if let Some(tx_mode) = &options.tx_mode {
+        args.extend(["--tx-mode", tx_mode.as_str()]);
+    }
+    let output = match run.atlas.run(&args) {
+        Ok(output) => output,
+        Err(err) => return run.failed(Reason::ApplyingSchema, &err.to_string(), true),
+    };
+    let parsed = serde_json::from_str::<Apply>(output.stdout.trim()).ok();
+    match parsed {
+        Some(apply) if output.success && apply.changes.error.is_none() => {
+            for statement in &apply.changes.applied {
+                run.log(&format!("-> {statement}"));
+            }
+            let count = apply.changes.applied.len();
+            let (outcome, message) = if count == 0 {
+                (
+                    Outcome::NoOp,
+                    "the schema is already as desired: nothing to apply".to_string(),
+                )
+            } else {
+                (
+                    Outcome::Applied,
+                    format!("the schema has been applied ({count} statements)"),
+                )
+            };
+            run.log(&message);
+            let mut result = run.result(outcome, Reason::Applied, &message);
+            result.statements_applied = count as u32;
+            result
+        }
+        Some(apply) => {
+            for statement in &apply.changes.applied {
+                run.log(&format!("-> {statement}"));
+            }
+            let message = match &apply.changes.error {
+                Some(error) => format!(
+                    "applying the schema failed at `{}`: {} ({} statements applied, {} not)",
+                    error.stmt.trim(),
+                    error.text,
+                    apply.changes.applied.len().saturating_sub(1),
+                    apply.changes.pending.len()
+                ),
+                None => output.error_text(),
+            };
+            run.log(&message);
+            let transient = atlas::is_transient(&message);
+            run.failed(Reason::ApplyingSchema, &message, transient)
+        }
+        None => failure(run, &output.error_text()),
+    }
+}
+
+/// Inspects the database and the desired schema, and refuses the apply when the difference
+/// drops something.
+fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaJob) -> Option<RunResult> {
+    let inspect = |env: &str| -> Result<Realm, RunResult> {
+        let args = [
+            "schema",
+            "inspect",
+            "--env",
+            env,
+            "--config",
+            config_url,
+            "--format",
+            "{{ json . }}",
+        ];
+        match run.atlas.run(&args) {
+            Ok(output) if output.success => {
+                serde_json::from_str(output.stdout.trim()).map_err(|err| {
+                    run.failed(
+                        Reason::LintPolicyError,
+                        &format!("reading `atlas schema inspect`: {err}"),
+                        false,
+                    )
+                })
+            }
+            Ok(output) => Err(failure(run, &output.error_text())),
+            Err(err) => Err(run.failed(Reason::LintPolicyError, &err.to_string(), true)),
+        }
+    };
+    let current = match inspect(env_name) {
+        Ok(realm) => realm,
+        Err(result) => return Some(result),
+    };
+    let desired = match inspect(DESIRED_ENV) {
+        Ok(realm) => realm,
+        Err(result) => return Some(result),
+    };
+    let skipped = |name: &str| options.skip.iter().any(|s| s == name);
+    let drops = lint::destructive_changes(
+        &current,
+        &desired,
+        Skips {
+            drop_schema: skipped("drop_schema"),
+            drop_table: skipped("drop_table"),
+            drop_column: skipped("drop_column"),
+        },
+    );
+    if drops.is_empty() {
+        run.log("lint: no destructive change");
+        return None;
+    }
+    let message = format!(
+        "the plan has destructive changes and policy.lint.destructive.error is true, so nothing \
+         was applied: {}",
+        drops.join(", ")
+    );
+    run.log(&message);
+    Some(run.failed(Reason::LintPolicyError, &message, false))
+}
+
+/// An Atlas error with no JSON to read: a broken desired schema, or the database.
+fn failure(run: &Run, error: &str) -> RunResult {
+    run.log(error);
+    let transient = atlas::is_transient(error);
+    // Atlas reads the desired schema by running it on the dev database: an error there is in the
+    // user's schema, not in the target.
+    let reason = if error.contains("read migration directory state")
+        || error.contains("schema.hcl")
+        || error.contains("schema.sql")
+    {
+        Reason::ReadSchema
+    } else {
+        Reason::ApplyingSchema
+    };
+    run.failed(reason, error, transient)
+}

@@ -1,0 +1,291 @@
+//! `runner schema` against the real Atlas CLI and real MariaDB, PostgreSQL and SQLite.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use atlas_runner::contract::{
+    self, CONTRACT_VERSION, Desired, EXIT_DEFINITIVE, EXIT_OK, Job, Kind, Outcome, RunResult,
+    SchemaJob, Target,
+};
+use atlas_runner::reason::Reason;
+use devcluster::db::{Engine, TestDatabase};
+
+const SEED_SCHEMA: &str = "create table users (\n  id int not null auto_increment,\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
+
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(name: &str) -> Scratch {
+        let path = std::env::temp_dir().join(format!(
+            "runner-schema-{name}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&path);
+        std::fs::create_dir_all(&path).unwrap();
+        Scratch(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn job(file: &Path, options: SchemaJob) -> Job {
+    let content = std::fs::read(file).unwrap();
+    let name = file.file_name().unwrap().to_str().unwrap();
+    Job {
+        version: CONTRACT_VERSION,
+        kind: Kind::Schema,
+        resource: "tests/schema".into(),
+        target: Target::UrlEnv("DATABASE_URL".into()),
+        dev_url_env: Some("DEV_URL".into()),
+        env_name: "k8s".into(),
+        vars: vec![],
+        custom_config_path: None,
+        inputs_digest: contract::digest_files([(name, content.as_slice())]),
+        migration: None,
+        schema: Some(SchemaJob {
+            desired: Desired::File(file.display().to_string()),
+            ..options
+        }),
+    }
+}
+
+fn desired(scratch: &Scratch, name: &str, sql: &str) -> PathBuf {
+    let path = scratch.0.join(name);
+    std::fs::write(&path, sql).unwrap();
+    path
+}
+
+struct Ran {
+    code: u8,
+    result: RunResult,
+    stdout: String,
+}
+
+fn run_runner(job: &Job, env: &[(&str, &str)], scratch: &Scratch) -> Ran {
+    let result_path = scratch.0.join("termination-log");
+    let _ = std::fs::remove_file(&result_path);
+    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
+        .arg("schema")
+        .arg("--termination-log")
+        .arg(&result_path)
+        .arg("--atlas")
+        .arg(devcluster::tools::path("atlas").expect("run `cargo xtask tools` first"))
+        .arg("--tmp")
+        .arg(&scratch.0)
+        .env(contract::JOB_ENV, serde_json::to_string(job).unwrap())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&result_path).unwrap_or_default();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let result: RunResult = serde_json::from_str(&text)
+        .unwrap_or_else(|err| panic!("no valid result ({err}): {text}\n{stdout}"));
+    Ran {
+        code: output.status.code().unwrap() as u8,
+        result,
+        stdout,
+    }
+}
+
+fn describe(db: &TestDatabase, table: &str) -> Vec<String> {
+    db.query(&format!("describe {table}"))
+        .unwrap()
+        .lines()
+        .map(|line| line.split('\t').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn seed_schema_applies_to_mariadb_then_is_a_no_op() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_seed").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_seed_dev").unwrap();
+    let scratch = Scratch::new("seed");
+    let job = job(
+        &desired(&scratch, "schema.sql", SEED_SCHEMA),
+        SchemaJob::default(),
+    );
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let first = run_runner(&job, &env, &scratch);
+    assert_eq!(first.code, EXIT_OK, "{}", first.result.message);
+    assert_eq!(first.result.outcome, Outcome::Applied);
+    assert!(
+        first.stdout.contains("CREATE TABLE `users`"),
+        "{}",
+        first.stdout
+    );
+    assert_eq!(describe(&db, "users"), ["id", "name", "email", "short_bio"]);
+    let second = run_runner(&job, &env, &scratch);
+    assert_eq!(second.code, EXIT_OK);
+    assert_eq!(second.result.outcome, Outcome::NoOp);
+}
+
+#[test]
+fn destructive_change_under_the_lint_policy_applies_nothing() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_lint").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_lint_dev").unwrap();
+    db.query("create table users (id int primary key, bio text); create table old_logs (id int)")
+        .unwrap();
+    let scratch = Scratch::new("lint");
+    let lint = SchemaJob {
+        lint_destructive: true,
+        ..SchemaJob::default()
+    };
+    // Drops a column and a table, and adds one: nothing of it may happen.
+    let job = job(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "create table users (id int primary key);\ncreate table fresh (id int);\n",
+        ),
+        lint,
+    );
+    let ran = run_runner(
+        &job,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::LintPolicyError);
+    assert!(
+        ran.result.message.contains("old_logs"),
+        "{}",
+        ran.result.message
+    );
+    assert!(
+        ran.result.message.contains("users.bio"),
+        "{}",
+        ran.result.message
+    );
+    let tables = db.query("show tables").unwrap();
+    assert_eq!(tables.trim(), "old_logs\nusers");
+    assert_eq!(describe(&db, "users"), ["id", "bio"]);
+}
+
+/// Words that look destructive in SQL text are not destructive changes.
+#[test]
+fn drop_in_names_and_comments_is_not_destructive() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_names").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_names_dev").unwrap();
+    db.query("create table stats (id int primary key)").unwrap();
+    let scratch = Scratch::new("names");
+    let job = job(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "-- drop table stats would be bad\ncreate table stats (id int primary key, drop_count int);\n",
+        ),
+        SchemaJob {
+            lint_destructive: true,
+            ..SchemaJob::default()
+        },
+    );
+    let ran = run_runner(
+        &job,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    assert_eq!(describe(&db, "stats"), ["id", "drop_count"]);
+}
+
+#[test]
+fn skip_drop_index_keeps_the_index_and_exclude_keeps_the_table() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_skip").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_skip_dev").unwrap();
+    db.query(
+        "create table users (id int primary key, email text); \
+         create index users_email on users (email); create table ignore_me (id int)",
+    )
+    .unwrap();
+    let scratch = Scratch::new("skip");
+    let job = job(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "create table users (id int primary key, email text, name text);\n",
+        ),
+        SchemaJob {
+            skip: vec!["drop_index".into()],
+            // The URL names no schema, so Atlas sees `public.ignore_me`: patterns are qualified.
+            exclude: vec!["public.ignore_me".into()],
+            lint_destructive: true,
+            ..SchemaJob::default()
+        },
+    );
+    let ran = run_runner(
+        &job,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    let index = db
+        .query("select indexname from pg_indexes where tablename = 'users' and indexname = 'users_email'")
+        .unwrap();
+    assert_eq!(index.trim(), "users_email");
+    let tables = db
+        .query("select table_name from information_schema.tables where table_schema = 'public' order by 1")
+        .unwrap();
+    assert_eq!(tables.trim(), "ignore_me\nusers");
+    let name = db
+        .query("select count(*) from information_schema.columns where table_name = 'users' and column_name = 'name'")
+        .unwrap();
+    assert_eq!(name.trim(), "1");
+}
+
+#[test]
+fn broken_desired_schema_is_read_schema() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_broken").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_broken_dev").unwrap();
+    let scratch = Scratch::new("broken");
+    let job = job(
+        &desired(&scratch, "schema.sql", "create tabel users (id int);\n"),
+        SchemaJob::default(),
+    );
+    let ran = run_runner(
+        &job,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE);
+    assert_eq!(ran.result.reason, Reason::ReadSchema);
+    assert!(
+        ran.result.message.contains("tabel"),
+        "{}",
+        ran.result.message
+    );
+}
+
+#[test]
+fn hcl_schema_applies_to_sqlite_with_an_in_memory_dev_database() {
+    let scratch = Scratch::new("sqlite");
+    let hcl = "schema \"main\" {}\ntable \"users\" {\n  schema = schema.main\n  column \"id\" {\n    type = integer\n  }\n  primary_key {\n    columns = [column.id]\n  }\n}\n";
+    let mut job = job(&desired(&scratch, "schema.hcl", hcl), SchemaJob::default());
+    job.dev_url_env = None;
+    let url = format!("sqlite://{}", scratch.0.join("app.db").display());
+    let ran = run_runner(&job, &[("DATABASE_URL", &url)], &scratch);
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    assert_eq!(ran.result.outcome, Outcome::Applied);
+}
+
+#[test]
+fn no_dev_database_for_a_server_target_is_getting_dev_db() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_nodev").unwrap();
+    let scratch = Scratch::new("nodev");
+    let mut job = job(
+        &desired(&scratch, "schema.sql", SEED_SCHEMA),
+        SchemaJob::default(),
+    );
+    job.dev_url_env = None;
+    let ran = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch);
+    assert_eq!(ran.code, EXIT_DEFINITIVE);
+    assert_eq!(ran.result.reason, Reason::GettingDevDb);
+}
