@@ -19,6 +19,7 @@ pub mod schema;
 pub mod sum;
 pub mod target;
 pub mod url;
+pub mod wait;
 
 pub use contract::{CONTRACT_VERSION, Kind, TERMINATION_MESSAGE_LIMIT};
 pub use reason::Reason;

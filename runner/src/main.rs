@@ -11,7 +11,7 @@ use atlas_runner::atlas::Atlas;
 use atlas_runner::contract::{self, CONTRACT_VERSION, Job, Kind, RunResult};
 use atlas_runner::reason::Reason;
 use atlas_runner::run::Run;
-use atlas_runner::{migrate, schema};
+use atlas_runner::{migrate, schema, wait};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -43,6 +43,22 @@ enum Command {
     Migrate,
     /// `atlas schema apply` of the mounted desired schema (an AtlasSchema).
     Schema,
+    /// For an application's init container: exit 0 once every migration of a directory is
+    /// applied to the database, polling until then; exit 1 at the time limit.
+    Wait {
+        /// The mounted migration directory.
+        #[arg(long, default_value = "/migrations")]
+        dir: String,
+        /// The environment variable holding the database URL.
+        #[arg(long, default_value = "DATABASE_URL")]
+        url_env: String,
+        /// The schema of Atlas's revisions table, if not the default.
+        #[arg(long)]
+        revisions_schema: Option<String>,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        wait_seconds: u64,
+    },
 }
 
 fn main() -> ExitCode {
@@ -52,6 +68,26 @@ fn main() -> ExitCode {
     let kind = match cli.command {
         Command::Migrate => Kind::Migration,
         Command::Schema => Kind::Schema,
+        Command::Wait {
+            dir,
+            url_env,
+            revisions_schema,
+            wait_seconds,
+        } => {
+            let options = wait::WaitOptions {
+                dir,
+                url_env,
+                revisions_schema,
+                limit: Duration::from_secs(wait_seconds),
+            };
+            return match wait::run(&options, &mut run) {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("runner wait: {}", run.redactor.redact(&err.to_string()));
+                    ExitCode::FAILURE
+                }
+            };
+        }
     };
     let result = match read_job(kind) {
         Ok(job) => {
