@@ -2,3 +2,4 @@
 //! apply as a Job in the resource's namespace.
 
 pub mod api;
+pub mod plan;

@@ -1,0 +1,619 @@
+//! The pipeline's validate step: a resource and the ConfigMaps it refers to, turned into a
+//! [`Plan`] of everything its Job needs (the runner's job description, the pod's environment,
+//! the mounted inputs) and the desired hash. Pure: no API call, so every rule is unit-tested.
+//!
+//! Secret values are never read: a Secret reaches the pod as an environment variable from
+//! `secretKeyRef`. Values the user wrote in plain text in the spec (a literal `url`, `password` or
+//! `devURL`) go into the operator-made inputs ConfigMap and reach the pod from there, so they stay
+//! out of the Job's spec; `urlFrom`/`passwordFrom` keep them out of both.
+
+use std::collections::BTreeMap;
+
+use atlas_runner::contract::{
+    self, CONTRACT_VERSION, Credentials, Desired, Kind, MigrationJob, SchemaJob, Target, Value,
+};
+use atlas_runner::reason::Reason;
+use k8s_openapi::api::core::v1::{
+    ConfigMap, ConfigMapKeySelector, EnvVar, EnvVarSource, SecretKeySelector,
+};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::api::common::{SecretRef, TargetSpec};
+use crate::api::{AtlasMigration, AtlasSchema};
+
+/// Where the inputs are mounted in the runner's container.
+pub const INPUTS_DIR: &str = "/atlas/inputs";
+
+/// Environment variables of the runner's container (secrets arrive through them).
+pub const ENV_URL: &str = "ATLAS_TARGET_URL";
+pub const ENV_USER: &str = "ATLAS_TARGET_USER";
+pub const ENV_PASSWORD: &str = "ATLAS_TARGET_PASSWORD";
+pub const ENV_HOST: &str = "ATLAS_TARGET_HOST";
+pub const ENV_DEV_URL: &str = "ATLAS_DEV_URL";
+
+/// Keys of the inputs ConfigMap for values the user wrote in the spec in plain text.
+const KEY_URL: &str = "target.url";
+const KEY_PASSWORD: &str = "target.password";
+const KEY_DEV_URL: &str = "dev.url";
+
+/// The ConfigMaps a resource refers to, as the dereference step found them.
+pub type ConfigMaps = BTreeMap<String, ConfigMap>;
+
+/// Why a resource cannot be turned into a Job: the user's to fix, shown as the Ready reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PlanError {
+    pub reason: Reason,
+    pub message: String,
+    /// Whether waiting can fix it without a spec change (a ConfigMap not created yet).
+    pub waits_for_object: bool,
+}
+
+impl PlanError {
+    fn spec(reason: Reason, message: impl Into<String>) -> PlanError {
+        PlanError {
+            reason,
+            message: message.into(),
+            waits_for_object: false,
+        }
+    }
+
+    fn missing(reason: Reason, message: impl Into<String>) -> PlanError {
+        PlanError {
+            reason,
+            message: message.into(),
+            waits_for_object: true,
+        }
+    }
+}
+
+/// Where the mounted inputs come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputSource {
+    /// The operator-made inputs ConfigMap (inline `dir.local`, `schema.sql`/`hcl`).
+    Inline,
+    /// A user's ConfigMap, whole or only some keys.
+    ConfigMap {
+        name: String,
+        keys: Option<Vec<String>>,
+    },
+}
+
+/// Everything one Job needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub kind: Kind,
+    /// sha256 (hex) over the canonical spec, the referenced ConfigMaps' data and the resource's
+    /// identity: a change to any of them is a new Job.
+    pub hash: String,
+    pub job: contract::Job,
+    pub env: Vec<EnvVar>,
+    /// The data of the operator-made inputs ConfigMap; empty when none is needed.
+    pub inline: BTreeMap<String, String>,
+    /// The mounted inputs, if any.
+    pub inputs: Option<InputSource>,
+    /// `spec.backoffLimit`.
+    pub backoff_limit: i32,
+}
+
+impl Plan {
+    /// The first 8 characters of the hash: in the Job's name.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..8]
+    }
+}
+
+#[derive(Serialize)]
+struct HashInput<'a, S: Serialize> {
+    kind: Kind,
+    namespace: &'a str,
+    name: &'a str,
+    spec: &'a S,
+    configmaps: BTreeMap<&'a str, ConfigMapContent<'a>>,
+}
+
+/// What of a ConfigMap the hash covers: its data, and its binary data as hex.
+#[derive(Serialize)]
+struct ConfigMapContent<'a> {
+    data: &'a BTreeMap<String, String>,
+    binary_data: BTreeMap<&'a str, String>,
+}
+
+fn hash<S: Serialize>(
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+    spec: &S,
+    configmaps: &ConfigMaps,
+) -> String {
+    let empty = BTreeMap::new();
+    let input = HashInput {
+        kind,
+        namespace,
+        name,
+        spec,
+        configmaps: configmaps
+            .iter()
+            .map(|(cm_name, cm)| {
+                let binary = cm
+                    .binary_data
+                    .iter()
+                    .flatten()
+                    .map(|(k, v)| (k.as_str(), hex(&v.0)))
+                    .collect();
+                (
+                    cm_name.as_str(),
+                    ConfigMapContent {
+                        data: cm.data.as_ref().unwrap_or(&empty),
+                        binary_data: binary,
+                    },
+                )
+            })
+            .collect(),
+    };
+    // serde_json writes struct fields in declaration order and BTreeMaps sorted: canonical.
+    let bytes = serde_json::to_vec(&input).expect("a spec serializes");
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn secret_env(
+    name: &str,
+    reference: &SecretRef,
+    field: &str,
+    reason: Reason,
+) -> Result<EnvVar, PlanError> {
+    let selector = reference
+        .secret_key_ref
+        .clone()
+        .ok_or_else(|| PlanError::spec(reason, format!("{field}.secretKeyRef is required")))?;
+    Ok(EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                optional: Some(false),
+                ..selector
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+}
+
+/// An env var read from the operator-made inputs ConfigMap (named at render time).
+fn inline_env(name: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            config_map_key_ref: Some(ConfigMapKeySelector {
+                name: INLINE_PLACEHOLDER.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Stands for the inputs ConfigMap's name in a [`Plan`]; [`crate::job`] puts the real name in.
+pub const INLINE_PLACEHOLDER: &str = "$(inputs)";
+
+struct Targeted {
+    target: Target,
+    env: Vec<EnvVar>,
+    inline: BTreeMap<String, String>,
+}
+
+fn target(spec: &TargetSpec, reason: Reason) -> Result<Targeted, PlanError> {
+    let mut env = Vec::new();
+    let mut inline = BTreeMap::new();
+    let target = match (&spec.url, &spec.url_from, &spec.credentials) {
+        (Some(url), None, None) => {
+            inline.insert(KEY_URL.to_string(), url.clone());
+            env.push(inline_env(ENV_URL, KEY_URL));
+            Target::UrlEnv(ENV_URL.into())
+        }
+        (None, Some(from), None) => {
+            env.push(secret_env(ENV_URL, from, "urlFrom", reason)?);
+            Target::UrlEnv(ENV_URL.into())
+        }
+        (None, None, Some(credentials)) => {
+            let scheme = credentials
+                .scheme
+                .clone()
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| PlanError::spec(reason, "credentials.scheme is required"))?;
+            let user = match (&credentials.user, &credentials.user_from) {
+                (_, Some(from)) => {
+                    env.push(secret_env(ENV_USER, from, "credentials.userFrom", reason)?);
+                    Some(Value::Env(ENV_USER.into()))
+                }
+                (Some(user), None) => Some(Value::Literal(user.clone())),
+                (None, None) => None,
+            };
+            let password_env = match (&credentials.password, &credentials.password_from) {
+                (_, Some(from)) => {
+                    env.push(secret_env(
+                        ENV_PASSWORD,
+                        from,
+                        "credentials.passwordFrom",
+                        reason,
+                    )?);
+                    Some(ENV_PASSWORD.to_string())
+                }
+                (Some(password), None) => {
+                    inline.insert(KEY_PASSWORD.to_string(), password.clone());
+                    env.push(inline_env(ENV_PASSWORD, KEY_PASSWORD));
+                    Some(ENV_PASSWORD.to_string())
+                }
+                (None, None) => None,
+            };
+            let host = match (&credentials.host, &credentials.host_from) {
+                (_, Some(from)) => {
+                    env.push(secret_env(ENV_HOST, from, "credentials.hostFrom", reason)?);
+                    Value::Env(ENV_HOST.into())
+                }
+                (Some(host), None) => Value::Literal(host.clone()),
+                (None, None) => {
+                    return Err(PlanError::spec(reason, "credentials need host or hostFrom"));
+                }
+            };
+            Target::Credentials(Credentials {
+                scheme,
+                user,
+                password_env,
+                host,
+                port: credentials.port,
+                database: credentials.database.clone(),
+                parameters: credentials.parameters.clone().unwrap_or_default(),
+            })
+        }
+        (None, None, None) => {
+            return Err(PlanError::spec(
+                reason,
+                "set one of url, urlFrom or credentials to name the target database",
+            ));
+        }
+        _ => {
+            return Err(PlanError::spec(
+                reason,
+                "set only one of url, urlFrom or credentials",
+            ));
+        }
+    };
+    Ok(Targeted {
+        target,
+        env,
+        inline,
+    })
+}
+
+/// Refuses what this build cannot run yet, in words the user can act on.
+fn unsupported_project_config(
+    project: &crate::api::ProjectConfigSpec,
+    reason: Reason,
+) -> Result<(), PlanError> {
+    if project.config.is_some() || project.config_from.is_some() || project.vars.is_some() {
+        return Err(PlanError::spec(
+            reason,
+            "custom Atlas project configurations (config, configFrom, vars) are not supported by \
+             this version of the operator",
+        ));
+    }
+    Ok(())
+}
+
+fn dev_url(
+    dev: &crate::api::DevDatabaseSpec,
+    env: &mut Vec<EnvVar>,
+    inline: &mut BTreeMap<String, String>,
+) -> Result<Option<String>, PlanError> {
+    match (&dev.dev_url, &dev.dev_url_from) {
+        (_, Some(from)) => {
+            env.push(secret_env(
+                ENV_DEV_URL,
+                from,
+                "devURLFrom",
+                Reason::GettingDevDb,
+            )?);
+            Ok(Some(ENV_DEV_URL.into()))
+        }
+        (Some(url), None) if !url.is_empty() => {
+            inline.insert(KEY_DEV_URL.to_string(), url.clone());
+            env.push(inline_env(ENV_DEV_URL, KEY_DEV_URL));
+            Ok(Some(ENV_DEV_URL.into()))
+        }
+        _ => Ok(None),
+    }
+}
+
+fn identity(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+/// The plan of an AtlasMigration.
+pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<Plan, PlanError> {
+    let reason = Reason::ReadingMigrationData;
+    let spec = &resource.spec;
+    let (namespace, name) = identity(&resource.metadata);
+    unsupported_project_config(&spec.project, reason)?;
+    let Targeted {
+        target,
+        mut env,
+        mut inline,
+    } = target(&spec.target, reason)?;
+    let dev_url_env = dev_url(&spec.dev, &mut env, &mut inline)?;
+
+    let dir = &spec.dir;
+    let (inputs, files): (InputSource, BTreeMap<String, String>) =
+        match (&dir.config_map_ref, &dir.local, &dir.remote) {
+            (Some(reference), None, None) => {
+                let cm = configmaps.get(&reference.name).ok_or_else(|| {
+                    PlanError::missing(reason, format!("ConfigMap {} not found", reference.name))
+                })?;
+                let data = cm.data.clone().unwrap_or_default();
+                if data.is_empty() {
+                    return Err(PlanError::spec(
+                        reason,
+                        format!("ConfigMap {} holds no migration files", reference.name),
+                    ));
+                }
+                (
+                    InputSource::ConfigMap {
+                        name: reference.name.clone(),
+                        keys: None,
+                    },
+                    data,
+                )
+            }
+            (None, Some(local), None) => {
+                if local.is_empty() {
+                    return Err(PlanError::spec(
+                        reason,
+                        "dir.local holds no migration files",
+                    ));
+                }
+                for (file, content) in local {
+                    inline.insert(file.clone(), content.clone());
+                }
+                (InputSource::Inline, local.clone())
+            }
+            (None, None, Some(_)) => {
+                return Err(PlanError::spec(
+                    reason,
+                    "dir.remote reads the directory from Atlas Cloud, which this operator's \
+                     Atlas build cannot reach: use dir.configMapRef or dir.local",
+                ));
+            }
+            (None, None, None) => {
+                return Err(PlanError::spec(
+                    reason,
+                    "dir needs one of configMapRef, local or remote",
+                ));
+            }
+            _ => {
+                return Err(PlanError::spec(
+                    reason,
+                    "set only one of configMapRef, local or remote",
+                ));
+            }
+        };
+    let inputs_digest =
+        contract::digest_files(files.iter().map(|(n, c)| (n.as_str(), c.as_bytes())));
+    let protected = spec
+        .protected_flows
+        .as_ref()
+        .and_then(|p| p.migrate_down.as_ref());
+    let job = contract::Job {
+        version: CONTRACT_VERSION,
+        kind: Kind::Migration,
+        resource: format!("{namespace}/{name}"),
+        target,
+        dev_url_env,
+        env_name: spec
+            .project
+            .env_name
+            .clone()
+            .unwrap_or_else(|| "k8s".into()),
+        vars: vec![],
+        custom_config_path: None,
+        inputs_digest,
+        migration: Some(MigrationJob {
+            dir: INPUTS_DIR.into(),
+            revisions_schema: spec.revisions_schema.clone(),
+            baseline: spec.baseline.clone(),
+            exec_order: spec.exec_order.map(|o| {
+                serde_json::to_value(o)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }),
+            tx_mode: None,
+            allow_migrate_down: protected.and_then(|m| m.allow).unwrap_or(false),
+        }),
+        schema: None,
+    };
+    Ok(Plan {
+        kind: Kind::Migration,
+        hash: hash(Kind::Migration, &namespace, &name, spec, configmaps),
+        job,
+        env,
+        inline,
+        inputs: Some(inputs),
+        backoff_limit: spec.backoff_limit.unwrap_or(20),
+    })
+}
+
+/// The plan of an AtlasSchema.
+pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, PlanError> {
+    let reason = Reason::ReadSchema;
+    let spec = &resource.spec;
+    let (namespace, name) = identity(&resource.metadata);
+    unsupported_project_config(&spec.project, reason)?;
+    let Targeted {
+        target,
+        mut env,
+        mut inline,
+    } = target(&spec.target, reason)?;
+    let dev_url_env = dev_url(&spec.dev, &mut env, &mut inline)?;
+
+    let source = spec.schema.as_ref().ok_or_else(|| {
+        PlanError::spec(
+            reason,
+            "schema needs one of sql, hcl, url or configMapKeyRef",
+        )
+    })?;
+    let (inputs, file, content) = match (
+        &source.sql,
+        &source.hcl,
+        &source.url,
+        &source.config_map_key_ref,
+    ) {
+        (Some(sql), None, None, None) => {
+            inline.insert("schema.sql".into(), sql.clone());
+            (InputSource::Inline, "schema.sql".to_string(), sql.clone())
+        }
+        (None, Some(hcl), None, None) => {
+            inline.insert("schema.hcl".into(), hcl.clone());
+            (InputSource::Inline, "schema.hcl".to_string(), hcl.clone())
+        }
+        (None, None, Some(url), None) => {
+            return Err(PlanError::spec(
+                reason,
+                format!(
+                    "schema.url {url} is read from Atlas Cloud, which this operator's Atlas build \
+                     cannot reach: give the schema as sql, hcl or configMapKeyRef"
+                ),
+            ));
+        }
+        (None, None, None, Some(selector)) => {
+            if !(selector.key.ends_with(".sql") || selector.key.ends_with(".hcl")) {
+                return Err(PlanError::spec(
+                    reason,
+                    format!(
+                        "schema.configMapKeyRef.key {} must end in .sql or .hcl, which says its language",
+                        selector.key
+                    ),
+                ));
+            }
+            let cm = configmaps.get(&selector.name).ok_or_else(|| {
+                PlanError::missing(reason, format!("ConfigMap {} not found", selector.name))
+            })?;
+            let content = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&selector.key))
+                .cloned()
+                .ok_or_else(|| {
+                    PlanError::missing(
+                        reason,
+                        format!("ConfigMap {} has no key {}", selector.name, selector.key),
+                    )
+                })?;
+            (
+                InputSource::ConfigMap {
+                    name: selector.name.clone(),
+                    keys: Some(vec![selector.key.clone()]),
+                },
+                selector.key.clone(),
+                content,
+            )
+        }
+        _ => {
+            return Err(PlanError::spec(
+                reason,
+                "schema needs exactly one of sql, hcl, url or configMapKeyRef",
+            ));
+        }
+    };
+    let policy = spec.policy.as_ref();
+    let diff = policy.and_then(|p| p.diff.as_ref());
+    let skip = diff
+        .and_then(|d| d.skip.as_ref())
+        .map(|skip| {
+            serde_json::to_value(skip)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, on)| on.as_bool() == Some(true))
+                .map(|(name, _)| name)
+                .collect()
+        })
+        .unwrap_or_default();
+    let concurrent = diff.and_then(|d| d.concurrent_index.as_ref());
+    let job = contract::Job {
+        version: CONTRACT_VERSION,
+        kind: Kind::Schema,
+        resource: format!("{namespace}/{name}"),
+        target,
+        dev_url_env,
+        env_name: spec
+            .project
+            .env_name
+            .clone()
+            .unwrap_or_else(|| "k8s".into()),
+        vars: vec![],
+        custom_config_path: None,
+        inputs_digest: contract::digest_files([(file.as_str(), content.as_bytes())]),
+        migration: None,
+        schema: Some(SchemaJob {
+            desired: Desired::File(format!("{INPUTS_DIR}/{file}")),
+            exclude: spec.exclude.clone().unwrap_or_default(),
+            schemas: spec.schemas.clone().unwrap_or_default(),
+            tx_mode: spec.tx_mode.map(|m| {
+                serde_json::to_value(m)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }),
+            lint_destructive: policy
+                .and_then(|p| p.lint.as_ref())
+                .and_then(|l| l.destructive.as_ref())
+                .and_then(|d| d.error)
+                .unwrap_or(false),
+            skip,
+            concurrent_index_create: concurrent.and_then(|c| c.create),
+            concurrent_index_drop: concurrent.and_then(|c| c.drop),
+        }),
+    };
+    Ok(Plan {
+        kind: Kind::Schema,
+        hash: hash(Kind::Schema, &namespace, &name, spec, configmaps),
+        job,
+        env,
+        inline,
+        inputs: Some(inputs),
+        backoff_limit: spec.backoff_limit.unwrap_or(20),
+    })
+}
+
+/// The names of the ConfigMaps a resource refers to: what the dereference step fetches, and
+/// what the controller's reverse index maps back to the resource.
+pub fn migration_configmaps(resource: &AtlasMigration) -> Vec<String> {
+    resource
+        .spec
+        .dir
+        .config_map_ref
+        .iter()
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+pub fn schema_configmaps(resource: &AtlasSchema) -> Vec<String> {
+    resource
+        .spec
+        .schema
+        .iter()
+        .flat_map(|s| s.config_map_key_ref.iter())
+        .map(|r| r.name.clone())
+        .collect()
+}

@@ -1,0 +1,245 @@
+//! The validate step: seed manifests and their ConfigMaps turned into what the Job needs.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use atlas_operator::api::{AtlasMigration, AtlasSchema};
+use atlas_operator::plan::{
+    self, ConfigMaps, ENV_PASSWORD, ENV_URL, INLINE_PLACEHOLDER, InputSource,
+};
+use atlas_runner::contract::{self, Desired, Target, Value};
+use atlas_runner::reason::Reason;
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::json;
+use support::{repo_path, yaml_documents};
+
+fn example(path: &str, kind: &str, pick: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let mut doc = yaml_documents(&repo_path(path))
+        .into_iter()
+        .find(|d| d["kind"] == kind && pick(d))
+        .unwrap();
+    doc["metadata"]["namespace"] = json!("tenant-a");
+    doc
+}
+
+fn seed_configmap() -> ConfigMaps {
+    let cm: ConfigMap = serde_json::from_value(example(
+        "examples/postgres-migration/migrationdir.yaml",
+        "ConfigMap",
+        |_| true,
+    ))
+    .unwrap();
+    BTreeMap::from([("migrationdir".to_string(), cm)])
+}
+
+fn seed_migration() -> AtlasMigration {
+    serde_json::from_value(example(
+        "examples/postgres-migration/atlasmigration.yaml",
+        "AtlasMigration",
+        |_| true,
+    ))
+    .unwrap()
+}
+
+#[test]
+fn seed_migration_plans_a_secret_url_and_the_configmap() {
+    let configmaps = seed_configmap();
+    let plan = plan::migration(&seed_migration(), &configmaps).unwrap();
+    assert_eq!(plan.hash.len(), 64);
+    assert_eq!(plan.job.target, Target::UrlEnv(ENV_URL.into()));
+    let url = &plan.env[0];
+    assert_eq!(url.name, ENV_URL);
+    assert!(url.value.is_none(), "a URL is never a literal in the Job");
+    let selector = url
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (selector.name.as_str(), selector.key.as_str()),
+        ("postgres-credentials", "url")
+    );
+    assert_eq!(
+        plan.inputs,
+        Some(InputSource::ConfigMap {
+            name: "migrationdir".into(),
+            keys: None
+        })
+    );
+    assert!(plan.inline.is_empty());
+    let data = configmaps["migrationdir"].data.clone().unwrap();
+    assert_eq!(
+        plan.job.inputs_digest,
+        contract::digest_files(data.iter().map(|(n, c)| (n.as_str(), c.as_bytes())))
+    );
+    assert_eq!(plan.backoff_limit, 20);
+    assert_eq!(plan.job.resource, "tenant-a/atlasmigration-sample");
+}
+
+#[test]
+fn the_hash_follows_the_spec_and_the_configmap_and_nothing_else() {
+    let resource = seed_migration();
+    let configmaps = seed_configmap();
+    let base = plan::migration(&resource, &configmaps).unwrap().hash;
+    assert_eq!(base, plan::migration(&resource, &configmaps).unwrap().hash);
+
+    // Status and metadata noise do not change it.
+    let mut noisy = resource.clone();
+    noisy.metadata.resource_version = Some("42".into());
+    noisy.metadata.labels = Some(BTreeMap::from([("team".into(), "a".into())]));
+    noisy.status = Some(Default::default());
+    assert_eq!(base, plan::migration(&noisy, &configmaps).unwrap().hash);
+
+    // A new file in the ConfigMap does.
+    let mut edited = configmaps.clone();
+    edited
+        .get_mut("migrationdir")
+        .unwrap()
+        .data
+        .as_mut()
+        .unwrap()
+        .insert("20230316085612.sql".into(), "select 1;\n".into());
+    assert_ne!(base, plan::migration(&resource, &edited).unwrap().hash);
+
+    // So does the spec, and the same spec under another name.
+    let mut changed = resource.clone();
+    changed.spec.baseline = Some("1".into());
+    assert_ne!(base, plan::migration(&changed, &configmaps).unwrap().hash);
+    let mut renamed = resource.clone();
+    renamed.metadata.name = Some("other".into());
+    assert_ne!(base, plan::migration(&renamed, &configmaps).unwrap().hash);
+}
+
+#[test]
+fn a_missing_configmap_waits_for_it() {
+    let err = plan::migration(&seed_migration(), &ConfigMaps::new()).unwrap_err();
+    assert_eq!(err.reason, Reason::ReadingMigrationData);
+    assert!(err.waits_for_object);
+    assert_eq!(err.message, "ConfigMap migrationdir not found");
+}
+
+#[test]
+fn the_inline_directory_goes_into_the_inputs_configmap() {
+    let inline: AtlasMigration = serde_json::from_value(example(
+        "examples/postgres-migration/atlasmigration-inline.yaml",
+        "AtlasMigration",
+        |_| true,
+    ))
+    .unwrap();
+    let plan = plan::migration(&inline, &ConfigMaps::new()).unwrap();
+    assert_eq!(plan.inputs, Some(InputSource::Inline));
+    assert!(plan.inline.contains_key("20230316085611.sql"));
+    assert!(plan.inline["atlas.sum"].starts_with("h1:FwM0"));
+    // The same files as the ConfigMap variant: the runner checks the same digest.
+    let from_cm = plan::migration(&seed_migration(), &seed_configmap()).unwrap();
+    assert_eq!(plan.job.inputs_digest, from_cm.job.inputs_digest);
+}
+
+#[test]
+fn plain_text_secrets_in_the_spec_stay_out_of_the_job_spec() {
+    let mut resource = seed_migration();
+    resource.spec.target.url_from = None;
+    resource.spec.target.url = Some("postgres://root:Sentinel-1@db/app".into());
+    let plan = plan::migration(&resource, &seed_configmap()).unwrap();
+    assert_eq!(
+        plan.inline["target.url"],
+        "postgres://root:Sentinel-1@db/app"
+    );
+    let env = serde_json::to_string(&plan.env).unwrap();
+    assert!(!env.contains("Sentinel-1"), "{env}");
+    assert!(env.contains(INLINE_PLACEHOLDER), "{env}");
+    assert!(
+        !serde_json::to_string(&plan.job)
+            .unwrap()
+            .contains("Sentinel-1")
+    );
+
+    let mut credentials: AtlasMigration = serde_json::from_value(json!({
+        "apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+        "metadata": {"name": "c", "namespace": "tenant-a"},
+        "spec": {
+            "credentials": {"scheme": "postgres", "user": "root", "host": "db", "port": 5432,
+                            "passwordFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+            "dir": {"configMapRef": {"name": "migrationdir"}}
+        }
+    }))
+    .unwrap();
+    let plan = plan::migration(&credentials, &seed_configmap()).unwrap();
+    let Target::Credentials(parts) = &plan.job.target else {
+        panic!("{:?}", plan.job.target)
+    };
+    assert_eq!(parts.user, Some(Value::Literal("root".into())));
+    assert_eq!(parts.password_env.as_deref(), Some(ENV_PASSWORD));
+    assert_eq!(parts.port, Some(5432));
+    credentials.spec.target.credentials.as_mut().unwrap().host = None;
+    let err = plan::migration(&credentials, &seed_configmap()).unwrap_err();
+    assert_eq!(err.message, "credentials need host or hostFrom");
+}
+
+#[test]
+fn cloud_sources_this_build_cannot_reach_are_refused_plainly() {
+    let argocd: AtlasMigration = serde_json::from_value(example(
+        "examples/argocd/atlas-migration.yaml",
+        "AtlasMigration",
+        |_| true,
+    ))
+    .unwrap();
+    let err = plan::migration(&argocd, &ConfigMaps::new()).unwrap_err();
+    assert_eq!(err.reason, Reason::ReadingMigrationData);
+    assert!(!err.waits_for_object);
+    assert!(err.message.contains("Atlas Cloud"), "{}", err.message);
+}
+
+#[test]
+fn seed_schemas_plan_their_policies() {
+    let mysql: AtlasSchema = serde_json::from_value(example(
+        "examples/mysql-schema/schema.yaml",
+        "AtlasSchema",
+        |_| true,
+    ))
+    .unwrap();
+    let plan = plan::schema(&mysql, &ConfigMaps::new()).unwrap();
+    assert!(plan.inline["schema.sql"].contains("short_bio"));
+    let schema = plan.job.schema.as_ref().unwrap();
+    assert_eq!(
+        schema.desired,
+        Desired::File("/atlas/inputs/schema.sql".into())
+    );
+    assert!(!schema.lint_destructive);
+
+    let policy: AtlasSchema = serde_json::from_value(example(
+        "examples/schema-policy/schema.yaml",
+        "AtlasSchema",
+        |_| true,
+    ))
+    .unwrap();
+    let plan = plan::schema(&policy, &ConfigMaps::new()).unwrap();
+    let schema = plan.job.schema.as_ref().unwrap();
+    assert!(schema.lint_destructive);
+    assert_eq!(schema.skip, ["drop_index"]);
+    assert_eq!(schema.exclude, ["ignore_me"]);
+}
+
+#[test]
+fn a_schema_from_a_configmap_key_needs_the_key() {
+    let resource: AtlasSchema = serde_json::from_value(json!({
+        "apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+        "metadata": {"name": "s", "namespace": "tenant-a"},
+        "spec": {"urlFrom": {"secretKeyRef": {"name": "db", "key": "url"}},
+                 "schema": {"configMapKeyRef": {"name": "desired", "key": "schema.hcl"}}}
+    }))
+    .unwrap();
+    let err = plan::schema(&resource, &ConfigMaps::new()).unwrap_err();
+    assert!(err.waits_for_object);
+    let cm: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "desired"}, "data": {"other.hcl": "x"}
+    }))
+    .unwrap();
+    let configmaps = BTreeMap::from([("desired".to_string(), cm)]);
+    let err = plan::schema(&resource, &configmaps).unwrap_err();
+    assert_eq!(err.message, "ConfigMap desired has no key schema.hcl");
+    assert_eq!(plan::schema_configmaps(&resource), ["desired"]);
+}
