@@ -2,4 +2,5 @@
 //! apply as a Job in the resource's namespace.
 
 pub mod api;
+pub mod job;
 pub mod plan;

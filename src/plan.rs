@@ -33,9 +33,10 @@ pub const ENV_HOST: &str = "ATLAS_TARGET_HOST";
 pub const ENV_DEV_URL: &str = "ATLAS_DEV_URL";
 
 /// Keys of the inputs ConfigMap for values the user wrote in the spec in plain text.
-const KEY_URL: &str = "target.url";
-const KEY_PASSWORD: &str = "target.password";
-const KEY_DEV_URL: &str = "dev.url";
+/// They cannot be mistaken for input files: the inputs volume mounts only the files' keys.
+const KEY_URL: &str = "atlas-operator.target-url";
+const KEY_PASSWORD: &str = "atlas-operator.target-password";
+const KEY_DEV_URL: &str = "atlas-operator.dev-url";
 
 /// The ConfigMaps a resource refers to, as the dereference step found them.
 pub type ConfigMaps = BTreeMap<String, ConfigMap>;
@@ -71,8 +72,8 @@ impl PlanError {
 /// Where the mounted inputs come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum InputSource {
-    /// The operator-made inputs ConfigMap (inline `dir.local`, `schema.sql`/`hcl`).
-    Inline,
+    /// The operator-made inputs ConfigMap (inline `dir.local`, `schema.sql`/`hcl`): these keys.
+    Inline { files: Vec<String> },
     /// A user's ConfigMap, whole or only some keys.
     ConfigMap {
         name: String,
@@ -384,7 +385,12 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
                 for (file, content) in local {
                     inline.insert(file.clone(), content.clone());
                 }
-                (InputSource::Inline, local.clone())
+                (
+                    InputSource::Inline {
+                        files: local.keys().cloned().collect(),
+                    },
+                    local.clone(),
+                )
             }
             (None, None, Some(_)) => {
                 return Err(PlanError::spec(
@@ -479,11 +485,23 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
     ) {
         (Some(sql), None, None, None) => {
             inline.insert("schema.sql".into(), sql.clone());
-            (InputSource::Inline, "schema.sql".to_string(), sql.clone())
+            (
+                InputSource::Inline {
+                    files: vec!["schema.sql".into()],
+                },
+                "schema.sql".to_string(),
+                sql.clone(),
+            )
         }
         (None, Some(hcl), None, None) => {
             inline.insert("schema.hcl".into(), hcl.clone());
-            (InputSource::Inline, "schema.hcl".to_string(), hcl.clone())
+            (
+                InputSource::Inline {
+                    files: vec!["schema.hcl".into()],
+                },
+                "schema.hcl".to_string(),
+                hcl.clone(),
+            )
         }
         (None, None, Some(url), None) => {
             return Err(PlanError::spec(

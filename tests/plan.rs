@@ -130,7 +130,12 @@ fn the_inline_directory_goes_into_the_inputs_configmap() {
     ))
     .unwrap();
     let plan = plan::migration(&inline, &ConfigMaps::new()).unwrap();
-    assert_eq!(plan.inputs, Some(InputSource::Inline));
+    assert_eq!(
+        plan.inputs,
+        Some(InputSource::Inline {
+            files: vec!["20230316085611.sql".into(), "atlas.sum".into()]
+        })
+    );
     assert!(plan.inline.contains_key("20230316085611.sql"));
     assert!(plan.inline["atlas.sum"].starts_with("h1:FwM0"));
     // The same files as the ConfigMap variant: the runner checks the same digest.
@@ -145,7 +150,7 @@ fn plain_text_secrets_in_the_spec_stay_out_of_the_job_spec() {
     resource.spec.target.url = Some("postgres://root:Sentinel-1@db/app".into());
     let plan = plan::migration(&resource, &seed_configmap()).unwrap();
     assert_eq!(
-        plan.inline["target.url"],
+        plan.inline["atlas-operator.target-url"],
         "postgres://root:Sentinel-1@db/app"
     );
     let env = serde_json::to_string(&plan.env).unwrap();

@@ -1,0 +1,346 @@
+//! The pipeline's build step: a [`Plan`] rendered into the Job (and the inputs ConfigMap) that
+//! applies it. Pure, and snapshot-tested: what is rendered here is exactly what runs.
+
+use std::collections::BTreeMap;
+
+use atlas_runner::contract::{self, EXIT_DEFINITIVE, Kind};
+use k8s_openapi::api::batch::v1::{
+    Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
+    PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    KeyToPath, LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec,
+    ResourceRequirements, SeccompProfile, SecurityContext, Volume, VolumeMount,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+
+use crate::plan::{INLINE_PLACEHOLDER, INPUTS_DIR, InputSource, Plan};
+
+/// Labels on every object the operator makes; the controller finds a resource's Jobs by them.
+pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
+pub const MANAGED_BY: &str = "atlas-operator";
+pub const LABEL_KIND: &str = "db.atlasgo.io/kind";
+pub const LABEL_NAME: &str = "db.atlasgo.io/name";
+pub const LABEL_HASH: &str = "db.atlasgo.io/hash";
+/// The full desired hash (a label value holds at most 63 characters).
+pub const ANNOTATION_HASH: &str = "db.atlasgo.io/desired-hash";
+
+/// The name of the runner's container, which `podFailurePolicy` and the status read.
+pub const RUNNER_CONTAINER: &str = "runner";
+
+/// Operator settings that shape every Job (from flags, later Helm values).
+#[derive(Clone, Debug, PartialEq)]
+pub struct JobSettings {
+    pub runner_image: String,
+    pub image_pull_policy: Option<String>,
+    pub image_pull_secrets: Vec<String>,
+    pub service_account: Option<String>,
+    pub active_deadline_seconds: Option<i64>,
+    pub ttl_seconds_after_finished: Option<i32>,
+    pub resources: Option<ResourceRequirements>,
+}
+
+impl Default for JobSettings {
+    fn default() -> Self {
+        JobSettings {
+            runner_image: format!(
+                "ghcr.io/atlas-operator/runner:{}",
+                env!("CARGO_PKG_VERSION")
+            ),
+            image_pull_policy: None,
+            image_pull_secrets: Vec::new(),
+            service_account: None,
+            active_deadline_seconds: Some(30 * 60),
+            ttl_seconds_after_finished: None,
+            resources: Some(ResourceRequirements {
+                requests: Some(BTreeMap::from([
+                    ("cpu".to_string(), Quantity("50m".into())),
+                    ("memory".to_string(), Quantity("64Mi".into())),
+                ])),
+                limits: Some(BTreeMap::from([(
+                    "memory".to_string(),
+                    Quantity("256Mi".into()),
+                )])),
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// The resource a Job belongs to.
+#[derive(Clone, Debug)]
+pub struct Owner {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+}
+
+fn prefix(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Migration => "atlasmigration",
+        Kind::Schema => "atlasschema",
+    }
+}
+
+/// `<kind>-<name>-<hash8>`, at most 63 characters (a Job's name goes into its pods' labels).
+/// A long name is cut; the hash, which covers the full name, keeps Jobs apart.
+pub fn job_name(kind: Kind, name: &str, short_hash: &str) -> String {
+    let prefix = prefix(kind);
+    let room = 63 - prefix.len() - short_hash.len() - 2;
+    let mut cut: String = name.chars().take(room).collect();
+    while cut.ends_with(['-', '.']) {
+        cut.pop();
+    }
+    format!("{prefix}-{cut}-{short_hash}")
+}
+
+/// A label value (at most 63 characters): long names are cut and marked with a hash of the whole.
+pub fn label_value(text: &str) -> String {
+    if text.len() <= 63 {
+        return text.to_string();
+    }
+    use sha2::{Digest, Sha256};
+    let digest: String = Sha256::digest(text.as_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut cut: String = text.chars().take(54).collect();
+    while cut.ends_with(['-', '.', '_']) {
+        cut.pop();
+    }
+    format!("{cut}-{digest}")
+}
+
+/// The labels that find a resource's Jobs (all hashes).
+pub fn owner_labels(kind: Kind, name: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+        (LABEL_KIND.to_string(), prefix(kind).to_string()),
+        (LABEL_NAME.to_string(), label_value(name)),
+    ])
+}
+
+fn owner_reference(owner: &Owner) -> OwnerReference {
+    OwnerReference {
+        api_version: "db.atlasgo.io/v1alpha1".into(),
+        kind: owner.kind.resource_kind().into(),
+        name: owner.name.clone(),
+        uid: owner.uid.clone(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+fn metadata(name: String, owner: &Owner, plan: &Plan) -> ObjectMeta {
+    let mut labels = owner_labels(owner.kind, &owner.name);
+    labels.insert(LABEL_HASH.into(), plan.short_hash().into());
+    ObjectMeta {
+        name: Some(name),
+        namespace: Some(owner.namespace.clone()),
+        labels: Some(labels),
+        annotations: Some(BTreeMap::from([(
+            ANNOTATION_HASH.to_string(),
+            plan.hash.clone(),
+        )])),
+        owner_references: Some(vec![owner_reference(owner)]),
+        ..Default::default()
+    }
+}
+
+/// The operator-made ConfigMap of inline inputs, when the plan has any: immutable, named by the
+/// hash, owned by the resource.
+pub fn inputs_configmap(plan: &Plan, owner: &Owner) -> Option<ConfigMap> {
+    if plan.inline.is_empty() {
+        return None;
+    }
+    Some(ConfigMap {
+        metadata: metadata(inputs_name(plan, owner), owner, plan),
+        data: Some(plan.inline.clone()),
+        immutable: Some(true),
+        ..Default::default()
+    })
+}
+
+fn inputs_name(plan: &Plan, owner: &Owner) -> String {
+    format!(
+        "{}-inputs",
+        job_name(owner.kind, &owner.name, plan.short_hash())
+    )
+}
+
+fn items(keys: &[String]) -> Vec<KeyToPath> {
+    keys.iter()
+        .map(|key| KeyToPath {
+            key: key.clone(),
+            path: key.clone(),
+            mode: None,
+        })
+        .collect()
+}
+
+/// The Job that applies `plan`.
+pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
+    let name = job_name(owner.kind, &owner.name, plan.short_hash());
+    let inline_name = inputs_name(plan, owner);
+    let mut env = vec![
+        EnvVar {
+            name: contract::JOB_ENV.into(),
+            value: Some(serde_json::to_string(&plan.job).expect("a job description serializes")),
+            ..Default::default()
+        },
+        EnvVar {
+            name: "TMPDIR".into(),
+            value: Some("/tmp".into()),
+            ..Default::default()
+        },
+    ];
+    env.extend(plan.env.iter().cloned().map(|mut var| {
+        if let Some(selector) = var
+            .value_from
+            .as_mut()
+            .and_then(|from| from.config_map_key_ref.as_mut())
+            .filter(|selector| selector.name == INLINE_PLACEHOLDER)
+        {
+            selector.name = inline_name.clone();
+        }
+        var
+    }));
+
+    let mut volumes = vec![Volume {
+        name: "tmp".into(),
+        empty_dir: Some(EmptyDirVolumeSource {
+            size_limit: Some(Quantity("256Mi".into())),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }];
+    let mut mounts = vec![VolumeMount {
+        name: "tmp".into(),
+        mount_path: "/tmp".into(),
+        ..Default::default()
+    }];
+    if let Some(inputs) = &plan.inputs {
+        let source = match inputs {
+            // Only the files: the inline ConfigMap may also hold plain-text values for env vars.
+            InputSource::Inline { files } => ConfigMapVolumeSource {
+                name: inline_name.clone(),
+                items: Some(items(files)),
+                ..Default::default()
+            },
+            InputSource::ConfigMap { name, keys } => ConfigMapVolumeSource {
+                name: name.clone(),
+                items: keys.as_deref().map(items),
+                ..Default::default()
+            },
+        };
+        volumes.push(Volume {
+            name: "inputs".into(),
+            config_map: Some(source),
+            ..Default::default()
+        });
+        mounts.push(VolumeMount {
+            name: "inputs".into(),
+            mount_path: INPUTS_DIR.into(),
+            read_only: Some(true),
+            ..Default::default()
+        });
+    }
+
+    let command = match owner.kind {
+        Kind::Migration => "migrate",
+        Kind::Schema => "schema",
+    };
+    let container = Container {
+        name: RUNNER_CONTAINER.into(),
+        image: Some(settings.runner_image.clone()),
+        image_pull_policy: settings.image_pull_policy.clone(),
+        args: Some(vec![command.into()]),
+        env: Some(env),
+        volume_mounts: Some(mounts),
+        resources: settings.resources.clone(),
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mut pod_labels = owner_labels(owner.kind, &owner.name);
+    pod_labels.insert(LABEL_HASH.into(), plan.short_hash().into());
+    Job {
+        metadata: metadata(name, owner, plan),
+        spec: Some(JobSpec {
+            backoff_limit: Some(plan.backoff_limit),
+            active_deadline_seconds: settings.active_deadline_seconds,
+            ttl_seconds_after_finished: settings.ttl_seconds_after_finished,
+            pod_replacement_policy: Some("Failed".into()),
+            pod_failure_policy: Some(PodFailurePolicy {
+                rules: vec![
+                    // Retrying cannot fix bad SQL, a lint violation or a checksum.
+                    PodFailurePolicyRule {
+                        action: "FailJob".into(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some(RUNNER_CONTAINER.into()),
+                            operator: "In".into(),
+                            values: vec![i32::from(EXIT_DEFINITIVE)],
+                        }),
+                        on_pod_conditions: None,
+                    },
+                    // A node drained under the pod is not the apply's fault.
+                    PodFailurePolicyRule {
+                        action: "Ignore".into(),
+                        on_exit_codes: None,
+                        on_pod_conditions: Some(vec![PodFailurePolicyOnPodConditionsPattern {
+                            type_: "DisruptionTarget".into(),
+                            status: "True".into(),
+                        }]),
+                    },
+                ],
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    ..Default::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: settings.service_account.clone(),
+                    automount_service_account_token: Some(false),
+                    enable_service_links: Some(false),
+                    image_pull_secrets: (!settings.image_pull_secrets.is_empty()).then(|| {
+                        settings
+                            .image_pull_secrets
+                            .iter()
+                            .map(|name| LocalObjectReference { name: name.clone() })
+                            .collect()
+                    }),
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        run_as_user: Some(65532),
+                        run_as_group: Some(65532),
+                        fs_group: Some(65532),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    volumes: Some(volumes),
+                    ..Default::default()
+                }),
+            },
+            ..Default::default()
+        }),
+        status: None,
+    }
+}

@@ -1,0 +1,143 @@
+//! The build step: the Job rendered for a plan, snapshot-tested (review a change with
+//! `cargo insta review`, or `INSTA_UPDATE=always cargo test --test job` and read the diff).
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use atlas_operator::api::{AtlasMigration, AtlasSchema};
+use atlas_operator::job::{self, JobSettings, Owner};
+use atlas_operator::plan::{self, ConfigMaps};
+use atlas_runner::contract::Kind;
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::json;
+use support::{repo_path, yaml_documents};
+
+fn doc(path: &str, kind: &str) -> serde_json::Value {
+    let mut doc = yaml_documents(&repo_path(path))
+        .into_iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap();
+    doc["metadata"]["namespace"] = json!("tenant-a");
+    doc
+}
+
+fn owner(kind: Kind, name: &str) -> Owner {
+    Owner {
+        kind,
+        namespace: "tenant-a".into(),
+        name: name.into(),
+        uid: "0b9f6a52-1c1e-4d4e-9a43-5f0c1f7f0001".into(),
+    }
+}
+
+fn settings() -> JobSettings {
+    JobSettings {
+        runner_image: "ghcr.io/atlas-operator/runner:test".into(),
+        ..JobSettings::default()
+    }
+}
+
+#[test]
+fn seed_migration_job() {
+    let resource: AtlasMigration = serde_json::from_value(doc(
+        "examples/postgres-migration/atlasmigration.yaml",
+        "AtlasMigration",
+    ))
+    .unwrap();
+    let cm: ConfigMap = serde_json::from_value(doc(
+        "examples/postgres-migration/migrationdir.yaml",
+        "ConfigMap",
+    ))
+    .unwrap();
+    let configmaps: ConfigMaps = BTreeMap::from([("migrationdir".to_string(), cm)]);
+    let plan = plan::migration(&resource, &configmaps).unwrap();
+    let owner = owner(Kind::Migration, "atlasmigration-sample");
+    assert!(job::inputs_configmap(&plan, &owner).is_none());
+    let rendered = job::render(&plan, &owner, &settings());
+    insta::assert_yaml_snapshot!(rendered);
+}
+
+#[test]
+fn seed_schema_job_and_its_inputs() {
+    let resource: AtlasSchema =
+        serde_json::from_value(doc("examples/schema-policy/schema.yaml", "AtlasSchema")).unwrap();
+    let plan = plan::schema(&resource, &ConfigMaps::new()).unwrap();
+    let owner = owner(Kind::Schema, "atlasschema-mysql");
+    let rendered = job::render(&plan, &owner, &settings());
+    insta::assert_yaml_snapshot!(rendered);
+    let inputs = job::inputs_configmap(&plan, &owner).unwrap();
+    assert_eq!(inputs.immutable, Some(true));
+    insta::assert_yaml_snapshot!(inputs);
+}
+
+#[test]
+fn the_pod_is_restricted() {
+    let resource: AtlasSchema =
+        serde_json::from_value(doc("examples/mysql-schema/schema.yaml", "AtlasSchema")).unwrap();
+    let plan = plan::schema(&resource, &ConfigMaps::new()).unwrap();
+    let rendered = job::render(&plan, &owner(Kind::Schema, "s"), &settings());
+    let pod = rendered.spec.unwrap().template.spec.unwrap();
+    assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+    assert_eq!(pod.automount_service_account_token, Some(false));
+    let security = pod.security_context.unwrap();
+    assert_eq!(security.run_as_non_root, Some(true));
+    assert_eq!(security.seccomp_profile.unwrap().type_, "RuntimeDefault");
+    let container = &pod.containers[0];
+    let security = container.security_context.as_ref().unwrap();
+    assert_eq!(security.read_only_root_filesystem, Some(true));
+    assert_eq!(security.allow_privilege_escalation, Some(false));
+    assert_eq!(
+        security.capabilities.as_ref().unwrap().drop,
+        Some(vec!["ALL".to_string()])
+    );
+    assert_eq!(
+        container.termination_message_policy.as_deref(),
+        Some("FallbackToLogsOnError")
+    );
+    let mounts = container.volume_mounts.as_ref().unwrap();
+    assert!(mounts.iter().any(|m| m.mount_path == "/tmp"));
+}
+
+#[test]
+fn a_password_written_in_the_spec_is_not_in_the_job() {
+    let mut resource: AtlasMigration = serde_json::from_value(doc(
+        "examples/postgres-migration/atlasmigration-inline.yaml",
+        "AtlasMigration",
+    ))
+    .unwrap();
+    resource.spec.target.url_from = None;
+    resource.spec.target.url = Some("postgres://root:Sentinel-Job-7@db:5432/app".into());
+    let plan = plan::migration(&resource, &ConfigMaps::new()).unwrap();
+    let owner = owner(Kind::Migration, "m");
+    let rendered = serde_json::to_string(&job::render(&plan, &owner, &settings())).unwrap();
+    assert!(!rendered.contains("Sentinel-Job-7"), "{rendered}");
+    // It reaches the pod from the inputs ConfigMap, which the volume does not mount.
+    let inputs = job::inputs_configmap(&plan, &owner).unwrap();
+    assert!(
+        inputs
+            .data
+            .unwrap()
+            .values()
+            .any(|v| v.contains("Sentinel-Job-7"))
+    );
+    assert!(
+        rendered.contains("\"key\":\"atlas-operator.target-url\""),
+        "{rendered}"
+    );
+}
+
+#[test]
+fn job_names_fit_and_stay_apart() {
+    let long = "a".repeat(80);
+    let name = job::job_name(Kind::Migration, &long, "0123abcd");
+    assert!(name.len() <= 63, "{name}");
+    assert!(name.starts_with("atlasmigration-aaa") && name.ends_with("-0123abcd"));
+    assert_eq!(
+        job::job_name(Kind::Schema, "atlasschema-mysql", "89ab01cd"),
+        "atlasschema-atlasschema-mysql-89ab01cd"
+    );
+    let label = job::label_value(&long);
+    assert!(label.len() <= 63);
+    assert_ne!(label, job::label_value(&"a".repeat(81)));
+}
