@@ -4,3 +4,4 @@
 pub mod api;
 pub mod job;
 pub mod plan;
+pub mod status;

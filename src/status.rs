@@ -1,0 +1,429 @@
+//! The pipeline's status step: what the controller observed, mapped to the status users and tools
+//! read (DESIGN.md, "Status, as tools read it"). Pure: the reconciler compares the result with
+//! the current status and writes only when they differ, so a reconcile with nothing to do writes
+//! nothing.
+//!
+//! - While a Job is pending or running: `Ready=False` with reason **and** message `Reconciling`
+//!   (ArgoCD's health checks read exactly that as Progressing, for both kinds); which Job and why
+//!   go in the `Reconciling` condition.
+//! - Applied: `Ready=True`/`Applied`, with `observed_hash` and the time of the apply.
+//! - Failed: `Ready=False` with the runner's reason and message; `Stalled=True` when retrying
+//!   cannot help until the spec (or a ConfigMap) changes.
+
+use atlas_runner::reason::Reason;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{AtlasMigrationStatus, AtlasSchemaStatus};
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+
+/// What the controller found for the resource's current desired hash.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation {
+    /// A Job for the hash is pending or running (or about to be created).
+    InProgress { detail: String },
+    /// Applied (or found already in place) by the Job for `hash`.
+    Applied {
+        hash: String,
+        message: String,
+        /// Unix seconds of the apply.
+        applied_at: i64,
+        /// Migrations: the version the database is at.
+        version: Option<String>,
+    },
+    /// It cannot be applied as it is. `stalled`: nothing but a change to the spec or its inputs
+    /// can fix it (as opposed to waiting for an object to appear).
+    Failed {
+        reason: Reason,
+        message: String,
+        stalled: bool,
+    },
+}
+
+/// The status fields both kinds share, computed from an observation.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct Computed {
+    pub conditions: Vec<Condition>,
+    pub observed_generation: Option<i64>,
+    pub observed_hash: Option<String>,
+    pub last_applied: Option<i64>,
+    pub last_applied_version: Option<String>,
+    pub failed: Option<i32>,
+}
+
+/// Sets `type_` in `conditions`, keeping `lastTransitionTime` when the status did not change.
+fn set(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: &Time,
+) {
+    let status = if status { "True" } else { "False" };
+    let previous = conditions.iter().position(|c| c.type_ == type_);
+    let last_transition_time = match previous.map(|i| &conditions[i]) {
+        Some(existing) if existing.status == status => existing.last_transition_time.clone(),
+        _ => now.clone(),
+    };
+    let condition = Condition {
+        type_: type_.into(),
+        status: status.into(),
+        reason: reason.into(),
+        message: message.into(),
+        observed_generation: generation,
+        last_transition_time,
+    };
+    match previous {
+        Some(i) => conditions[i] = condition,
+        None => conditions.push(condition),
+    }
+}
+
+/// The next status, from the previous one and what was observed.
+pub fn compute(
+    previous: &Computed,
+    generation: Option<i64>,
+    observation: &Observation,
+    now: Time,
+) -> Computed {
+    let mut next = previous.clone();
+    next.observed_generation = generation;
+    let conditions = &mut next.conditions;
+    match observation {
+        Observation::InProgress { detail } => {
+            set(
+                conditions,
+                READY,
+                false,
+                RECONCILING,
+                RECONCILING,
+                generation,
+                &now,
+            );
+            set(
+                conditions,
+                RECONCILING,
+                true,
+                RECONCILING,
+                detail,
+                generation,
+                &now,
+            );
+            set(
+                conditions,
+                STALLED,
+                false,
+                RECONCILING,
+                "",
+                generation,
+                &now,
+            );
+        }
+        Observation::Applied {
+            hash,
+            message,
+            applied_at,
+            version,
+        } => {
+            let applied = Reason::Applied.as_str();
+            set(conditions, READY, true, applied, message, generation, &now);
+            set(
+                conditions,
+                RECONCILING,
+                false,
+                applied,
+                "",
+                generation,
+                &now,
+            );
+            set(conditions, STALLED, false, applied, "", generation, &now);
+            // The time of the apply changes only with a new apply, not with each observation.
+            if next.observed_hash.as_deref() != Some(hash.as_str()) || next.last_applied.is_none() {
+                next.last_applied = Some(*applied_at);
+            }
+            next.observed_hash = Some(hash.clone());
+            if version.is_some() {
+                next.last_applied_version = version.clone();
+            }
+            next.failed = Some(0);
+        }
+        Observation::Failed {
+            reason,
+            message,
+            stalled,
+        } => {
+            let was_failed = previous
+                .conditions
+                .iter()
+                .any(|c| c.type_ == READY && c.status == "False" && c.reason == reason.as_str());
+            set(
+                conditions,
+                READY,
+                false,
+                reason.as_str(),
+                message,
+                generation,
+                &now,
+            );
+            set(
+                conditions,
+                RECONCILING,
+                false,
+                reason.as_str(),
+                "",
+                generation,
+                &now,
+            );
+            set(
+                conditions,
+                STALLED,
+                *stalled,
+                reason.as_str(),
+                if *stalled { message } else { "" },
+                generation,
+                &now,
+            );
+            // `failed` counts failures in a row: once per failure, not once per reconcile.
+            if !was_failed {
+                next.failed = Some(previous.failed.unwrap_or(0) + 1);
+            }
+        }
+    }
+    next
+}
+
+impl From<&AtlasMigrationStatus> for Computed {
+    fn from(status: &AtlasMigrationStatus) -> Self {
+        Computed {
+            conditions: status.conditions.clone().unwrap_or_default(),
+            observed_generation: status.observed_generation,
+            observed_hash: status.observed_hash.clone(),
+            last_applied: status.last_applied,
+            last_applied_version: status.last_applied_version.clone(),
+            failed: status.failed,
+        }
+    }
+}
+
+impl From<&AtlasSchemaStatus> for Computed {
+    fn from(status: &AtlasSchemaStatus) -> Self {
+        Computed {
+            conditions: status.conditions.clone().unwrap_or_default(),
+            observed_generation: status.observed_generation,
+            observed_hash: status.observed_hash.clone(),
+            last_applied: status.last_applied,
+            last_applied_version: None,
+            failed: status.failed,
+        }
+    }
+}
+
+impl Computed {
+    /// Into an AtlasMigration's status, keeping the fields the controller does not compute.
+    pub fn into_migration(self, previous: &AtlasMigrationStatus) -> AtlasMigrationStatus {
+        AtlasMigrationStatus {
+            conditions: Some(self.conditions),
+            observed_generation: self.observed_generation,
+            observed_hash: self.observed_hash,
+            last_applied: self.last_applied,
+            last_applied_version: self.last_applied_version,
+            last_deployment_url: previous.last_deployment_url.clone(),
+            approval_url: previous.approval_url.clone(),
+            failed: self.failed,
+        }
+    }
+
+    /// Into an AtlasSchema's status, keeping the fields the controller does not compute.
+    pub fn into_schema(self, previous: &AtlasSchemaStatus) -> AtlasSchemaStatus {
+        AtlasSchemaStatus {
+            conditions: Some(self.conditions),
+            observed_generation: self.observed_generation,
+            observed_hash: self.observed_hash,
+            last_applied: self.last_applied,
+            plan_url: previous.plan_url.clone(),
+            plan_link: previous.plan_link.clone(),
+            failed: self.failed,
+        }
+    }
+}
+
+/// ArgoCD's built-in health assessment for `db.atlasgo.io` kinds, as DESIGN.md states it: used
+/// by the tests to hold the status to what ArgoCD will conclude.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ArgoHealth {
+    Progressing,
+    Healthy,
+    Degraded,
+}
+
+pub fn argo_health(kind: atlas_runner::Kind, conditions: &[Condition]) -> ArgoHealth {
+    let Some(ready) = conditions.iter().find(|c| c.type_ == READY) else {
+        return ArgoHealth::Progressing;
+    };
+    if ready.status == "True" {
+        return ArgoHealth::Healthy;
+    }
+    let progressing = match kind {
+        atlas_runner::Kind::Migration => ready.reason == RECONCILING,
+        atlas_runner::Kind::Schema => {
+            ready.message == RECONCILING || ready.message == "GettingDevDB"
+        }
+    };
+    if progressing {
+        ArgoHealth::Progressing
+    } else {
+        ArgoHealth::Degraded
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atlas_runner::Kind;
+
+    fn at(seconds: i64) -> Time {
+        Time(jiff::Timestamp::from_second(seconds).unwrap())
+    }
+
+    fn ready(computed: &Computed) -> &Condition {
+        computed
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .unwrap()
+    }
+
+    fn in_progress() -> Observation {
+        Observation::InProgress {
+            detail: "Job atlasmigration-x-0123abcd is applying the change".into(),
+        }
+    }
+
+    fn applied() -> Observation {
+        Observation::Applied {
+            hash: "h1".into(),
+            message: "migrated to version 20230316085611".into(),
+            applied_at: 1_700_000_000,
+            version: Some("20230316085611".into()),
+        }
+    }
+
+    #[test]
+    fn a_running_job_is_progressing_for_argocd_for_both_kinds() {
+        let computed = compute(&Computed::default(), Some(1), &in_progress(), at(10));
+        let ready = ready(&computed);
+        assert_eq!(
+            (
+                ready.status.as_str(),
+                ready.reason.as_str(),
+                ready.message.as_str()
+            ),
+            ("False", "Reconciling", "Reconciling")
+        );
+        assert_eq!(
+            argo_health(Kind::Migration, &computed.conditions),
+            ArgoHealth::Progressing
+        );
+        assert_eq!(
+            argo_health(Kind::Schema, &computed.conditions),
+            ArgoHealth::Progressing
+        );
+        let reconciling = computed
+            .conditions
+            .iter()
+            .find(|c| c.type_ == RECONCILING)
+            .unwrap();
+        assert_eq!(reconciling.status, "True");
+        assert!(reconciling.message.contains("atlasmigration-x-0123abcd"));
+        assert_eq!(computed.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn applied_is_healthy_with_hash_time_and_version() {
+        let running = compute(&Computed::default(), Some(1), &in_progress(), at(10));
+        let done = compute(&running, Some(1), &applied(), at(20));
+        assert_eq!(ready(&done).status, "True");
+        assert_eq!(ready(&done).reason, "Applied");
+        assert_eq!(ready(&done).last_transition_time, at(20));
+        assert_eq!(done.observed_hash.as_deref(), Some("h1"));
+        assert_eq!(done.last_applied, Some(1_700_000_000));
+        assert_eq!(done.last_applied_version.as_deref(), Some("20230316085611"));
+        assert_eq!(done.failed, Some(0));
+        assert_eq!(
+            argo_health(Kind::Migration, &done.conditions),
+            ArgoHealth::Healthy
+        );
+    }
+
+    #[test]
+    fn observing_the_same_thing_again_changes_nothing() {
+        let done = compute(&Computed::default(), Some(1), &applied(), at(20));
+        let again = compute(&done, Some(1), &applied(), at(99));
+        assert_eq!(again, done, "a second reconcile must have nothing to write");
+        let failed = Observation::Failed {
+            reason: Reason::Migrating,
+            message: "migration file 2.sql failed".into(),
+            stalled: true,
+        };
+        let once = compute(&done, Some(2), &failed, at(30));
+        let twice = compute(&once, Some(2), &failed, at(40));
+        assert_eq!(twice, once);
+        assert_eq!(once.failed, Some(1));
+    }
+
+    #[test]
+    fn a_definitive_failure_is_degraded_and_stalled() {
+        let failed = compute(
+            &Computed::default(),
+            Some(1),
+            &Observation::Failed {
+                reason: Reason::Migrating,
+                message: "migration file 2.sql failed at statement `create tabel`".into(),
+                stalled: true,
+            },
+            at(10),
+        );
+        assert_eq!(ready(&failed).reason, "Migrating");
+        assert_eq!(
+            argo_health(Kind::Migration, &failed.conditions),
+            ArgoHealth::Degraded
+        );
+        assert_eq!(
+            argo_health(Kind::Schema, &failed.conditions),
+            ArgoHealth::Degraded
+        );
+        let stalled = failed
+            .conditions
+            .iter()
+            .find(|c| c.type_ == STALLED)
+            .unwrap();
+        assert_eq!(stalled.status, "True");
+    }
+
+    #[test]
+    fn waiting_for_a_dev_database_stays_progressing_for_schemas() {
+        let waiting = compute(
+            &Computed::default(),
+            Some(1),
+            &Observation::Failed {
+                reason: Reason::GettingDevDb,
+                message: "GettingDevDB".into(),
+                stalled: false,
+            },
+            at(10),
+        );
+        assert_eq!(
+            argo_health(Kind::Schema, &waiting.conditions),
+            ArgoHealth::Progressing
+        );
+    }
+
+    #[test]
+    fn no_status_yet_is_progressing() {
+        assert_eq!(argo_health(Kind::Migration, &[]), ArgoHealth::Progressing);
+    }
+}
