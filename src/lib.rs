@@ -3,5 +3,6 @@
 
 pub mod api;
 pub mod job;
+pub mod observe;
 pub mod plan;
 pub mod status;

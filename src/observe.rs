@@ -1,0 +1,329 @@
+//! Reading a Job and its pods back into an [`Observation`]: the runner's result from the
+//! termination message, the Job's own verdict, and the kubelet's complaints (a missing Secret
+//! leaves the container waiting with `CreateContainerConfigError`, which we report within
+//! seconds instead of at the Job's deadline). Pure.
+
+use atlas_runner::contract::{Kind, Outcome, RunResult};
+use atlas_runner::reason::Reason;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+
+use crate::job::RUNNER_CONTAINER;
+use crate::status::Observation;
+
+/// Kubelet waiting reasons that mean the pod cannot start until an object or key appears.
+const CONFIG_ERRORS: &[&str] = &["CreateContainerConfigError"];
+/// Waiting reasons that mean the image cannot be had.
+const IMAGE_ERRORS: &[&str] = &["ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
+
+fn input_reason(kind: Kind) -> Reason {
+    match kind {
+        Kind::Migration => Reason::ReadingMigrationData,
+        Kind::Schema => Reason::ReadSchema,
+    }
+}
+
+fn failure_reason(kind: Kind) -> Reason {
+    match kind {
+        Kind::Migration => Reason::Migrating,
+        Kind::Schema => Reason::ApplyingSchema,
+    }
+}
+
+fn runner_status(pod: &Pod) -> Option<&ContainerStatus> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == RUNNER_CONTAINER)
+}
+
+/// The runner's result in a pod's termination message, if it wrote one.
+pub fn result_of(pod: &Pod) -> Option<RunResult> {
+    let terminated = runner_status(pod)?.state.as_ref()?.terminated.as_ref()?;
+    serde_json::from_str(terminated.message.as_deref()?.trim()).ok()
+}
+
+/// What the termination message says when it is not a result (FallbackToLogsOnError puts the
+/// log's tail there when the runner died before writing one).
+fn raw_message(pod: &Pod) -> Option<String> {
+    let terminated = runner_status(pod)?.state.as_ref()?.terminated.as_ref()?;
+    terminated
+        .message
+        .clone()
+        .filter(|m| !m.trim().is_empty())
+        .or_else(|| terminated.reason.clone())
+}
+
+fn finished_at(pod: &Pod) -> Option<i64> {
+    let terminated = runner_status(pod)?.state.as_ref()?.terminated.as_ref()?;
+    terminated.finished_at.as_ref().map(|t| t.0.as_second())
+}
+
+fn job_condition<'a>(
+    job: &'a Job,
+    type_: &str,
+) -> Option<&'a k8s_openapi::api::batch::v1::JobCondition> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// The observation of the Job for `hash` and its pods (newest last is not required).
+pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -> Observation {
+    let name = job.metadata.name.clone().unwrap_or_default();
+    let mut pods: Vec<&Pod> = pods.iter().collect();
+    pods.sort_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0));
+    let newest_result = pods
+        .iter()
+        .rev()
+        .find_map(|p| result_of(p).map(|r| (r, *p)));
+
+    if job_condition(job, "Complete").is_some() {
+        return match newest_result {
+            Some((result, pod)) if result.outcome != Outcome::Failed => Observation::Applied {
+                hash: hash.into(),
+                message: result.message,
+                applied_at: finished_at(pod).unwrap_or(now_unix),
+                version: result.current_version,
+            },
+            // A successful Job whose pod is gone (garbage-collected): the apply happened.
+            _ => Observation::Applied {
+                hash: hash.into(),
+                message: format!("Job {name} completed"),
+                applied_at: now_unix,
+                version: None,
+            },
+        };
+    }
+    if let Some(failed) = job_condition(job, "Failed") {
+        return match newest_result {
+            Some((result, _)) => Observation::Failed {
+                reason: result.reason,
+                message: result.message,
+                stalled: true,
+            },
+            None => {
+                let detail = pods
+                    .iter()
+                    .rev()
+                    .find_map(|p| raw_message(p))
+                    .map(|m| format!(": {m}"))
+                    .unwrap_or_default();
+                Observation::Failed {
+                    reason: failure_reason(kind),
+                    message: format!(
+                        "Job {name} failed ({}{}){detail}",
+                        failed.reason.as_deref().unwrap_or("Failed"),
+                        failed
+                            .message
+                            .as_deref()
+                            .map(|m| format!(": {m}"))
+                            .unwrap_or_default()
+                    ),
+                    stalled: true,
+                }
+            }
+        };
+    }
+
+    // Still running: a pod that cannot start says why now, not at the deadline.
+    for pod in pods.iter().rev() {
+        let Some(waiting) = runner_status(pod)
+            .and_then(|c| c.state.as_ref())
+            .and_then(|s| s.waiting.as_ref())
+        else {
+            continue;
+        };
+        let reason = waiting.reason.as_deref().unwrap_or_default();
+        let message = waiting.message.clone().unwrap_or_default();
+        if CONFIG_ERRORS.contains(&reason) {
+            return Observation::Failed {
+                reason: input_reason(kind),
+                message: format!(
+                    "the Job's pod cannot start: {message} (create it, or fix the reference; \
+                     the Job starts by itself once it exists)"
+                ),
+                stalled: false,
+            };
+        }
+        if IMAGE_ERRORS.contains(&reason) {
+            return Observation::Failed {
+                reason: failure_reason(kind),
+                message: format!("the runner image cannot be pulled ({reason}): {message}"),
+                stalled: false,
+            };
+        }
+    }
+    let attempts = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+    let detail = match newest_result {
+        Some((result, _)) if attempts > 0 => format!(
+            "Job {name}: attempt {attempts} failed ({}: {}); retrying",
+            result.reason, result.message
+        ),
+        _ => format!("Job {name} is applying the change"),
+    };
+    Observation::InProgress { detail }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn job(conditions: serde_json::Value, failed: i32) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {"name": "atlasmigration-m-0123abcd"},
+            "status": {"conditions": conditions, "failed": failed}
+        }))
+        .unwrap()
+    }
+
+    fn pod(state: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "creationTimestamp": "2026-11-23T10:00:00Z"},
+            "status": {"containerStatuses": [{
+                "name": "runner", "image": "runner", "imageID": "", "ready": false,
+                "restartCount": 0, "state": state
+            }]}
+        }))
+        .unwrap()
+    }
+
+    fn terminated(message: &str, code: i32) -> serde_json::Value {
+        json!({"terminated": {"exitCode": code, "message": message,
+                "finishedAt": "2026-11-23T10:00:05Z"}})
+    }
+
+    fn result(outcome: &str, reason: &str, message: &str) -> String {
+        json!({"version": 1, "outcome": outcome, "reason": reason, "message": message,
+               "currentVersion": "20230316085611", "durationMs": 10})
+        .to_string()
+    }
+
+    #[test]
+    fn a_complete_job_is_applied_with_the_runners_version() {
+        let obs = observe(
+            Kind::Migration,
+            "h",
+            &job(json!([{"type": "Complete", "status": "True"}]), 0),
+            &[pod(terminated(
+                &result("applied", "Applied", "migrated"),
+                0,
+            ))],
+            0,
+        );
+        assert_eq!(
+            obs,
+            Observation::Applied {
+                hash: "h".into(),
+                message: "migrated".into(),
+                applied_at: "2026-11-23T10:00:05Z"
+                    .parse::<jiff::Timestamp>()
+                    .unwrap()
+                    .as_second(),
+                version: Some("20230316085611".into()),
+            }
+        );
+    }
+
+    #[test]
+    fn a_failed_job_reports_the_runners_reason() {
+        let obs = observe(
+            Kind::Migration,
+            "h",
+            &job(
+                json!([{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]),
+                1,
+            ),
+            &[pod(terminated(
+                &result("failed", "Migrating", "file 2.sql failed"),
+                3,
+            ))],
+            0,
+        );
+        assert_eq!(
+            obs,
+            Observation::Failed {
+                reason: Reason::Migrating,
+                message: "file 2.sql failed".into(),
+                stalled: true
+            }
+        );
+    }
+
+    #[test]
+    fn a_job_that_died_without_a_result_says_what_it_knows() {
+        let obs = observe(
+            Kind::Schema,
+            "h",
+            &job(
+                json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded",
+                         "message": "Job was active longer than specified deadline"}]),
+                1,
+            ),
+            &[pod(terminated("panic: out of memory", 137))],
+            0,
+        );
+        let Observation::Failed {
+            reason, message, ..
+        } = obs
+        else {
+            panic!("{obs:?}")
+        };
+        assert_eq!(reason, Reason::ApplyingSchema);
+        assert!(message.contains("DeadlineExceeded"), "{message}");
+        assert!(message.contains("panic: out of memory"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_secret_is_reported_at_once() {
+        let obs = observe(
+            Kind::Migration,
+            "h",
+            &job(json!([]), 0),
+            &[pod(
+                json!({"waiting": {"reason": "CreateContainerConfigError",
+                                      "message": "secret \"postgres-credentials\" not found"}}),
+            )],
+            0,
+        );
+        let Observation::Failed {
+            reason,
+            message,
+            stalled,
+        } = obs
+        else {
+            panic!("{obs:?}")
+        };
+        assert_eq!(reason, Reason::ReadingMigrationData);
+        assert!(
+            message.contains("secret \"postgres-credentials\" not found"),
+            "{message}"
+        );
+        assert!(!stalled);
+    }
+
+    #[test]
+    fn a_retry_after_a_transient_failure_is_still_in_progress() {
+        let obs = observe(
+            Kind::Migration,
+            "h",
+            &job(json!([]), 1),
+            &[pod(terminated(
+                &result("failed", "Migrating", "connection refused"),
+                4,
+            ))],
+            0,
+        );
+        let Observation::InProgress { detail } = obs else {
+            panic!("{obs:?}")
+        };
+        assert!(detail.contains("attempt 1 failed"), "{detail}");
+        assert!(detail.contains("connection refused"), "{detail}");
+    }
+}
