@@ -43,7 +43,10 @@ fn wait_ends_when_the_migrations_are_applied_and_gives_up_at_its_limit() {
     assert!(started.elapsed() < Duration::from_secs(20));
 
     // Applied while it waits: it ends with 0.
-    let mut waiting = wait_command(&dir, &db.url, 120).stdout(Stdio::piped()).spawn().unwrap();
+    let mut waiting = wait_command(&dir, &db.url, 120)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     let mut atlas = Command::new(devcluster::tools::path("atlas").unwrap());
     atlas
@@ -56,7 +59,10 @@ fn wait_ends_when_the_migrations_are_applied_and_gives_up_at_its_limit() {
         if let Some(status) = waiting.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "runner wait did not notice the migration");
+        assert!(
+            Instant::now() < deadline,
+            "runner wait did not notice the migration"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(status.success());
