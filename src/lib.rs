@@ -2,7 +2,9 @@
 //! apply as a Job in the resource's namespace.
 
 pub mod api;
+pub mod controller;
 pub mod job;
 pub mod observe;
 pub mod plan;
+pub mod reconcile;
 pub mod status;

@@ -1,0 +1,136 @@
+//! Wiring: one `kube::runtime::Controller` per kind (and per watched namespace), woken by the
+//! resources, the Jobs they own, the Jobs' pods, and the ConfigMaps they refer to.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
+
+use crate::api::{AtlasMigration, AtlasSchema};
+use crate::job::{LABEL_KIND, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY};
+use crate::reconcile::{self, Applyable, Context};
+
+/// How the controllers run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// The namespaces to watch; empty watches all.
+    pub namespaces: Vec<String>,
+    /// Reconciles running at once, per kind and namespace.
+    pub concurrency: u16,
+}
+
+fn api<K: Applyable>(client: &Client, namespace: Option<&str>) -> Api<K> {
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+fn kind_label<K: Applyable>() -> &'static str {
+    match K::KIND {
+        atlas_runner::Kind::Migration => "atlasmigration",
+        atlas_runner::Kind::Schema => "atlasschema",
+    }
+}
+
+async fn run_kind<K: Applyable>(
+    client: Client,
+    namespace: Option<String>,
+    ctx: Arc<Context>,
+    concurrency: u16,
+) {
+    let ns = namespace.as_deref();
+    let managed = format!(
+        "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_KIND}={}",
+        kind_label::<K>()
+    );
+    let controller = Controller::new(
+        api::<K>(&client, ns),
+        watcher::Config::default().any_semantic(),
+    )
+    .with_config(controller::Config::default().concurrency(concurrency));
+    let store = controller.store();
+    controller
+        .owns(
+            api_of::<Job>(&client, ns),
+            watcher::Config::default().labels(&managed),
+        )
+        // A pod that cannot start (a missing Secret) changes nothing on its Job: watch pods too.
+        .watches(
+            api_of::<Pod>(&client, ns),
+            watcher::Config::default().labels(&managed),
+            |pod| {
+                let name = pod.labels().get(LABEL_NAME)?.clone();
+                Some(ObjectRef::<K>::new(&name).within(&pod.namespace()?))
+            },
+        )
+        // The reverse index: a ConfigMap event wakes the resources of its namespace that name it.
+        .watches(
+            api_of::<ConfigMap>(&client, ns),
+            watcher::Config::default(),
+            move |cm| {
+                let namespace = cm.namespace();
+                let name = cm.name_any();
+                store
+                    .state()
+                    .into_iter()
+                    .filter(|resource| {
+                        resource.namespace() == namespace
+                            && resource.configmap_names().contains(&name)
+                    })
+                    .map(|resource| ObjectRef::from_obj(&*resource))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile::reconcile::<K>, reconcile::error_policy::<K>, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => tracing::debug!(%object, "reconciled"),
+                Err(err) => tracing::debug!(error = %err, "reconcile error"),
+            }
+        })
+        .await;
+}
+
+fn api_of<T>(client: &Client, namespace: Option<&str>) -> Api<T>
+where
+    T: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs every controller until SIGTERM or SIGINT.
+pub async fn run(client: Client, ctx: Arc<Context>, options: Options) {
+    let namespaces: Vec<Option<String>> = if options.namespaces.is_empty() {
+        vec![None]
+    } else {
+        options.namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut tasks = Vec::new();
+    for namespace in namespaces {
+        tasks.push(tokio::spawn(run_kind::<AtlasMigration>(
+            client.clone(),
+            namespace.clone(),
+            ctx.clone(),
+            options.concurrency,
+        )));
+        tasks.push(tokio::spawn(run_kind::<AtlasSchema>(
+            client.clone(),
+            namespace,
+            ctx.clone(),
+            options.concurrency,
+        )));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}

@@ -1,0 +1,320 @@
+//! The reconcile pipeline, the same for both kinds: dereference (fetch the ConfigMaps the spec
+//! names) → validate ([`crate::plan`]) → build ([`crate::job`]) → apply (create the Job for the
+//! desired hash, delete older ones) → observe ([`crate::observe`]) → status
+//! ([`crate::status`]), written only when it changed.
+//!
+//! The controller never reads a Secret and never opens a database connection.
+
+mod migration;
+mod schema;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use atlas_runner::contract::Kind;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::job::{self, JobSettings, Owner};
+use crate::plan::{ConfigMaps, Plan, PlanError};
+use crate::status::{Computed, Observation};
+
+/// The field manager of everything the operator writes.
+pub const MANAGER: &str = "atlas-operator";
+
+/// How often a resource is looked at again while nothing tells us to: a safety net, since the
+/// Job, pod and ConfigMap watches wake the reconciler on every change that matters.
+const RESYNC_IN_PROGRESS: Duration = Duration::from_secs(30);
+const RESYNC_WAITING: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the resource has no {0}")]
+    Incomplete(&'static str),
+}
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub settings: JobSettings,
+    pub recorder: Recorder,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: JobSettings) -> Context {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            settings,
+        }
+    }
+}
+
+/// What the pipeline needs of a kind; implemented by [`crate::api::AtlasMigration`] and
+/// [`crate::api::AtlasSchema`].
+pub trait Applyable:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + Clone
+    + std::fmt::Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: Kind;
+    fn configmap_names(&self) -> Vec<String>;
+    fn plan(&self, configmaps: &ConfigMaps) -> Result<Plan, PlanError>;
+    fn computed_status(&self) -> Computed;
+    /// The status to write, as JSON for a merge patch of `/status`.
+    fn status_json(&self, computed: Computed) -> serde_json::Value;
+}
+
+fn now() -> Time {
+    Time(jiff::Timestamp::now())
+}
+
+/// One reconcile of one resource.
+pub async fn reconcile<K: Applyable>(resource: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let namespace = resource.namespace().ok_or(Error::Incomplete("namespace"))?;
+    let name = resource.name_any();
+    let uid = resource.uid().ok_or(Error::Incomplete("uid"))?;
+    if resource.meta().deletion_timestamp.is_some() {
+        // Garbage collection removes the Jobs and ConfigMaps it owns.
+        return Ok(Action::await_change());
+    }
+    let owner = Owner {
+        kind: K::KIND,
+        namespace: namespace.clone(),
+        name: name.clone(),
+        uid,
+    };
+    let generation = resource.meta().generation;
+    let previous = resource.computed_status();
+
+    // Dereference.
+    let configmaps_api: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut configmaps = BTreeMap::new();
+    for cm_name in resource.configmap_names() {
+        if let Some(cm) = configmaps_api.get_opt(&cm_name).await? {
+            configmaps.insert(cm_name, cm);
+        }
+    }
+
+    // Validate.
+    let plan = match resource.plan(&configmaps) {
+        Ok(plan) => plan,
+        Err(err) => {
+            let observation = Observation::Failed {
+                reason: err.reason,
+                message: err.message.clone(),
+                stalled: !err.waits_for_object,
+            };
+            write_status(&*resource, &ctx, &previous, generation, &observation).await?;
+            return Ok(if err.waits_for_object {
+                Action::requeue(RESYNC_WAITING)
+            } else {
+                Action::await_change()
+            });
+        }
+    };
+
+    // Nothing to do: the desired hash is applied and Ready. No API write at all.
+    let ready = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == crate::status::READY && c.status == "True");
+    if ready
+        && previous.observed_hash.as_deref() == Some(plan.hash.as_str())
+        && previous.observed_generation == generation
+    {
+        return Ok(Action::await_change());
+    }
+
+    // Build and apply.
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
+    let job_name = job::job_name(K::KIND, &name, plan.short_hash());
+    let job = match jobs.get_opt(&job_name).await? {
+        Some(job) => job,
+        None => {
+            if let Some(inputs) = job::inputs_configmap(&plan, &owner) {
+                match configmaps_api.create(&PostParams::default(), &inputs).await {
+                    Ok(_) => {}
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            let rendered = job::render(&plan, &owner, &ctx.settings);
+            let created = match jobs.create(&PostParams::default(), &rendered).await {
+                Ok(created) => created,
+                // Another reconcile (or a previous operator) made it: the same hash, the same Job.
+                Err(kube::Error::Api(status)) if status.code == 409 => jobs.get(&job_name).await?,
+                Err(err) => return Err(err.into()),
+            };
+            publish(
+                &ctx,
+                &*resource,
+                EventType::Normal,
+                "JobCreated",
+                &format!("Created Job {job_name} to apply hash {}", plan.short_hash()),
+            )
+            .await;
+            created
+        }
+    };
+    delete_older(&ctx, &owner, plan.short_hash()).await?;
+
+    // Observe.
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let pod_list = pods
+        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
+        .await?;
+    let observation = crate::observe::observe(
+        K::KIND,
+        &plan.hash,
+        &job,
+        &pod_list.items,
+        jiff::Timestamp::now().as_second(),
+    );
+    write_status(&*resource, &ctx, &previous, generation, &observation).await?;
+    Ok(match observation {
+        Observation::InProgress { .. } => Action::requeue(RESYNC_IN_PROGRESS),
+        Observation::Failed { stalled: false, .. } => Action::requeue(RESYNC_IN_PROGRESS),
+        _ => Action::await_change(),
+    })
+}
+
+/// Writes the status when it differs from the current one, with an event for each transition.
+async fn write_status<K: Applyable>(
+    resource: &K,
+    ctx: &Context,
+    previous: &Computed,
+    generation: Option<i64>,
+    observation: &Observation,
+) -> Result<(), Error> {
+    let next = crate::status::compute(previous, generation, observation, now());
+    if next == *previous {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(
+        ctx.client.clone(),
+        &resource.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({ "status": resource.status_json(next.clone()) });
+    api.patch_status(
+        &resource.name_any(),
+        &PatchParams::apply(MANAGER),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    let ready_before = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::status::READY)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    let ready_after = next
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::status::READY)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    if ready_before != ready_after {
+        match observation {
+            Observation::Applied { message, .. } => {
+                publish(ctx, resource, EventType::Normal, "Applied", message).await
+            }
+            Observation::Failed {
+                reason, message, ..
+            } => publish(ctx, resource, EventType::Warning, reason.as_str(), message).await,
+            Observation::InProgress { .. } => {}
+        }
+    }
+    Ok(())
+}
+
+/// Jobs (and inputs ConfigMaps) of older hashes: the latest Job stays for `kubectl logs`.
+async fn delete_older(ctx: &Context, owner: &Owner, short_hash: &str) -> Result<(), Error> {
+    let selector = job::owner_labels(owner.kind, &owner.name)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(std::iter::once(format!(
+            "{}!={short_hash}",
+            job::LABEL_HASH
+        )))
+        .collect::<Vec<_>>()
+        .join(",");
+    let params = ListParams::default().labels(&selector);
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    for old in jobs.list_metadata(&params).await?.items {
+        if old.owner_references().iter().any(|o| o.uid == owner.uid) {
+            match jobs.delete(&old.name_any(), &background).await {
+                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    for old in configmaps.list_metadata(&params).await?.items {
+        if old.owner_references().iter().any(|o| o.uid == owner.uid) {
+            match configmaps
+                .delete(&old.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn publish<K: Applyable>(
+    ctx: &Context,
+    resource: &K,
+    type_: EventType,
+    reason: &str,
+    note: &str,
+) {
+    let mut note = note.to_string();
+    if note.len() > 1000 {
+        note = atlas_runner::contract::cut_with_marker(&note, 1000);
+    }
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(err) = ctx
+        .recorder
+        .publish(&event, &resource.object_ref(&()))
+        .await
+    {
+        // An event is a courtesy: failing to record one must not fail the reconcile.
+        tracing::warn!(error = %err, "recording an event failed");
+    }
+}
+
+/// What happens after a failed reconcile: back off and try again.
+pub fn error_policy<K: Applyable>(_resource: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(%error, "reconcile failed");
+    Action::requeue(Duration::from_secs(15))
+}

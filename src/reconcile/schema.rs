@@ -1,0 +1,29 @@
+//! The pipeline's kind-specific parts for AtlasSchema.
+
+use atlas_runner::contract::Kind;
+
+use super::Applyable;
+use crate::api::AtlasSchema;
+use crate::plan::{self, ConfigMaps, Plan, PlanError};
+use crate::status::Computed;
+
+impl Applyable for AtlasSchema {
+    const KIND: Kind = Kind::Schema;
+
+    fn configmap_names(&self) -> Vec<String> {
+        plan::schema_configmaps(self)
+    }
+
+    fn plan(&self, configmaps: &ConfigMaps) -> Result<Plan, PlanError> {
+        plan::schema(self, configmaps)
+    }
+
+    fn computed_status(&self) -> Computed {
+        self.status.as_ref().map(Computed::from).unwrap_or_default()
+    }
+
+    fn status_json(&self, computed: Computed) -> serde_json::Value {
+        let previous = self.status.clone().unwrap_or_default();
+        serde_json::to_value(computed.into_schema(&previous)).expect("a status serializes")
+    }
+}
