@@ -8,7 +8,9 @@
 //! and an audit log at `Metadata` level that benchmarks count the operator's writes from. The
 //! controller manager runs the controllers a Job's life needs (job, garbage collector,
 //! ttl-after-finished, service accounts and their tokens, namespace deletion, pod GC, the root CA
-//! publisher). There is no node yet: the process-kubelet comes on top of this.
+//! publisher). The one node is the process-kubelet of [`crate::kubelet`] (`devcluster-kubelet`,
+//! built from this crate by `up`): it registers the Node `devnode`, binds the pending pods to it
+//! and runs them as local processes.
 //!
 //! Like the databases of [`crate::db`], the cluster is shared by a whole test run: `up` is
 //! idempotent and safe when several processes call it at once (a lock file), the processes
@@ -27,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{self, CmdError};
+use crate::packages::PackagesError;
 use crate::tools::ToolsError;
 
 /// Services get their cluster IPs from here; the first address is the `kubernetes` Service.
@@ -59,6 +62,11 @@ const CONTEXT: &str = "devcluster";
 
 /// kube-apiserver needs about 5 s on 2 cores; a loaded CI machine may need many times that.
 const START_LIMIT: Duration = Duration::from_secs(180);
+/// Building `devcluster-kubelet` from a cold target directory (kube, k8s-openapi, rustls) takes
+/// a few minutes on 2 cores; a fresh one is a no-op.
+const KUBELET_BUILD_LIMIT: Duration = Duration::from_secs(30 * 60);
+/// The variable naming a prebuilt `devcluster-kubelet` (otherwise `up` builds it with cargo).
+pub const KUBELET_BIN_ENV: &str = "DEVCLUSTER_KUBELET_BIN";
 /// A single `kubectl` or `openssl` call: none of them should take more than a few seconds.
 const CALL_LIMIT: Duration = Duration::from_secs(60);
 /// How long a process gets to exit after SIGTERM before it is killed.
@@ -94,6 +102,8 @@ prompt = no
 pub enum ClusterError {
     #[error(transparent)]
     Tools(#[from] ToolsError),
+    #[error(transparent)]
+    Packages(#[from] PackagesError),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -142,14 +152,18 @@ pub enum Component {
     Etcd,
     ApiServer,
     ControllerManager,
+    /// The process-kubelet ([`crate::kubelet`]).
+    Kubelet,
 }
 
 impl Component {
-    /// In start order (`down` stops them in reverse).
-    pub const ALL: [Component; 3] = [
+    /// In start order (`down` stops them in reverse: the kubelet first, and its containers die
+    /// with it).
+    pub const ALL: [Component; 4] = [
         Component::Etcd,
         Component::ApiServer,
         Component::ControllerManager,
+        Component::Kubelet,
     ];
 
     /// The binary's name, as in `target/tools.env`.
@@ -158,6 +172,7 @@ impl Component {
             Component::Etcd => "etcd",
             Component::ApiServer => "kube-apiserver",
             Component::ControllerManager => "kube-controller-manager",
+            Component::Kubelet => "devcluster-kubelet",
         }
     }
 
@@ -173,6 +188,8 @@ pub struct Ports {
     pub etcd_peer: u16,
     pub apiserver: u16,
     pub controller_manager: u16,
+    /// The kubelet's logs endpoint (the Node's `daemonEndpoints.kubeletEndpoint.Port`).
+    pub kubelet: u16,
 }
 
 /// A certificate and its private key, PEM files.
@@ -422,7 +439,8 @@ impl Cluster {
         let mut text = format!(
             "# Written by `cargo xtask cluster up`; removed by `cargo xtask cluster down`.\n\
              DEVCLUSTER_DIR={}\nSERVER={}\nKUBECONFIG={}\nAUDIT_LOG={}\n\
-             ETCD_PORT={}\nETCD_PEER_PORT={}\nAPISERVER_PORT={}\nCONTROLLER_MANAGER_PORT={}\n",
+             ETCD_PORT={}\nETCD_PEER_PORT={}\nAPISERVER_PORT={}\nCONTROLLER_MANAGER_PORT={}\n\
+             KUBELET_PORT={}\n",
             self.dir.display(),
             self.server(),
             self.kubeconfig().display(),
@@ -431,6 +449,7 @@ impl Cluster {
             self.ports.etcd_peer,
             self.ports.apiserver,
             self.ports.controller_manager,
+            self.ports.kubelet,
         );
         for (component, pid) in &self.processes {
             text.push_str(&format!("{}={pid}\n", component.pid_key()));
@@ -449,6 +468,7 @@ impl Cluster {
                 etcd_peer: port("ETCD_PEER_PORT")?,
                 apiserver: port("APISERVER_PORT")?,
                 controller_manager: port("CONTROLLER_MANAGER_PORT")?,
+                kubelet: port("KUBELET_PORT")?,
             },
             processes: Component::ALL
                 .into_iter()
@@ -715,7 +735,7 @@ fn cluster_dir() -> PathBuf {
 /// Distinct free loopback ports: all listeners are held until every port is chosen, so no two
 /// are the same.
 fn free_ports() -> Result<Ports, ClusterError> {
-    let listeners = (0..4)
+    let listeners = (0..5)
         .map(|_| TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port")))
         .collect::<Result<Vec<_>, _>>()?;
     let ports = listeners
@@ -732,6 +752,7 @@ fn free_ports() -> Result<Ports, ClusterError> {
         etcd_peer: ports[1],
         apiserver: ports[2],
         controller_manager: ports[3],
+        kubelet: ports[4],
     })
 }
 
@@ -740,6 +761,9 @@ fn start(cluster: &mut Cluster) -> Result<(), ClusterError> {
     let apiserver = crate::tools::path("kube-apiserver")?;
     let controller_manager = crate::tools::path("kube-controller-manager")?;
     crate::tools::path("kubectl")?;
+    // bubblewrap, for the kubelet's sandboxes.
+    crate::packages::ensure()?;
+    let kubelet = kubelet_binary()?;
     make_pki(cluster)?;
     let audit_policy = cluster.dir.join("audit-policy.yaml");
     fs::write(&audit_policy, AUDIT_POLICY).map_err(io("writing the audit policy"))?;
@@ -859,6 +883,8 @@ fn start(cluster: &mut Cluster) -> Result<(), ClusterError> {
         ))
         .arg(format!("--root-ca-file={}", cluster.ca().cert.display()));
     spawn(cluster, Component::ControllerManager, &mut command)?;
+    // The kubelet starts meanwhile: it needs only the API server.
+    start_kubelet(cluster, &kubelet)?;
     // Ready for tests when namespaces get their `default` service account (the serviceaccount
     // controller runs) and `kube-root-ca.crt` (the publisher runs): pods need both.
     wait_for(
@@ -874,7 +900,83 @@ fn start(cluster: &mut Cluster) -> Result<(), ClusterError> {
             }
             Ok(())
         },
+    )?;
+    wait_for(
+        cluster,
+        "the node did not become Ready",
+        Component::Kubelet,
+        || {
+            let mut kubectl = cluster.kubectl();
+            kubectl.args([
+                "get",
+                "node",
+                crate::kubelet::NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            match cmd::output(&mut kubectl, Duration::from_secs(15)) {
+                Ok(out) if out.trim() == "True" => Ok(()),
+                Ok(out) => Err(format!("Ready is {:?}", out.trim())),
+                Err(err) => Err(err.to_string()),
+            }
+        },
     )
+}
+
+/// `devcluster-kubelet`: from `DEVCLUSTER_KUBELET_BIN`, or built by cargo into this target
+/// directory (a no-op when it is fresh, so a changed kubelet is picked up by the next `up`).
+/// Cargo releases its build lock while tests run, so this works from inside `cargo test` too.
+fn kubelet_binary() -> Result<PathBuf, ClusterError> {
+    if let Some(path) = std::env::var_os(KUBELET_BIN_ENV) {
+        return Ok(PathBuf::from(path));
+    }
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(crate::workspace_root())
+        .env("CARGO_TARGET_DIR", crate::target_dir())
+        .args(["build", "--quiet", "-p", "devcluster", "--bin"])
+        .arg(Component::Kubelet.binary());
+    cmd::output(&mut build, KUBELET_BUILD_LIMIT)
+        .map_err(command_error("building devcluster-kubelet"))?;
+    Ok(crate::target_dir()
+        .join("debug")
+        .join(Component::Kubelet.binary()))
+}
+
+/// Starts the process-kubelet as the node `devnode`, binding pods as the scheduler.
+fn start_kubelet(cluster: &mut Cluster, kubelet: &Path) -> Result<(), ClusterError> {
+    let node_kubeconfig = cluster.dir.join("kubelet.kubeconfig");
+    cluster.write_kubeconfig(&node_kubeconfig, &cluster.pki_pair("kubelet"))?;
+    let scheduler_kubeconfig = cluster.dir.join("scheduler.kubeconfig");
+    cluster.write_kubeconfig(&scheduler_kubeconfig, &cluster.pki_pair("scheduler"))?;
+    let serving = cluster.pki_pair("kubelet-serving");
+    // The runner is another crate's binary, built by whoever runs its pods; the kubelet looks
+    // for it at each container start.
+    let runner = std::env::var_os("RUNNER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::target_dir().join("debug").join("runner"));
+    let mut command = Command::new(kubelet);
+    command
+        .arg(format!("--node-name={}", crate::kubelet::NODE_NAME))
+        .arg(format!("--kubeconfig={}", node_kubeconfig.display()))
+        .arg(format!(
+            "--scheduler-kubeconfig={}",
+            scheduler_kubeconfig.display()
+        ))
+        .arg(format!("--dir={}", cluster.dir.join("kubelet").display()))
+        .arg(format!("--port={}", cluster.ports.kubelet))
+        .arg(format!("--tls-cert={}", serving.cert.display()))
+        .arg(format!("--tls-key={}", serving.key.display()))
+        .arg(format!("--client-ca={}", cluster.ca().cert.display()))
+        .arg("--bwrap=/usr/bin/bwrap")
+        .arg(format!("--runner={}", runner.display()));
+    for tool in ["atlas", "kubectl"] {
+        if let Ok(path) = crate::tools::path(tool) {
+            command.arg(format!("--{tool}={}", path.display()));
+        }
+    }
+    spawn(cluster, Component::Kubelet, &mut command)
 }
 
 /// The CA, the serving certificate, the client certificates and the service-account key.
@@ -920,6 +1022,25 @@ fn make_pki(cluster: &Cluster) -> Result<(), ClusterError> {
         "system:kube-controller-manager",
         &[],
         &Usage::Client,
+    )?;
+    // The process-kubelet: the node's own identity (the Node authorizer and NodeRestriction
+    // confine it to its node and its pods), and the scheduler's for binding pods, which the Node
+    // authorizer never allows a node (the bootstrap role `system:kube-scheduler` does).
+    let node_user = format!("system:node:{}", crate::kubelet::NODE_NAME);
+    cluster.issue_cert("kubelet", &node_user, &["system:nodes"], &Usage::Client)?;
+    cluster.issue_cert("scheduler", "system:kube-scheduler", &[], &Usage::Client)?;
+    // The kubelet's logs endpoint, which the API server reaches at the node's InternalIP.
+    cluster.issue_cert(
+        "kubelet-serving",
+        crate::kubelet::NODE_NAME,
+        &[],
+        &Usage::Server {
+            dns_names: vec![
+                crate::kubelet::NODE_NAME.to_string(),
+                "localhost".to_string(),
+            ],
+            ips: vec![IpAddr::V4(Ipv4Addr::LOCALHOST)],
+        },
     )?;
     // What the API server shows the kubelet when it proxies logs and exec.
     cluster.issue_cert(
@@ -1104,6 +1225,7 @@ mod tests {
                 etcd_peer: 40002,
                 apiserver: 40003,
                 controller_manager: 40004,
+                kubelet: 40005,
             },
             processes: vec![(Component::Etcd, 11), (Component::ApiServer, 12)],
         }

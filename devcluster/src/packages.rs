@@ -1,5 +1,5 @@
-//! Debian's packages the test bed needs: the database servers and clients, and openssl. Installed when we run
-//! as root; otherwise the exact command to run is printed.
+//! Debian's packages the test bed needs: the database servers and clients, openssl and
+//! bubblewrap. Installed when we run as root; otherwise the exact command to run is printed.
 
 use std::process::Command;
 use std::sync::Once;
@@ -15,6 +15,8 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("sqlite3", "/usr/bin/sqlite3"),
     // The local cluster's CA and certificates.
     ("openssl", "/usr/bin/openssl"),
+    // The process-kubelet's sandboxes: a private mount and PID namespace per container.
+    ("bubblewrap", "/usr/bin/bwrap"),
 ];
 
 #[derive(Debug, thiserror::Error)]

@@ -197,9 +197,9 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
     println!(
         "\nThe demo stops here. Still missing for the full flow (the operator applies the schema \
          and the resource turns Ready):\n\
-         - the runner that applies with Atlas in a Job pod (issue 5)\n\
-         - the process-kubelet that runs Job pods on the local cluster (issue 6)\n\
-         - the controller (issue 7) and dev databases (issue 8)"
+         - running the operator itself in this demo, with its Jobs on the local cluster (issue 7;\n\
+           the integration tests in tests/controller.rs already do)\n\
+         - automatic dev databases (issue 8)"
     );
     Ok(())
 }

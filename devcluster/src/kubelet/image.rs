@@ -1,0 +1,298 @@
+//! Images → local programs. There is no container runtime here: an image name picks a program
+//! of this machine by the table below (also in `docs/devcluster.md`), and the container's
+//! `command` and `args` are applied to it as a runtime applies them to the image's `ENTRYPOINT`
+//! and `CMD`.
+//!
+//! | image name | `ENTRYPOINT` | `CMD` | `PATH` starts with |
+//! |---|---|---|---|
+//! | contains `atlas-operator/runner` | the built `runner` | – | the built `atlas`'s directory |
+//! | last path segment starts with `kubectl` | the built `kubectl` | – | – |
+//! | last path segment starts with `busybox`, `debian`, `alpine` or `ubuntu` | – | `sh` | – |
+//!
+//! Within `command`, a first word `runner`, `atlas` or `kubectl` (bare or as an absolute path)
+//! means the built program, as it would in the image; anything else is looked up on the
+//! container's `PATH`, i.e. the host's `/usr/bin`, `/bin`, … (so `sh -c '…'` runs the host's
+//! shell). Any other image makes the container wait with reason `ErrImagePull`.
+
+use std::path::{Path, PathBuf};
+
+/// The programs the table maps to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Programs {
+    /// The `runner` binary (`RUNNER_BIN`, or `target/debug/runner`); it may not be built yet.
+    pub runner: PathBuf,
+    /// The pinned Atlas CLI.
+    pub atlas: Option<PathBuf>,
+    /// The pinned kubectl.
+    pub kubectl: Option<PathBuf>,
+}
+
+/// The `PATH` of a Debian image.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// What runs for a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Process {
+    /// The program and its arguments (the program is a path or a name looked up on `PATH`).
+    pub argv: Vec<String>,
+    /// The `PATH` the container starts with (its own `env` may override it).
+    pub path: String,
+    /// Variables the image would set (`ENV` lines), before the container's own.
+    pub image_env: Vec<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ImageError {
+    #[error(
+        "devcluster-kubelet has no local program for image \"{0}\" (the table is in docs/devcluster.md)"
+    )]
+    Unknown(String),
+    #[error("the {what} binary for image \"{image}\" is not built: {hint}")]
+    NotBuilt {
+        what: &'static str,
+        image: String,
+        hint: String,
+    },
+    #[error("image \"{0}\" has no entrypoint: give the container a `command`")]
+    NoCommand(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Runner,
+    Kubectl,
+    Shell,
+}
+
+/// The repository part of an image reference's last segment: `docker.io/library/busybox:1.36` →
+/// `busybox`.
+fn short_name(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split(':').next().unwrap_or(last)
+}
+
+fn kind(image: &str) -> Option<Kind> {
+    let short = short_name(image);
+    if image.contains("atlas-operator/runner") {
+        Some(Kind::Runner)
+    } else if short.starts_with("kubectl") {
+        Some(Kind::Kubectl)
+    } else if ["busybox", "debian", "alpine", "ubuntu"]
+        .iter()
+        .any(|name| short.starts_with(name))
+    {
+        Some(Kind::Shell)
+    } else {
+        None
+    }
+}
+
+impl Programs {
+    /// The process for a container of `image` with the container's `command` and `args`.
+    pub fn resolve(
+        &self,
+        image: &str,
+        command: &[String],
+        args: &[String],
+    ) -> Result<Process, ImageError> {
+        let kind = kind(image).ok_or_else(|| ImageError::Unknown(image.to_string()))?;
+        let mut path = DEFAULT_PATH.to_string();
+        let mut image_env = Vec::new();
+        let entrypoint: Vec<String> = match kind {
+            Kind::Runner => {
+                let atlas = self.atlas(image)?;
+                if let Some(dir) = atlas.parent() {
+                    path = format!("{}:{path}", dir.display());
+                }
+                // As the runner image sets them: no network checks from inside a Job.
+                image_env = [
+                    ("ATLAS_NO_UPDATE_NOTIFIER", "1"),
+                    ("ATLAS_NO_UPGRADE_SUGGESTIONS", "1"),
+                    ("ATLAS_NO_ANON_TELEMETRY", "true"),
+                ]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .to_vec();
+                vec![self.runner(image)?.display().to_string()]
+            }
+            Kind::Kubectl => vec![self.kubectl(image)?.display().to_string()],
+            Kind::Shell => Vec::new(),
+        };
+        // A runtime's rule: `command` replaces ENTRYPOINT (and drops CMD), `args` replace CMD.
+        let mut argv: Vec<String> = if command.is_empty() {
+            let cmd = if args.is_empty() && kind == Kind::Shell {
+                vec!["sh".to_string()]
+            } else {
+                args.to_vec()
+            };
+            entrypoint.into_iter().chain(cmd).collect()
+        } else {
+            command.iter().chain(args).cloned().collect()
+        };
+        if argv.is_empty() {
+            return Err(ImageError::NoCommand(image.to_string()));
+        }
+        if !command.is_empty() {
+            argv[0] = self.built(image, &argv[0])?;
+        }
+        Ok(Process {
+            argv,
+            path,
+            image_env,
+        })
+    }
+
+    /// A `command`'s first word: the built program when it names one of ours.
+    fn built(&self, image: &str, word: &str) -> Result<String, ImageError> {
+        let bare = word.strip_prefix('/').map_or(word, |_| {
+            Path::new(word)
+                .file_name()
+                .and_then(|name| name.to_str())
+                .unwrap_or(word)
+        });
+        let path = match bare {
+            "runner" => self.runner(image)?,
+            "atlas" => self.atlas(image)?,
+            "kubectl" => self.kubectl(image)?,
+            _ => return Ok(word.to_string()),
+        };
+        Ok(path.display().to_string())
+    }
+
+    fn runner(&self, image: &str) -> Result<PathBuf, ImageError> {
+        if self.runner.is_file() {
+            Ok(self.runner.clone())
+        } else {
+            Err(ImageError::NotBuilt {
+                what: "runner",
+                image: image.to_string(),
+                hint: format!(
+                    "{} does not exist; run `cargo build -p atlas-runner` (or set RUNNER_BIN before `cargo xtask cluster up`)",
+                    self.runner.display()
+                ),
+            })
+        }
+    }
+
+    fn atlas(&self, image: &str) -> Result<PathBuf, ImageError> {
+        self.atlas.clone().ok_or_else(|| ImageError::NotBuilt {
+            what: "atlas",
+            image: image.to_string(),
+            hint: "run `cargo xtask tools`".to_string(),
+        })
+    }
+
+    fn kubectl(&self, image: &str) -> Result<PathBuf, ImageError> {
+        self.kubectl.clone().ok_or_else(|| ImageError::NotBuilt {
+            what: "kubectl",
+            image: image.to_string(),
+            hint: "run `cargo xtask tools`".to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn programs() -> Programs {
+        // The test binary itself stands in for a built runner (it is a file that exists).
+        Programs {
+            runner: std::env::current_exe().unwrap(),
+            atlas: Some(PathBuf::from("/tools/atlas/bin/atlas")),
+            kubectl: Some(PathBuf::from("/tools/kube/bin/kubectl")),
+        }
+    }
+
+    fn strings(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    #[test]
+    fn short_names() {
+        assert_eq!(short_name("busybox"), "busybox");
+        assert_eq!(short_name("docker.io/library/busybox:1.36"), "busybox");
+        assert_eq!(short_name("registry:5000/debian@sha256:abc"), "debian");
+        assert_eq!(short_name("ghcr.io/atlas-operator/runner:v1"), "runner");
+    }
+
+    #[test]
+    fn shell_images_run_command_and_args() {
+        let p = programs()
+            .resolve(
+                "busybox:1.36",
+                &strings(&["sh", "-c"]),
+                &strings(&["echo hi; exit 3"]),
+            )
+            .unwrap();
+        assert_eq!(p.argv, strings(&["sh", "-c", "echo hi; exit 3"]));
+        assert_eq!(p.path, DEFAULT_PATH);
+        let p = programs().resolve("debian:12", &[], &[]).unwrap();
+        assert_eq!(p.argv, strings(&["sh"]));
+        let p = programs()
+            .resolve("alpine", &[], &strings(&["echo", "x"]))
+            .unwrap();
+        assert_eq!(p.argv, strings(&["echo", "x"]));
+    }
+
+    #[test]
+    fn the_runner_image_runs_the_built_runner_with_atlas_on_path() {
+        let runner = std::env::current_exe().unwrap().display().to_string();
+        let p = programs()
+            .resolve(
+                "ghcr.io/atlas-operator/runner:dev",
+                &[],
+                &strings(&["apply"]),
+            )
+            .unwrap();
+        assert_eq!(p.argv, vec![runner.clone(), "apply".to_string()]);
+        assert!(p.path.starts_with("/tools/atlas/bin:"), "{}", p.path);
+        assert!(
+            p.image_env
+                .iter()
+                .any(|(k, _)| k == "ATLAS_NO_ANON_TELEMETRY")
+        );
+        let p = programs()
+            .resolve(
+                "atlas-operator/runner",
+                &strings(&["/usr/local/bin/runner", "--check"]),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(p.argv, vec![runner, "--check".to_string()]);
+        let p = programs()
+            .resolve(
+                "atlas-operator/runner",
+                &strings(&["atlas", "version"]),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(p.argv, strings(&["/tools/atlas/bin/atlas", "version"]));
+    }
+
+    #[test]
+    fn kubectl_images_run_the_built_kubectl() {
+        let p = programs()
+            .resolve(
+                "registry.k8s.io/kubectl:v1.33.0",
+                &[],
+                &strings(&["get", "pods"]),
+            )
+            .unwrap();
+        assert_eq!(p.argv, strings(&["/tools/kube/bin/kubectl", "get", "pods"]));
+    }
+
+    #[test]
+    fn unknown_and_unbuilt_images_are_errors() {
+        assert_eq!(
+            programs().resolve("nginx:1", &[], &[]),
+            Err(ImageError::Unknown("nginx:1".into()))
+        );
+        let mut missing = programs();
+        missing.runner = PathBuf::from("/nonexistent/runner");
+        assert!(matches!(
+            missing.resolve("atlas-operator/runner", &[], &[]),
+            Err(ImageError::NotBuilt { what: "runner", .. })
+        ));
+    }
+}

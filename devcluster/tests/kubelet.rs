@@ -1,0 +1,665 @@
+//! The process-kubelet under the real control plane: Jobs run by the real Job controller, pods
+//! bound and run by `devcluster-kubelet`, garbage collection and TTLs by the real controllers,
+//! `kubectl logs` through the real API server.
+//!
+//! The cluster is shared by the test run (`cargo xtask test` brings it up and down; a plain
+//! `cargo test` starts it on first use and leaves it running). Each test works in a namespace of
+//! its own, so they run in parallel. Pods use `busybox`, which the kubelet maps to the host's
+//! shell (see docs/devcluster.md).
+
+use std::time::{Duration, Instant};
+
+use devcluster::cluster::{self, Cluster, ClusterError, TestNamespace};
+use serde_json::{Value, json};
+
+/// `kubectl wait` stays under the 60 s limit of one kubectl call.
+const WAIT: &str = "--timeout=50s";
+
+fn cluster() -> Cluster {
+    cluster::shared().unwrap_or_else(|err| panic!("starting the local cluster: {err}"))
+}
+
+fn namespace(hint: &str) -> TestNamespace {
+    cluster()
+        .namespace(hint)
+        .unwrap_or_else(|err| panic!("creating a namespace: {err}"))
+}
+
+fn kubectl(ns: &TestNamespace, args: &[&str]) -> Result<String, ClusterError> {
+    let mut all = vec!["-n", ns.name.as_str()];
+    all.extend_from_slice(args);
+    ns.cluster().kubectl_output(&all)
+}
+
+fn ok(ns: &TestNamespace, args: &[&str]) -> String {
+    kubectl(ns, args).unwrap_or_else(|err| panic!("kubectl {}: {err}", args.join(" ")))
+}
+
+/// Applies a manifest (JSON is YAML) through a file of its own.
+fn apply(ns: &TestNamespace, manifest: &Value) {
+    let name = manifest["metadata"]["name"].as_str().unwrap_or("object");
+    let kind = manifest["kind"].as_str().unwrap_or("kind");
+    let path = std::env::temp_dir().join(format!("{}-{kind}-{name}.json", ns.name));
+    std::fs::write(&path, serde_json::to_vec_pretty(manifest).unwrap()).unwrap();
+    let result = kubectl(ns, &["apply", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    result.unwrap_or_else(|err| panic!("applying {kind}/{name}: {err}"));
+}
+
+/// A Job of one busybox container running `script` with `sh -c`; `extra` is merged into the
+/// Job's spec and `pod` into its pod spec.
+fn job(name: &str, script: &str, extra: Value, pod: Value) -> Value {
+    let mut pod_spec = json!({
+        "restartPolicy": "Never",
+        "terminationGracePeriodSeconds": 2,
+        "containers": [{
+            "name": "main",
+            "image": "busybox:1.36",
+            "command": ["sh", "-c", script],
+        }],
+    });
+    merge(&mut pod_spec, pod);
+    let mut spec = json!({
+        "backoffLimit": 0,
+        "template": { "spec": pod_spec },
+    });
+    merge(&mut spec, extra);
+    json!({
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": { "name": name },
+        "spec": spec,
+    })
+}
+
+fn merge(target: &mut Value, patch: Value) {
+    match (target, patch) {
+        (Value::Object(target), Value::Object(patch)) => {
+            for (key, value) in patch {
+                merge(target.entry(key).or_insert(Value::Null), value);
+            }
+        }
+        (target, patch) => *target = patch,
+    }
+}
+
+fn job_pods(ns: &TestNamespace, job: &str) -> Vec<Value> {
+    let out = ok(
+        ns,
+        &[
+            "get",
+            "pods",
+            "-l",
+            &format!("job-name={job}"),
+            "-o",
+            "json",
+        ],
+    );
+    let list: Value = serde_json::from_str(&out).unwrap();
+    list["items"].as_array().cloned().unwrap_or_default()
+}
+
+fn get(ns: &TestNamespace, object: &str) -> Value {
+    serde_json::from_str(&ok(ns, &["get", object, "-o", "json"])).unwrap()
+}
+
+/// Polls `check` every 100 ms until it returns a value, for at most `limit`.
+fn eventually<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn condition(object: &Value, kind: &str) -> Option<Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == kind && c["status"] == "True")
+        .cloned()
+}
+
+fn terminated(pod: &Value) -> &Value {
+    &pod["status"]["containerStatuses"][0]["state"]["terminated"]
+}
+
+#[test]
+fn the_node_is_ready_and_heartbeats() {
+    let ns = namespace("node");
+    let nodes = ok(&ns, &["get", "nodes", "--no-headers"]);
+    assert!(
+        nodes.lines().any(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            words.first() == Some(&"devnode") && words.get(1) == Some(&"Ready")
+        }),
+        "{nodes}"
+    );
+    let node = get(&ns, "node/devnode");
+    assert_eq!(node["status"]["addresses"][0]["address"], "127.0.0.1");
+    assert!(node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64() > Some(0));
+    let lease = ok(
+        &ns,
+        &[
+            "get",
+            "lease",
+            "devnode",
+            "-n",
+            "kube-node-lease",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    );
+    assert_eq!(lease, "devnode");
+}
+
+#[test]
+fn a_job_whose_pod_exits_0_completes() {
+    let ns = namespace("complete");
+    let created = Instant::now();
+    apply(
+        &ns,
+        &job("ok", "echo hello; sleep 1; exit 0", json!({}), json!({})),
+    );
+    let running = eventually("the pod to run", Duration::from_secs(30), || {
+        job_pods(&ns, "ok")
+            .iter()
+            .any(|pod| pod["status"]["phase"] == "Running" || pod["status"]["phase"] == "Succeeded")
+            .then(Instant::now)
+    });
+    ok(&ns, &["wait", "--for=condition=complete", "job/ok", WAIT]);
+    let complete = Instant::now();
+    eprintln!(
+        "timing: Job created → pod running {:.2}s, → Job Complete {:.2}s",
+        (running - created).as_secs_f64(),
+        (complete - created).as_secs_f64()
+    );
+    let pods = job_pods(&ns, "ok");
+    assert_eq!(pods.len(), 1);
+    let pod = &pods[0];
+    assert_eq!(pod["status"]["phase"], "Succeeded");
+    assert_eq!(terminated(pod)["exitCode"], 0);
+    assert_eq!(terminated(pod)["reason"], "Completed");
+    assert_eq!(pod["spec"]["nodeName"], "devnode");
+    for kind in ["Initialized", "PodScheduled"] {
+        assert!(condition(pod, kind).is_some(), "{kind}: {pod:#}");
+    }
+}
+
+#[test]
+fn exit_1_with_backoff_limit_1_retries_then_fails() {
+    let ns = namespace("backoff");
+    apply(
+        &ns,
+        &job(
+            "fails",
+            "echo failing; exit 1",
+            json!({"backoffLimit": 1}),
+            json!({}),
+        ),
+    );
+    ok(&ns, &["wait", "--for=condition=failed", "job/fails", WAIT]);
+    let job = get(&ns, "job/fails");
+    assert_eq!(job["status"]["failed"], 2, "{job:#}");
+    assert_eq!(
+        condition(&job, "Failed").unwrap()["reason"],
+        "BackoffLimitExceeded"
+    );
+    let pods = job_pods(&ns, "fails");
+    assert_eq!(pods.len(), 2);
+    for pod in &pods {
+        assert_eq!(pod["status"]["phase"], "Failed");
+        assert_eq!(terminated(pod)["exitCode"], 1);
+        assert_eq!(terminated(pod)["reason"], "Error");
+    }
+}
+
+#[test]
+fn a_pod_failure_policy_fails_the_job_at_once_on_an_exit_code() {
+    let ns = namespace("podfailurepolicy");
+    let policy = json!({
+        "backoffLimit": 6,
+        "podFailurePolicy": {"rules": [{
+            "action": "FailJob",
+            "onExitCodes": {"containerName": "main", "operator": "In", "values": [3]},
+        }]},
+    });
+    apply(
+        &ns,
+        &job("definitive", "echo bad input; exit 3", policy, json!({})),
+    );
+    ok(
+        &ns,
+        &["wait", "--for=condition=failed", "job/definitive", WAIT],
+    );
+    let job = get(&ns, "job/definitive");
+    assert_eq!(
+        condition(&job, "Failed").unwrap()["reason"],
+        "PodFailurePolicy"
+    );
+    assert_eq!(job_pods(&ns, "definitive").len(), 1, "no retry: {job:#}");
+}
+
+#[test]
+fn a_long_termination_message_keeps_its_last_4096_bytes() {
+    let ns = namespace("termination");
+    // 904 × "a" then 4096 × "b": only the b's survive. One container writes to the default
+    // path, one to a path of its own (in a directory that does not exist on the host).
+    let script = "head -c 904 /dev/zero | tr '\\0' a > \"$MSG\"; \
+                  head -c 4096 /dev/zero | tr '\\0' b >> \"$MSG\"";
+    let pod = json!({"containers": [
+        {
+            "name": "main",
+            "image": "busybox",
+            "command": ["sh", "-c", script],
+            "env": [{"name": "MSG", "value": "/dev/termination-log"}],
+        },
+        {
+            "name": "custom",
+            "image": "busybox",
+            "command": ["sh", "-c", script],
+            "env": [{"name": "MSG", "value": "/results/message"}],
+            "terminationMessagePath": "/results/message",
+        },
+    ]});
+    apply(&ns, &job("long", "", json!({}), pod));
+    ok(&ns, &["wait", "--for=condition=complete", "job/long", WAIT]);
+    assert!(
+        !std::path::Path::new("/results").exists(),
+        "a mount point was made on the host"
+    );
+    let pods = job_pods(&ns, "long");
+    for status in pods[0]["status"]["containerStatuses"].as_array().unwrap() {
+        let message = status["state"]["terminated"]["message"].as_str().unwrap();
+        assert_eq!(message.len(), 4096, "{}", status["name"]);
+        assert!(message.bytes().all(|b| b == b'b'), "{}", status["name"]);
+    }
+}
+
+#[test]
+fn fallback_to_logs_on_error_reports_the_log_tail() {
+    let ns = namespace("fallback");
+    let pod = json!({"containers": [{
+        "name": "main",
+        "image": "busybox",
+        "command": ["sh", "-c", "echo first; echo 'connection refused' >&2; exit 4"],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }]});
+    apply(&ns, &job("fallback", "", json!({}), pod));
+    ok(
+        &ns,
+        &["wait", "--for=condition=failed", "job/fallback", WAIT],
+    );
+    let pods = job_pods(&ns, "fallback");
+    assert_eq!(terminated(&pods[0])["exitCode"], 4);
+    assert_eq!(
+        terminated(&pods[0])["message"],
+        "first\nconnection refused\n"
+    );
+}
+
+#[test]
+fn a_missing_secret_waits_with_create_container_config_error_then_starts() {
+    let ns = namespace("missing-secret");
+    let pod = json!({"containers": [{
+        "name": "main",
+        "image": "busybox",
+        "command": ["sh", "-c", "echo \"password is $PASSWORD\""],
+        "env": [{"name": "PASSWORD", "valueFrom": {"secretKeyRef": {"name": "late", "key": "password"}}}],
+    }]});
+    apply(&ns, &job("waits", "", json!({}), pod));
+    let message = eventually(
+        "CreateContainerConfigError",
+        Duration::from_secs(30),
+        || {
+            job_pods(&ns, "waits").iter().find_map(|pod| {
+                let waiting = &pod["status"]["containerStatuses"][0]["state"]["waiting"];
+                (waiting["reason"] == "CreateContainerConfigError")
+                    .then(|| waiting["message"].as_str().unwrap_or("").to_string())
+            })
+        },
+    );
+    assert_eq!(message, "secret \"late\" not found");
+    let pods = job_pods(&ns, "waits");
+    assert_eq!(pods[0]["status"]["phase"], "Pending");
+    ok(
+        &ns,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "late",
+            "--from-literal=password=s3cret",
+        ],
+    );
+    ok(
+        &ns,
+        &["wait", "--for=condition=complete", "job/waits", WAIT],
+    );
+    assert_eq!(ok(&ns, &["logs", "job/waits"]), "password is s3cret\n");
+}
+
+#[test]
+fn kubectl_logs_of_a_job_go_through_the_api_server() {
+    let ns = namespace("logs");
+    apply(
+        &ns,
+        &job(
+            "talks",
+            "for i in 1 2 3; do echo line $i; sleep 0.3; done; echo oops >&2",
+            json!({}),
+            json!({}),
+        ),
+    );
+    eventually("the pod to run", Duration::from_secs(30), || {
+        job_pods(&ns, "talks")
+            .iter()
+            .any(|pod| pod["status"]["phase"] != "Pending")
+            .then_some(())
+    });
+    // Following from the start: the stream ends when the container does.
+    let followed = ok(&ns, &["logs", "-f", "job/talks"]);
+    assert_eq!(followed, "line 1\nline 2\nline 3\noops\n");
+    ok(
+        &ns,
+        &["wait", "--for=condition=complete", "job/talks", WAIT],
+    );
+    assert_eq!(
+        ok(&ns, &["logs", "job/talks"]),
+        "line 1\nline 2\nline 3\noops\n"
+    );
+    assert_eq!(ok(&ns, &["logs", "job/talks", "--tail=1"]), "oops\n");
+}
+
+#[test]
+fn deleting_an_owner_garbage_collects_its_jobs_and_pods() {
+    let ns = namespace("gc");
+    ok(&ns, &["create", "configmap", "owner"]);
+    let uid = ok(
+        &ns,
+        &[
+            "get",
+            "configmap",
+            "owner",
+            "-o",
+            "jsonpath={.metadata.uid}",
+        ],
+    );
+    let mut manifest = job("owned", "sleep 3600", json!({}), json!({}));
+    manifest["metadata"]["ownerReferences"] = json!([{
+        "apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": uid,
+    }]);
+    apply(&ns, &manifest);
+    eventually("the pod to run", Duration::from_secs(30), || {
+        job_pods(&ns, "owned")
+            .iter()
+            .any(|pod| pod["status"]["phase"] == "Running")
+            .then_some(())
+    });
+    ok(&ns, &["delete", "configmap", "owner", "--wait=false"]);
+    // `sleep` is PID 1 and ignores SIGTERM, as in a container: the 2 s grace period ends in
+    // SIGKILL, then the kubelet removes the pod object.
+    ok(&ns, &["wait", "--for=delete", "job/owned", WAIT]);
+    eventually("the pods to go", Duration::from_secs(40), || {
+        job_pods(&ns, "owned").is_empty().then_some(())
+    });
+}
+
+#[test]
+fn ttl_seconds_after_finished_removes_a_finished_job() {
+    let ns = namespace("ttl");
+    apply(
+        &ns,
+        &job(
+            "brief",
+            "exit 0",
+            json!({"ttlSecondsAfterFinished": 0}),
+            json!({}),
+        ),
+    );
+    eventually("the Job to be removed", Duration::from_secs(50), || {
+        kubectl(&ns, &["get", "job", "brief", "-o", "name"])
+            .is_err_and(|err| err.to_string().contains("NotFound"))
+            .then_some(())
+    });
+}
+
+#[test]
+fn active_deadline_seconds_fails_the_pod() {
+    let ns = namespace("deadline");
+    apply(
+        &ns,
+        &job(
+            "slow",
+            "sleep 3600",
+            json!({}),
+            json!({"activeDeadlineSeconds": 2}),
+        ),
+    );
+    ok(&ns, &["wait", "--for=condition=failed", "job/slow", WAIT]);
+    let pods = job_pods(&ns, "slow");
+    let status = &pods[0]["status"];
+    assert_eq!(status["phase"], "Failed");
+    assert_eq!(status["reason"], "DeadlineExceeded");
+}
+
+#[test]
+fn init_containers_sidecars_and_volumes() {
+    let ns = namespace("init");
+    ok(
+        &ns,
+        &[
+            "create",
+            "configmap",
+            "migrations",
+            "--from-literal=1_init.sql=create table t (id int);",
+        ],
+    );
+    let pod = json!({
+        "initContainers": [
+            {
+                "name": "prepare",
+                "image": "busybox",
+                "command": ["sh", "-c", "echo prepared > /work/state"],
+                "volumeMounts": [{"name": "work", "mountPath": "/work"}],
+            },
+            {
+                // A native sidecar: runs beside the main container, stopped when it ends.
+                "name": "sidecar",
+                "image": "busybox",
+                "restartPolicy": "Always",
+                "command": ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.1; done"],
+            },
+        ],
+        "containers": [{
+            "name": "main",
+            "image": "busybox",
+            "command": ["sh", "-c", "cat /work/state; cat /migrations/1_init.sql; echo; \
+                readlink /migrations/1_init.sql; readlink /migrations/..data; \
+                touch /migrations/x 2>/dev/null && echo writable || echo read-only"],
+            "volumeMounts": [
+                {"name": "work", "mountPath": "/work"},
+                {"name": "migrations", "mountPath": "/migrations"},
+            ],
+        }],
+        "volumes": [
+            {"name": "work", "emptyDir": {}},
+            {"name": "migrations", "configMap": {"name": "migrations"}},
+        ],
+    });
+    apply(&ns, &job("layered", "", json!({}), pod));
+    ok(
+        &ns,
+        &["wait", "--for=condition=complete", "job/layered", WAIT],
+    );
+    let logs = ok(&ns, &["logs", "job/layered", "-c", "main"]);
+    let lines: Vec<&str> = logs.lines().collect();
+    assert_eq!(lines[0], "prepared");
+    assert_eq!(lines[1], "create table t (id int);");
+    assert_eq!(lines[2], "..data/1_init.sql");
+    assert!(lines[3].starts_with("..20"), "{logs}");
+    assert_eq!(lines[4], "read-only");
+    let pod = &job_pods(&ns, "layered")[0];
+    let init = pod["status"]["initContainerStatuses"].as_array().unwrap();
+    assert_eq!(init[0]["state"]["terminated"]["exitCode"], 0);
+    assert_eq!(init[1]["state"]["terminated"]["exitCode"], 0, "{pod:#}");
+}
+
+#[test]
+fn a_pod_with_in_cluster_config_gets_what_its_role_allows() {
+    let ns = namespace("incluster");
+    let kubectl_bin = devcluster::tools::path("kubectl").expect("run `cargo xtask tools` first");
+    ok(&ns, &["create", "serviceaccount", "reader"]);
+    ok(
+        &ns,
+        &[
+            "create",
+            "role",
+            "reader",
+            "--verb=get,list",
+            "--resource=configmaps",
+        ],
+    );
+    ok(
+        &ns,
+        &[
+            "create",
+            "rolebinding",
+            "reader",
+            "--role=reader",
+            &format!("--serviceaccount={}:reader", ns.name),
+        ],
+    );
+    let script = "\"$KUBECTL\" get configmaps -o name; \
+                  if \"$KUBECTL\" get secrets 2>/tmp/err; then echo 'secrets: allowed'; \
+                  else echo 'secrets: refused'; fi; \
+                  \"$KUBECTL\" auth whoami -o jsonpath='{.status.userInfo.username}'";
+    let pod = json!({
+        "serviceAccountName": "reader",
+        "containers": [{
+            "name": "main",
+            "image": "busybox",
+            "command": ["sh", "-c", script],
+            "env": [{"name": "KUBECTL", "value": kubectl_bin.display().to_string()}],
+        }],
+    });
+    apply(&ns, &job("client", "", json!({}), pod));
+    ok(
+        &ns,
+        &["wait", "--for=condition=complete", "job/client", WAIT],
+    );
+    let logs = ok(&ns, &["logs", "job/client"]);
+    assert!(logs.contains("configmap/kube-root-ca.crt"), "{logs}");
+    assert!(logs.contains("secrets: refused"), "{logs}");
+    assert!(
+        logs.contains(&format!("system:serviceaccount:{}:reader", ns.name)),
+        "{logs}"
+    );
+}
+
+#[test]
+fn an_image_without_a_local_program_waits_with_err_image_pull() {
+    let ns = namespace("image");
+    let pod = json!({"containers": [{"name": "main", "image": "nginx:1.27"}]});
+    apply(&ns, &job("nginx", "", json!({}), pod));
+    let reason = eventually("a waiting reason", Duration::from_secs(30), || {
+        job_pods(&ns, "nginx").iter().find_map(|pod| {
+            pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
+                .as_str()
+                .filter(|reason| *reason != "ContainerCreating")
+                .map(str::to_string)
+        })
+    });
+    assert_eq!(reason, "ErrImagePull");
+}
+
+#[test]
+fn pods_sharing_a_container_port_never_run_together() {
+    let ns = namespace("ports");
+    let pod = |script: &str| {
+        json!({"containers": [{
+            "name": "main",
+            "image": "busybox",
+            "command": ["sh", "-c", script],
+            "ports": [{"containerPort": 39917}],
+        }]})
+    };
+    apply(&ns, &job("first", "", json!({}), pod("sleep 3")));
+    eventually("the first pod to run", Duration::from_secs(30), || {
+        job_pods(&ns, "first")
+            .iter()
+            .any(|pod| pod["status"]["phase"] == "Running")
+            .then_some(())
+    });
+    apply(&ns, &job("second", "", json!({}), pod("exit 0")));
+    std::thread::sleep(Duration::from_secs(1));
+    let second = &job_pods(&ns, "second")[0];
+    assert_eq!(second["status"]["phase"], "Pending", "{second:#}");
+    let waiting = &second["status"]["containerStatuses"][0]["state"]["waiting"];
+    assert!(
+        waiting["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("containerPort 39917/TCP is in use")),
+        "{second:#}"
+    );
+    ok(
+        &ns,
+        &["wait", "--for=condition=complete", "job/first", WAIT],
+    );
+    ok(
+        &ns,
+        &["wait", "--for=condition=complete", "job/second", WAIT],
+    );
+}
+
+#[test]
+fn the_runner_image_has_the_pinned_atlas() {
+    let ns = namespace("runner-image");
+    ok(
+        &ns,
+        &[
+            "create",
+            "configmap",
+            "inputs",
+            "--from-literal=1.sql=select 1;",
+        ],
+    );
+    // Shaped like the operator's Job: a private /tmp, the inputs read-only at /atlas/inputs,
+    // a hardened security context (which this kubelet does not enforce).
+    let pod = json!({
+        "containers": [{
+            "name": "main",
+            "image": "ghcr.io/atlas-operator/runner:dev",
+            "command": ["sh", "-c", "atlas version; ls /atlas/inputs; touch /tmp/scratch && echo tmp-ok; \
+                test -e /tmp/scratch-from-host || echo tmp-private"],
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "securityContext": {"readOnlyRootFilesystem": true, "runAsNonRoot": true,
+                "allowPrivilegeEscalation": false, "capabilities": {"drop": ["ALL"]}},
+            "volumeMounts": [
+                {"name": "tmp", "mountPath": "/tmp"},
+                {"name": "inputs", "mountPath": "/atlas/inputs", "readOnly": true},
+            ],
+        }],
+        "volumes": [
+            {"name": "tmp", "emptyDir": {"sizeLimit": "256Mi"}},
+            {"name": "inputs", "configMap": {"name": "inputs"}},
+        ],
+    });
+    // A file of the host's /tmp, which the pod's private /tmp must not show.
+    std::fs::write("/tmp/scratch-from-host", "").unwrap();
+    apply(&ns, &job("atlas", "", json!({}), pod));
+    ok(
+        &ns,
+        &["wait", "--for=condition=complete", "job/atlas", WAIT],
+    );
+    let logs = ok(&ns, &["logs", "job/atlas"]);
+    assert!(logs.contains("v0.13.1"), "{logs}");
+    assert!(logs.contains("1.sql\ntmp-ok\ntmp-private\n"), "{logs}");
+    assert!(
+        !std::path::Path::new("/atlas").exists(),
+        "a mount point was made on the host"
+    );
+}

@@ -1,0 +1,527 @@
+//! The operator end to end on the local cluster: the real API server, Job controller and garbage
+//! collector, the process-kubelet running the runner, real Atlas and real databases. The
+//! operator runs as its own process, impersonating a service account bound to exactly the rules
+//! in `rbac/operator-clusterrole.yaml`, and watches only its test's namespace.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use devcluster::cluster::{self, Cluster, TestNamespace};
+use devcluster::db::{Engine, TestDatabase};
+use serde_json::{Value, json};
+
+const OPERATOR_NAMESPACE: &str = "atlas-operator-system";
+const OPERATOR_SA: &str = "atlas-operator";
+const RUNNER_IMAGE: &str = "ghcr.io/atlas-operator/runner:dev";
+
+fn cluster() -> Cluster {
+    cluster::shared().unwrap_or_else(|err| panic!("starting the local cluster: {err}"))
+}
+
+fn kubectl(args: &[&str]) -> Result<String, String> {
+    cluster()
+        .kubectl_output(args)
+        .map_err(|err| err.to_string())
+}
+
+fn apply_json(namespace: &str, manifest: &Value) {
+    let path = std::env::temp_dir().join(format!(
+        "controller-test-{}-{}-{}.json",
+        namespace,
+        manifest["kind"].as_str().unwrap_or("x"),
+        manifest["metadata"]["name"].as_str().unwrap_or("x")
+    ));
+    std::fs::write(&path, serde_json::to_vec(manifest).unwrap()).unwrap();
+    let result = kubectl(&["-n", namespace, "apply", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    result.unwrap_or_else(|err| panic!("applying {manifest}: {err}"));
+}
+
+/// Once per test run: the CRDs, and the operator's service account bound to the shipped
+/// ClusterRole; returns a kubeconfig that impersonates it.
+fn operator_kubeconfig() -> PathBuf {
+    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
+    KUBECONFIG
+        .get_or_init(|| {
+            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+            kubectl(&["apply", "--server-side", "-f", root.join("crds").to_str().unwrap()]).unwrap();
+            kubectl(&[
+                "wait",
+                "--for=condition=established",
+                "--timeout=50s",
+                "crd/atlasmigrations.db.atlasgo.io",
+                "crd/atlasschemas.db.atlasgo.io",
+            ])
+            .unwrap();
+            kubectl(&["apply", "-f", root.join("rbac/operator-clusterrole.yaml").to_str().unwrap()])
+                .unwrap();
+            apply_json("default", &json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": OPERATOR_NAMESPACE}}));
+            apply_json(OPERATOR_NAMESPACE, &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}}));
+            apply_json("default", &json!({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": "atlas-operator-tests"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "atlas-operator"},
+                "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}]
+            }));
+            let mut config: Value =
+                serde_json::from_str(&kubectl(&["config", "view", "--raw", "-o", "json"]).unwrap()).unwrap();
+            for user in config["users"].as_array_mut().unwrap() {
+                user["user"]["as"] = json!(format!(
+                    "system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
+                ));
+            }
+            let path = devcluster::target_dir().join("devcluster/operator-kubeconfig");
+            std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+            path
+        })
+        .clone()
+}
+
+/// The operator, watching one namespace; stopped when dropped. Its log is kept for the checks.
+struct Operator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Operator {
+    fn start(namespace: &str) -> Operator {
+        let log = std::env::temp_dir().join(format!("atlas-operator-{namespace}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_atlas-operator"))
+            .args([
+                "run",
+                "--namespace",
+                namespace,
+                "--runner-image",
+                RUNNER_IMAGE,
+            ])
+            .env("KUBECONFIG", operator_kubeconfig())
+            .env("RUST_LOG", "info,atlas_operator=debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        Operator { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+fn get(ns: &TestNamespace, what: &str) -> Option<Value> {
+    kubectl(&["-n", &ns.name, "get", what, "-o", "json"])
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+}
+
+fn ready(object: &Value) -> Option<&Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+}
+
+/// Polls `what` until `check` holds; panics with the last state (and the operator's log).
+fn wait_for(
+    ns: &TestNamespace,
+    what: &str,
+    limit: Duration,
+    operator: &Operator,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Some(object) = get(ns, what) {
+            if check(&object) {
+                return object;
+            }
+            last = object;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "{what} did not get there in {limit:?}; last: {}\noperator log:\n{}",
+        serde_json::to_string_pretty(&last["status"]).unwrap(),
+        operator.log()
+    );
+}
+
+fn secret(ns: &TestNamespace, name: &str, data: Value) {
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name}, "stringData": data}),
+    );
+}
+
+fn migration_dir(ns: &TestNamespace, files: Value) {
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "migrationdir"}, "data": files}),
+    );
+}
+
+const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
+const SEED_SUM: &str = "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc=\n20230316085611.sql h1:ldFr73m6ZQzNi8q9dVJsOU/ZHmkBo4Sax03AaL0VUUs=\n";
+
+fn seed_migration() -> Value {
+    json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+        "metadata": {"name": "atlasmigration-sample"},
+        "spec": {"urlFrom": {"secretKeyRef": {"key": "url", "name": "postgres-credentials"}},
+                 "dir": {"configMapRef": {"name": "migrationdir"}}}})
+}
+
+/// `atlas.sum` for a directory, as Atlas computes it.
+fn hashed(files: &[(&str, &str)]) -> Value {
+    let owned: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
+        .collect();
+    let entries = atlas_runner::sum::entries(&owned);
+    let mut sum = format!("{}\n", atlas_runner::sum::total(&entries));
+    for (name, hash) in &entries {
+        sum.push_str(&format!("{name} {hash}\n"));
+    }
+    let mut data = serde_json::Map::new();
+    for (name, content) in files {
+        data.insert(name.to_string(), json!(content));
+    }
+    data.insert("atlas.sum".into(), json!(sum));
+    Value::Object(data)
+}
+
+#[test]
+fn seed_migration_becomes_ready_and_follows_its_configmap() {
+    let ns = cluster().namespace("ctl-seed").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_seed").unwrap();
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    migration_dir(
+        &ns,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    let operator = Operator::start(&ns.name);
+    apply_json(&ns.name, &seed_migration());
+
+    let started = Instant::now();
+    let done = wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+    eprintln!("seed migration Ready in {:?}", started.elapsed());
+    assert_eq!(ready(&done).unwrap()["reason"], "Applied");
+    assert_eq!(done["status"]["lastAppliedVersion"], "20230316085611");
+    assert!(done["status"]["lastApplied"].as_i64().unwrap() > 0);
+    assert_eq!(done["status"]["observed_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(
+        done["status"]["observedGeneration"],
+        done["metadata"]["generation"]
+    );
+    let default = db
+        .query("select column_default from information_schema.columns where table_name = 'users' and column_name = 'id'")
+        .unwrap();
+    assert_eq!(default.trim(), "nextval('users_seq'::regclass)");
+    // `kubectl wait`, as the ArgoCD tutorial gates its rollout.
+    kubectl(&[
+        "-n",
+        &ns.name,
+        "wait",
+        "--for=condition=ready",
+        "--timeout=10s",
+        "atlasmigration/atlasmigration-sample",
+    ])
+    .unwrap();
+
+    // A second file in the ConfigMap: a new Job, the new version, the old Job gone.
+    let first_hash = done["status"]["observed_hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    migration_dir(
+        &ns,
+        hashed(&[
+            ("20230316085611.sql", SEED_SQL),
+            (
+                "20230316085612.sql",
+                "alter table users add column nickname varchar(64);\n",
+            ),
+        ]),
+    );
+    let next = wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| {
+            m["status"]["lastAppliedVersion"] == "20230316085612"
+                && ready(m).is_some_and(|r| r["status"] == "True")
+        },
+    );
+    assert_ne!(next["status"]["observed_hash"], json!(first_hash));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let jobs = get(&ns, "jobs").unwrap();
+        let names: Vec<&str> = jobs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|j| j["metadata"]["deletionTimestamp"].is_null())
+            .map(|j| j["metadata"]["name"].as_str().unwrap())
+            .collect();
+        if names.len() == 1 {
+            assert!(names[0].ends_with(&next["status"]["observed_hash"].as_str().unwrap()[..8]));
+            break;
+        }
+        assert!(Instant::now() < deadline, "older Jobs stay: {names:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn broken_sql_fails_with_an_event_and_a_fix_recovers() {
+    let ns = cluster().namespace("ctl-broken").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_broken").unwrap();
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    migration_dir(
+        &ns,
+        hashed(&[("1_users.sql", "create tabel users (id int);\n")]),
+    );
+    let operator = Operator::start(&ns.name);
+    apply_json(&ns.name, &seed_migration());
+
+    let failed = wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["reason"] == "Migrating"),
+    );
+    let message = ready(&failed).unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.contains("1_users.sql") && message.contains("tabel"),
+        "{message}"
+    );
+    let stalled = failed["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Stalled")
+        .unwrap();
+    assert_eq!(stalled["status"], "True");
+    let events = kubectl(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "json"]).unwrap();
+    assert!(events.contains("\"reason\": \"Migrating\""), "{events}");
+
+    migration_dir(
+        &ns,
+        hashed(&[("1_users.sql", "create table users (id int);\n")]),
+    );
+    wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+}
+
+#[test]
+fn a_missing_secret_is_reported_within_seconds_and_the_secret_unblocks_it() {
+    let ns = cluster().namespace("ctl-secret").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_secret").unwrap();
+    migration_dir(
+        &ns,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    let operator = Operator::start(&ns.name);
+    apply_json(&ns.name, &seed_migration());
+
+    let started = Instant::now();
+    let waiting = wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(60),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["reason"] == "ReadingMigrationData"),
+    );
+    let message = ready(&waiting).unwrap()["message"].as_str().unwrap();
+    assert!(message.contains("postgres-credentials"), "{message}");
+    assert!(
+        started.elapsed() < Duration::from_secs(45),
+        "took {:?}",
+        started.elapsed()
+    );
+
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+}
+
+#[test]
+fn seed_schema_with_a_dev_url_on_mariadb() {
+    let ns = cluster().namespace("ctl-schema").unwrap();
+    let db = TestDatabase::create(Engine::MariaDb, "ctl_schema").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "ctl_schema_dev").unwrap();
+    db.query("create table ignore_me (id int)").unwrap();
+    secret(
+        &ns,
+        "mysql-credentials",
+        json!({"url": db.url, "dev": dev.url}),
+    );
+    let operator = Operator::start(&ns.name);
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+        "metadata": {"name": "atlasschema-mysql"},
+        "spec": {
+            "urlFrom": {"secretKeyRef": {"key": "url", "name": "mysql-credentials"}},
+            "devURLFrom": {"secretKeyRef": {"key": "dev", "name": "mysql-credentials"}},
+            "policy": {"lint": {"destructive": {"error": true}}, "diff": {"skip": {"drop_index": true}}},
+            "schema": {"sql": "create table users (\n  id int not null auto_increment,\n  name varchar(255) not null,\n  primary key (id)\n);\n"},
+            "exclude": ["ignore_me"]
+        }}),
+    );
+    let done = wait_for(
+        &ns,
+        "atlasschema/atlasschema-mysql",
+        Duration::from_secs(120),
+        &operator,
+        |s| ready(s).is_some_and(|r| r["status"] == "True"),
+    );
+    assert!(done["status"]["last_applied"].as_i64().unwrap() > 0);
+    let tables = db.query("show tables").unwrap();
+    assert_eq!(tables.trim(), "ignore_me\nusers");
+}
+
+/// With every resource Ready, the operator makes no write at all.
+#[test]
+fn an_idle_operator_writes_nothing() {
+    let ns = cluster().namespace("ctl-idle").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_idle").unwrap();
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    migration_dir(
+        &ns,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    let operator = Operator::start(&ns.name);
+    apply_json(&ns.name, &seed_migration());
+    wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+    // Let the last events of the apply land, then count.
+    std::thread::sleep(Duration::from_secs(3));
+    let audit = cluster().audit_log();
+    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}");
+    let writes = |text: &str| -> Vec<String> {
+        text.lines()
+            .filter(|line| {
+                line.contains(&user) && line.contains(&format!("\"namespace\":\"{}\"", ns.name))
+            })
+            .filter(|line| {
+                [
+                    "\"verb\":\"create\"",
+                    "\"verb\":\"update\"",
+                    "\"verb\":\"patch\"",
+                    "\"verb\":\"delete\"",
+                ]
+                .iter()
+                .any(|verb| line.contains(verb))
+            })
+            .map(str::to_string)
+            .collect()
+    };
+    let before = writes(&std::fs::read_to_string(&audit).unwrap()).len();
+    // The filter sees the operator's writes: the apply made some (Job, status, events).
+    assert!(
+        before > 0,
+        "no write by {user} found in {}",
+        audit.display()
+    );
+    std::thread::sleep(Duration::from_secs(60));
+    let after = writes(&std::fs::read_to_string(&audit).unwrap());
+    assert_eq!(
+        after.len(),
+        before,
+        "writes while idle: {:#?}",
+        &after[before..]
+    );
+}
+
+/// A sentinel password: in no log, event, status, Job or pod spec, or termination message.
+#[test]
+fn a_password_appears_nowhere() {
+    let ns = cluster().namespace("ctl-sentinel").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_sentinel").unwrap();
+    let role = format!("r_{}", db.name);
+    let password = "Sentinel-Ctl-81x";
+    db.query(&format!(
+        "create role {role} login password '{password}'; alter database {} owner to {role}; grant all on schema public to {role}",
+        db.name
+    ))
+    .unwrap();
+    let servers = devcluster::db::shared().unwrap();
+    secret(&ns, "db", json!({"password": password}));
+    migration_dir(
+        &ns,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    let operator = Operator::start(&ns.name);
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+        "metadata": {"name": "sentinel"},
+        "spec": {"credentials": {"scheme": "postgres", "user": role, "host": "127.0.0.1",
+                                  "port": servers.postgres_port, "database": db.name,
+                                  "parameters": {"sslmode": "disable"},
+                                  "passwordFrom": {"secretKeyRef": {"name": "db", "key": "password"}}},
+                 "dir": {"configMapRef": {"name": "migrationdir"}}}}),
+    );
+    wait_for(
+        &ns,
+        "atlasmigration/sentinel",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+    let everything = [
+        kubectl(&[
+            "-n",
+            &ns.name,
+            "get",
+            "atlasmigrations,jobs,pods,configmaps,events.events.k8s.io",
+            "-o",
+            "json",
+        ])
+        .unwrap(),
+        operator.log(),
+    ];
+    for text in everything {
+        assert!(!text.contains(password), "the password leaked:\n{text}");
+    }
+}
