@@ -3,18 +3,12 @@
 //! operator runs as its own process, impersonating a service account bound to exactly the rules
 //! in `rbac/operator-clusterrole.yaml`, and watches only its test's namespace.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use devcluster::cluster::{self, Cluster, TestNamespace};
 use devcluster::db::{Engine, TestDatabase};
+use devcluster::operator::{self, OperatorProcess};
 use serde_json::{Value, json};
-
-const OPERATOR_NAMESPACE: &str = "atlas-operator-system";
-const OPERATOR_SA: &str = "atlas-operator";
-const RUNNER_IMAGE: &str = "ghcr.io/atlas-operator/runner:dev";
 
 fn cluster() -> Cluster {
     cluster::shared().unwrap_or_else(|err| panic!("starting the local cluster: {err}"))
@@ -39,86 +33,20 @@ fn apply_json(namespace: &str, manifest: &Value) {
     result.unwrap_or_else(|err| panic!("applying {manifest}: {err}"));
 }
 
-/// Once per test run: the CRDs, and the operator's service account bound to the shipped
-/// ClusterRole; returns a kubeconfig that impersonates it.
-fn operator_kubeconfig() -> PathBuf {
-    static KUBECONFIG: OnceLock<PathBuf> = OnceLock::new();
-    KUBECONFIG
-        .get_or_init(|| {
-            let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-            kubectl(&["apply", "--server-side", "-f", root.join("crds").to_str().unwrap()]).unwrap();
-            kubectl(&[
-                "wait",
-                "--for=condition=established",
-                "--timeout=50s",
-                "crd/atlasmigrations.db.atlasgo.io",
-                "crd/atlasschemas.db.atlasgo.io",
-            ])
-            .unwrap();
-            kubectl(&["apply", "-f", root.join("rbac/operator-clusterrole.yaml").to_str().unwrap()])
-                .unwrap();
-            apply_json("default", &json!({"apiVersion": "v1", "kind": "Namespace",
-                "metadata": {"name": OPERATOR_NAMESPACE}}));
-            apply_json(OPERATOR_NAMESPACE, &json!({"apiVersion": "v1", "kind": "ServiceAccount",
-                "metadata": {"name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}}));
-            apply_json("default", &json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": "atlas-operator-tests"},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "atlas-operator"},
-                "subjects": [{"kind": "ServiceAccount", "name": OPERATOR_SA, "namespace": OPERATOR_NAMESPACE}]
-            }));
-            let mut config: Value =
-                serde_json::from_str(&kubectl(&["config", "view", "--raw", "-o", "json"]).unwrap()).unwrap();
-            for user in config["users"].as_array_mut().unwrap() {
-                user["user"]["as"] = json!(format!(
-                    "system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}"
-                ));
-            }
-            let path = devcluster::target_dir().join("devcluster/operator-kubeconfig");
-            std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-            path
-        })
-        .clone()
-}
-
-/// The operator, watching one namespace; stopped when dropped. Its log is kept for the checks.
-struct Operator {
-    child: Child,
-    log: PathBuf,
-}
+/// The operator binary, watching one namespace as its service account; stopped when dropped.
+struct Operator(OperatorProcess);
 
 impl Operator {
     fn start(namespace: &str) -> Operator {
-        let log = std::env::temp_dir().join(format!("atlas-operator-{namespace}.log"));
-        let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_atlas-operator"))
-            .args([
-                "run",
-                "--namespace",
-                namespace,
-                "--runner-image",
-                RUNNER_IMAGE,
-            ])
-            .env("KUBECONFIG", operator_kubeconfig())
-            .env("RUST_LOG", "info,atlas_operator=debug")
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        Operator { child, log }
+        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_atlas-operator"));
+        Operator(
+            OperatorProcess::start(&cluster(), binary, &[namespace])
+                .unwrap_or_else(|err| panic!("starting the operator: {err}")),
+        )
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Operator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
+        self.0.log()
     }
 }
 
@@ -437,7 +365,7 @@ fn an_idle_operator_writes_nothing() {
     // Let the last events of the apply land, then count.
     std::thread::sleep(Duration::from_secs(3));
     let audit = cluster().audit_log();
-    let user = format!("system:serviceaccount:{OPERATOR_NAMESPACE}:{OPERATOR_SA}");
+    let user = operator::user();
     let writes = |text: &str| -> Vec<String> {
         text.lines()
             .filter(|line| {

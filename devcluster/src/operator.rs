@@ -1,0 +1,176 @@
+//! The operator on the local cluster, as the tests and the demo run it: the CRDs from `crds/`,
+//! the shipped RBAC (`rbac/operator-clusterrole.yaml`) bound to a service account, and the
+//! operator binary as a process whose kubeconfig impersonates that service account, so a missing
+//! or extra permission shows as it would in a real install.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+
+use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, ClusterError};
+
+pub const NAMESPACE: &str = "atlas-operator-system";
+pub const SERVICE_ACCOUNT: &str = "atlas-operator";
+/// The runner image the Jobs ask for; the process-kubelet maps it to the built `runner`.
+pub const RUNNER_IMAGE: &str = "ghcr.io/atlas-operator/runner:dev";
+
+/// The user the operator acts as (in the audit log too).
+pub fn user() -> String {
+    format!("system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}")
+}
+
+fn apply(cluster: &Cluster, manifest: &Value) -> Result<(), ClusterError> {
+    let dir = crate::target_dir().join("devcluster");
+    std::fs::create_dir_all(&dir).map_err(|source| ClusterError::Io {
+        what: format!("creating {}", dir.display()),
+        source,
+    })?;
+    let path = dir.join(format!(
+        "apply-{}-{}.json",
+        std::process::id(),
+        manifest["metadata"]["name"].as_str().unwrap_or("object")
+    ));
+    std::fs::write(&path, manifest.to_string()).map_err(|source| ClusterError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })?;
+    let result = cluster.kubectl_output(&["apply", "-f", path.to_str().unwrap_or_default()]);
+    let _ = std::fs::remove_file(&path);
+    result.map(|_| ())
+}
+
+/// Installs the CRDs and the operator's RBAC (idempotent; once per process is enough) and returns
+/// a kubeconfig that impersonates the operator's service account.
+pub fn install(cluster: &Cluster) -> Result<PathBuf, ClusterError> {
+    static INSTALLED: Mutex<Option<PathBuf>> = Mutex::new(None);
+    let mut installed = INSTALLED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(path) = installed.as_ref().filter(|p| p.exists()) {
+        return Ok(path.clone());
+    }
+    let root = crate::workspace_root();
+    let path_arg = |p: &Path| p.to_string_lossy().into_owned();
+    cluster.kubectl_output(&[
+        "apply",
+        "--server-side",
+        "-f",
+        &path_arg(&root.join("crds")),
+    ])?;
+    cluster.kubectl_output(&[
+        "wait",
+        "--for=condition=established",
+        "--timeout=50s",
+        "crd/atlasmigrations.db.atlasgo.io",
+        "crd/atlasschemas.db.atlasgo.io",
+    ])?;
+    cluster.kubectl_output(&[
+        "apply",
+        "-f",
+        &path_arg(&root.join("rbac/operator-clusterrole.yaml")),
+    ])?;
+    apply(
+        cluster,
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}}),
+    )?;
+    apply(
+        cluster,
+        &json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": SERVICE_ACCOUNT, "namespace": NAMESPACE}}),
+    )?;
+    apply(
+        cluster,
+        &json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            "metadata": {"name": "atlas-operator-devcluster"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                        "name": "atlas-operator"},
+            "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,
+                          "namespace": NAMESPACE}]
+        }),
+    )?;
+    let view = cluster.kubectl_output(&["config", "view", "--raw", "-o", "json"])?;
+    let mut config: Value = serde_json::from_str(&view).map_err(|err| ClusterError::Io {
+        what: "reading the admin kubeconfig".into(),
+        source: std::io::Error::other(err),
+    })?;
+    if let Some(users) = config["users"].as_array_mut() {
+        for entry in users {
+            entry["user"]["as"] = json!(user());
+        }
+    }
+    let path = crate::target_dir().join("devcluster/operator-kubeconfig");
+    std::fs::write(&path, config.to_string()).map_err(|source| ClusterError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })?;
+    *installed = Some(path.clone());
+    Ok(path)
+}
+
+/// The operator binary running against the local cluster; stopped when dropped.
+pub struct OperatorProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts `binary run` watching `namespaces` (empty: all), as the operator's service account.
+    pub fn start(
+        cluster: &Cluster,
+        binary: &Path,
+        namespaces: &[&str],
+    ) -> Result<OperatorProcess, ClusterError> {
+        let kubeconfig = install(cluster)?;
+        let log = crate::target_dir().join(format!(
+            "devcluster/operator-{}-{}.log",
+            std::process::id(),
+            namespaces.join("-")
+        ));
+        let file = File::create(&log).map_err(|source| ClusterError::Io {
+            what: format!("creating {}", log.display()),
+            source,
+        })?;
+        let err_file = file.try_clone().map_err(|source| ClusterError::Io {
+            what: "the operator's log".into(),
+            source,
+        })?;
+        let mut command = Command::new(binary);
+        command.args(["run", "--runner-image", RUNNER_IMAGE]);
+        for namespace in namespaces {
+            command.args(["--namespace", namespace]);
+        }
+        let child = command
+            .env("KUBECONFIG", &kubeconfig)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,atlas_operator=debug".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(file)
+            .stderr(err_file)
+            .spawn()
+            .map_err(|source| ClusterError::Io {
+                what: format!("starting {}", binary.display()),
+                source,
+            })?;
+        Ok(OperatorProcess { child, log })
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
