@@ -1,11 +1,11 @@
 //! The `atlas-operator` binary: `run` starts the controllers; `crds` prints the CRDs.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::sync::Arc;
 
-use atlas_operator::controller::{self, Options};
+use atlas_operator::controller::Options;
 use atlas_operator::job::JobSettings;
-use atlas_operator::reconcile::Context;
+use atlas_operator::run::{self, LeaderElection, RunConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -21,44 +21,58 @@ enum LogFormat {
     Json,
 }
 
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Namespaces to watch (repeat, or comma-separated); none watches all.
+    #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
+    namespaces: Vec<String>,
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Where /metrics, /healthz and /readyz are served.
+    #[arg(long, env = "METRICS_ADDRESS", default_value = "0.0.0.0:8080")]
+    metrics_address: SocketAddr,
+    /// Elect one active operator among replicas through a Lease.
+    #[arg(long, env = "LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    #[arg(long, env = "LEASE_NAME", default_value = "atlas-operator")]
+    lease_name: String,
+    /// The Lease's namespace: the operator's own (POD_NAMESPACE in a pod).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    lease_namespace: String,
+    /// The runner's image, used by every Job.
+    #[arg(long, env = "RUNNER_IMAGE")]
+    runner_image: Option<String>,
+    /// The runner's image pull policy.
+    #[arg(long, env = "RUNNER_IMAGE_PULL_POLICY")]
+    runner_image_pull_policy: Option<String>,
+    /// Image pull secrets for the Jobs' pods (repeat, or comma-separated).
+    #[arg(
+        long = "image-pull-secret",
+        env = "RUNNER_IMAGE_PULL_SECRETS",
+        value_delimiter = ','
+    )]
+    image_pull_secrets: Vec<String>,
+    /// The service account the Jobs' pods run as (in the resource's namespace).
+    #[arg(long, env = "JOB_SERVICE_ACCOUNT")]
+    job_service_account: Option<String>,
+    /// A Job is stopped after this many seconds.
+    #[arg(long, env = "JOB_DEADLINE_SECONDS", default_value_t = 1800)]
+    job_deadline_seconds: i64,
+    /// A finished Job is deleted this many seconds after it ends (unset: kept until the next
+    /// apply of its resource replaces it).
+    #[arg(long, env = "JOB_TTL_SECONDS")]
+    job_ttl_seconds: Option<i32>,
+    /// Reconciles running at once, per kind and namespace.
+    #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
+    concurrency: u16,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Print the CustomResourceDefinitions as YAML, ready for `kubectl apply -f -`.
     Crds,
     /// Run the controllers (in-cluster config, or the kubeconfig of KUBECONFIG).
-    Run {
-        /// Namespaces to watch (repeat, or comma-separated); none watches all.
-        #[arg(long = "namespace", env = "WATCH_NAMESPACES", value_delimiter = ',')]
-        namespaces: Vec<String>,
-        #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
-        log_format: LogFormat,
-        /// The runner's image, used by every Job.
-        #[arg(long, env = "RUNNER_IMAGE")]
-        runner_image: Option<String>,
-        /// The runner's image pull policy.
-        #[arg(long, env = "RUNNER_IMAGE_PULL_POLICY")]
-        runner_image_pull_policy: Option<String>,
-        /// Image pull secrets for the Jobs' pods (repeat, or comma-separated).
-        #[arg(
-            long = "image-pull-secret",
-            env = "RUNNER_IMAGE_PULL_SECRETS",
-            value_delimiter = ','
-        )]
-        image_pull_secrets: Vec<String>,
-        /// The service account the Jobs' pods run as (in the resource's namespace).
-        #[arg(long, env = "JOB_SERVICE_ACCOUNT")]
-        job_service_account: Option<String>,
-        /// A Job is stopped after this many seconds.
-        #[arg(long, env = "JOB_DEADLINE_SECONDS", default_value_t = 1800)]
-        job_deadline_seconds: i64,
-        /// A finished Job is deleted this many seconds after it ends (unset: kept until the next
-        /// apply of its resource replaces it).
-        #[arg(long, env = "JOB_TTL_SECONDS")]
-        job_ttl_seconds: Option<i32>,
-        /// Reconciles running at once, per kind and namespace.
-        #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
-        concurrency: u16,
-    },
+    Run(Box<RunArgs>),
 }
 
 fn main() -> ExitCode {
@@ -75,60 +89,60 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Run {
-            namespaces,
-            log_format,
-            runner_image,
-            runner_image_pull_policy,
-            image_pull_secrets,
-            job_service_account,
-            job_deadline_seconds,
-            job_ttl_seconds,
-            concurrency,
-        } => {
-            init_tracing(log_format);
-            let defaults = JobSettings::default();
-            let settings = JobSettings {
-                runner_image: runner_image.unwrap_or(defaults.runner_image),
-                image_pull_policy: runner_image_pull_policy,
-                image_pull_secrets,
-                service_account: job_service_account,
-                active_deadline_seconds: Some(job_deadline_seconds),
-                ttl_seconds_after_finished: job_ttl_seconds,
-                resources: defaults.resources,
-            };
+        Command::Run(args) => {
+            init_tracing(args.log_format);
+            let config = config(*args);
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                namespaces = ?config.options.namespaces,
+                runner_image = %config.settings.runner_image,
+                leader_election = config.leader_election.is_some(),
+                "atlas-operator starting"
+            );
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("a tokio runtime starts");
-            runtime.block_on(async move {
-                let client = match kube::Client::try_default().await {
-                    Ok(client) => client,
-                    Err(err) => {
-                        tracing::error!(error = %err, "no Kubernetes client configuration");
-                        return ExitCode::FAILURE;
-                    }
-                };
-                tracing::info!(
-                    version = env!("CARGO_PKG_VERSION"),
-                    namespaces = ?namespaces,
-                    runner_image = %settings.runner_image,
-                    "atlas-operator starting"
-                );
-                let ctx = Arc::new(Context::new(client.clone(), settings));
-                controller::run(
-                    client,
-                    ctx,
-                    Options {
-                        namespaces,
-                        concurrency,
-                    },
-                )
-                .await;
-                tracing::info!("atlas-operator stopped");
-                ExitCode::SUCCESS
-            })
+            match runtime.block_on(run::run(config)) {
+                Ok(()) => {
+                    tracing::info!("atlas-operator stopped");
+                    ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    tracing::error!(error = %err, "atlas-operator stopped");
+                    ExitCode::FAILURE
+                }
+            }
         }
+    }
+}
+
+fn config(args: RunArgs) -> RunConfig {
+    let defaults = JobSettings::default();
+    let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    RunConfig {
+        options: Options {
+            namespaces: args.namespaces,
+            concurrency: args.concurrency,
+        },
+        settings: JobSettings {
+            runner_image: args.runner_image.unwrap_or(defaults.runner_image),
+            image_pull_policy: args.runner_image_pull_policy,
+            image_pull_secrets: args.image_pull_secrets,
+            service_account: args.job_service_account,
+            active_deadline_seconds: Some(args.job_deadline_seconds),
+            ttl_seconds_after_finished: args.job_ttl_seconds,
+            resources: defaults.resources,
+        },
+        metrics_address: args.metrics_address,
+        leader_election: args.leader_election.then_some(LeaderElection {
+            lease_name: args.lease_name,
+            lease_namespace: args.lease_namespace,
+            identity,
+        }),
     }
 }
 

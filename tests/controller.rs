@@ -453,3 +453,116 @@ fn a_password_appears_nowhere() {
         assert!(!text.contains(password), "the password leaked:\n{text}");
     }
 }
+
+/// A plain HTTP GET on loopback (the operator's endpoints), without a client library.
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+#[test]
+fn health_and_metrics_endpoints_report_the_work() {
+    let ns = cluster().namespace("ctl-metrics").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_metrics").unwrap();
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    migration_dir(
+        &ns,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let address = format!("127.0.0.1:{port}");
+    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_atlas-operator"));
+    let operator = Operator(
+        OperatorProcess::start_with(
+            &cluster(),
+            binary,
+            &[&ns.name],
+            &["--metrics-address", &address],
+        )
+        .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get(port, "/readyz").map(|(status, _)| status) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "/readyz never answered 200:\n{}",
+            operator.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(http_get(port, "/healthz").unwrap(), (200, "ok".to_string()));
+    apply_json(&ns.name, &seed_migration());
+    wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+    let (status, metrics) = http_get(port, "/metrics").unwrap();
+    assert_eq!(status, 200);
+    assert!(
+        metrics.contains("atlas_operator_jobs_created_total{kind=\"AtlasMigration\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("atlas_operator_reconciles_total{kind=\"AtlasMigration\",outcome=\"ok\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("atlas_operator_reconcile_duration_seconds_bucket"),
+        "{metrics}"
+    );
+}
+
+/// Two replicas: one leads and makes the one Job; the other waits.
+#[test]
+fn two_operators_elect_one_leader_and_make_one_job() {
+    let ns = cluster().namespace("ctl-leader").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_leader").unwrap();
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    migration_dir(
+        &ns,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    let first = Operator::start(&ns.name);
+    let second = Operator::start(&ns.name);
+    apply_json(&ns.name, &seed_migration());
+    wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &first,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+    let jobs = get(&ns, "jobs").unwrap();
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 1);
+    let leaders = [first.log(), second.log()]
+        .iter()
+        .filter(|log| log.contains("leading: starting the controllers"))
+        .count();
+    assert_eq!(
+        leaders,
+        1,
+        "first:\n{}\nsecond:\n{}",
+        first.log(),
+        second.log()
+    );
+}

@@ -122,10 +122,22 @@ impl OperatorProcess {
         binary: &Path,
         namespaces: &[&str],
     ) -> Result<OperatorProcess, ClusterError> {
+        Self::start_with(cluster, binary, namespaces, &[])
+    }
+
+    /// [`OperatorProcess::start`] with more flags (`--metrics-address` replaces the default).
+    pub fn start_with(
+        cluster: &Cluster,
+        binary: &Path,
+        namespaces: &[&str],
+        extra: &[&str],
+    ) -> Result<OperatorProcess, ClusterError> {
         let kubeconfig = install(cluster)?;
+        static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let log = crate::target_dir().join(format!(
-            "devcluster/operator-{}-{}.log",
+            "devcluster/operator-{}-{}-{}.log",
             std::process::id(),
+            STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             namespaces.join("-")
         ));
         let file = File::create(&log).map_err(|source| ClusterError::Io {
@@ -137,10 +149,17 @@ impl OperatorProcess {
             source,
         })?;
         let mut command = Command::new(binary);
+        // A Lease per operator set: operators of different tests must not wait for each other.
+        let lease = format!("atlas-operator-{}", namespaces.join("-"));
         command.args(["run", "--runner-image", RUNNER_IMAGE]);
+        if !extra.contains(&"--metrics-address") {
+            command.args(["--metrics-address", "127.0.0.1:0"]);
+        }
+        command.args(["--lease-namespace", NAMESPACE, "--lease-name", &lease]);
         for namespace in namespaces {
             command.args(["--namespace", namespace]);
         }
+        command.args(extra);
         let child = command
             .env("KUBECONFIG", &kubeconfig)
             .env(

@@ -24,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::job::{self, JobSettings, Owner};
+use crate::metrics::{KindLabels, Metrics, OutcomeLabels, ReasonLabels};
 use crate::plan::{ConfigMaps, Plan, PlanError};
 use crate::status::{Computed, Observation};
 
@@ -48,10 +49,11 @@ pub struct Context {
     pub client: Client,
     pub settings: JobSettings,
     pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
-    pub fn new(client: Client, settings: JobSettings) -> Context {
+    pub fn new(client: Client, settings: JobSettings, metrics: Arc<Metrics>) -> Context {
         let reporter = Reporter {
             controller: MANAGER.into(),
             instance: std::env::var("POD_NAME").ok(),
@@ -60,6 +62,7 @@ impl Context {
             recorder: Recorder::new(client.clone(), reporter),
             client,
             settings,
+            metrics,
         }
     }
 }
@@ -88,8 +91,26 @@ fn now() -> Time {
     Time(jiff::Timestamp::now())
 }
 
-/// One reconcile of one resource.
+/// One reconcile of one resource, measured.
 pub async fn reconcile<K: Applyable>(resource: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let kind = K::KIND.resource_kind();
+    let _measure = ctx.metrics.measure(kind);
+    let result = reconcile_resource(resource, ctx.clone()).await;
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    ctx.metrics
+        .reconciles
+        .get_or_create(&OutcomeLabels {
+            kind: kind.into(),
+            outcome: outcome.into(),
+        })
+        .inc();
+    result
+}
+
+async fn reconcile_resource<K: Applyable>(
+    resource: Arc<K>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let namespace = resource.namespace().ok_or(Error::Incomplete("namespace"))?;
     let name = resource.name_any();
     let uid = resource.uid().ok_or(Error::Incomplete("uid"))?;
@@ -165,6 +186,12 @@ pub async fn reconcile<K: Applyable>(resource: Arc<K>, ctx: Arc<Context>) -> Res
                 Err(kube::Error::Api(status)) if status.code == 409 => jobs.get(&job_name).await?,
                 Err(err) => return Err(err.into()),
             };
+            ctx.metrics
+                .jobs_created
+                .get_or_create(&KindLabels {
+                    kind: K::KIND.resource_kind().into(),
+                })
+                .inc();
             publish(
                 &ctx,
                 &*resource,
@@ -238,7 +265,16 @@ async fn write_status<K: Applyable>(
             }
             Observation::Failed {
                 reason, message, ..
-            } => publish(ctx, resource, EventType::Warning, reason.as_str(), message).await,
+            } => {
+                ctx.metrics
+                    .failures
+                    .get_or_create(&ReasonLabels {
+                        kind: K::KIND.resource_kind().into(),
+                        reason: reason.as_str().into(),
+                    })
+                    .inc();
+                publish(ctx, resource, EventType::Warning, reason.as_str(), message).await
+            }
             Observation::InProgress { .. } => {}
         }
     }

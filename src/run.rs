@@ -1,0 +1,100 @@
+//! `atlas-operator run`: the one place that wires the process together — the Kubernetes client,
+//! the HTTP endpoints, leader election, and the controllers.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use kube::Client;
+use kube_lease_manager::LeaseManagerBuilder;
+
+use crate::controller::{self, Options};
+use crate::job::JobSettings;
+use crate::metrics::Metrics;
+use crate::reconcile::Context;
+use crate::server::{self, AppState};
+
+/// Leader election: one operator of several acts; the others stand by, ready to take over.
+#[derive(Clone, Debug)]
+pub struct LeaderElection {
+    pub lease_name: String,
+    pub lease_namespace: String,
+    /// This process's identity in the Lease (the pod's name in a cluster).
+    pub identity: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub options: Options,
+    pub settings: JobSettings,
+    pub metrics_address: SocketAddr,
+    /// None: act at once, alone (a single replica, or tests).
+    pub leader_election: Option<LeaderElection>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("no Kubernetes client configuration: {0}")]
+    Client(#[source] kube::Error),
+    #[error("leader election: {0}")]
+    Lease(String),
+    #[error("lost the leadership; exiting so a fresh start can compete for it again")]
+    LostLeadership,
+}
+
+pub async fn run(config: RunConfig) -> Result<(), RunError> {
+    let client = Client::try_default().await.map_err(RunError::Client)?;
+    let metrics = Arc::new(Metrics::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let state = AppState {
+        metrics: metrics.clone(),
+        ready: ready.clone(),
+    };
+    let address = config.metrics_address;
+    tokio::spawn(async move {
+        if let Err(err) = server::serve(address, state).await {
+            tracing::error!(error = %err, %address, "the HTTP endpoints stopped");
+        }
+    });
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        config.settings.clone(),
+        metrics,
+    ));
+
+    let Some(election) = config.leader_election else {
+        ready.store(true, Ordering::Relaxed);
+        controller::run(client, ctx, config.options).await;
+        return Ok(());
+    };
+    let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
+        .with_namespace(&election.lease_namespace)
+        .with_identity(&election.identity)
+        .with_field_manager(crate::reconcile::MANAGER)
+        .build()
+        .await
+        .map_err(|err| RunError::Lease(err.to_string()))?;
+    let (mut leading, lease_task) = manager.watch().await;
+    // A follower is ready too: it is healthy and will take over when the leader goes.
+    ready.store(true, Ordering::Relaxed);
+    tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting for the leadership");
+    while !*leading.borrow_and_update() {
+        if leading.changed().await.is_err() {
+            return Err(RunError::Lease("the lease task ended".into()));
+        }
+    }
+    tracing::info!("leading: starting the controllers");
+    let result = tokio::select! {
+        _ = controller::run(client, ctx, config.options) => Ok(()),
+        lost = async {
+            loop {
+                if leading.changed().await.is_err() || !*leading.borrow() {
+                    break;
+                }
+            }
+        } => { let () = lost; Err(RunError::LostLeadership) }
+    };
+    drop(leading);
+    let _ = lease_task.await;
+    result
+}
