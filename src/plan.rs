@@ -105,11 +105,16 @@ impl Plan {
     }
 }
 
+/// An annotation whose value is part of the desired hash: changing it re-applies a resource
+/// whose spec did not change (after a Secret's URL now points at another database, say).
+pub const REAPPLY_ANNOTATION: &str = "db.atlasgo.io/reapply";
+
 #[derive(Serialize)]
 struct HashInput<'a, S: Serialize> {
     kind: Kind,
     namespace: &'a str,
     name: &'a str,
+    reapply: Option<&'a str>,
     spec: &'a S,
     configmaps: BTreeMap<&'a str, ConfigMapContent<'a>>,
 }
@@ -123,16 +128,20 @@ struct ConfigMapContent<'a> {
 
 fn hash<S: Serialize>(
     kind: Kind,
-    namespace: &str,
-    name: &str,
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     spec: &S,
     configmaps: &ConfigMaps,
 ) -> String {
     let empty = BTreeMap::new();
     let input = HashInput {
         kind,
-        namespace,
-        name,
+        namespace: meta.namespace.as_deref().unwrap_or_default(),
+        name: meta.name.as_deref().unwrap_or_default(),
+        reapply: meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(REAPPLY_ANNOTATION))
+            .map(String::as_str),
         spec,
         configmaps: configmaps
             .iter()
@@ -449,7 +458,7 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
     };
     Ok(Plan {
         kind: Kind::Migration,
-        hash: hash(Kind::Migration, &namespace, &name, spec, configmaps),
+        hash: hash(Kind::Migration, &resource.metadata, spec, configmaps),
         job,
         env,
         inline,
@@ -605,7 +614,7 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
     };
     Ok(Plan {
         kind: Kind::Schema,
-        hash: hash(Kind::Schema, &namespace, &name, spec, configmaps),
+        hash: hash(Kind::Schema, &resource.metadata, spec, configmaps),
         job,
         env,
         inline,

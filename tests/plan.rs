@@ -111,6 +111,14 @@ fn the_hash_follows_the_spec_and_the_configmap_and_nothing_else() {
     let mut renamed = resource.clone();
     renamed.metadata.name = Some("other".into());
     assert_ne!(base, plan::migration(&renamed, &configmaps).unwrap().hash);
+
+    // The reapply annotation is the documented way to apply again with an unchanged spec.
+    let mut reapply = resource.clone();
+    reapply.metadata.annotations = Some(BTreeMap::from([(
+        plan::REAPPLY_ANNOTATION.to_string(),
+        "2026-11-23".to_string(),
+    )]));
+    assert_ne!(base, plan::migration(&reapply, &configmaps).unwrap().hash);
 }
 
 #[test]
