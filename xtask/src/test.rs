@@ -65,12 +65,13 @@ struct Totals {
     ignored: u64,
 }
 
-/// `cargo test --workspace` (unit, integration and doc tests), echoing its output and adding up
+/// `cargo test --workspace --no-fail-fast` (unit, integration and doc tests: every binary runs,
+/// so one failure does not hide the others), echoing its output and adding up
 /// its `test result:` lines.
 fn cargo_test() -> Result<Totals> {
-    eprintln!("==> tests: cargo test --workspace");
+    eprintln!("==> tests: cargo test --workspace --no-fail-fast");
     let mut child = Command::new("cargo")
-        .args(["test", "--workspace"])
+        .args(["test", "--workspace", "--no-fail-fast"])
         .current_dir(workspace_root())
         .stdout(Stdio::piped())
         .spawn()

@@ -5,14 +5,17 @@
 //!
 //! | image name | `ENTRYPOINT` | `CMD` | `PATH` starts with |
 //! |---|---|---|---|
-//! | contains `atlas-operator/runner` | the built `runner` | – | the built `atlas`'s directory |
-//! | last path segment starts with `kubectl` | the built `kubectl` | – | – |
+//! | contains `atlas-operator/runner` | `/usr/local/bin/runner` (the built `runner`) | – | (`/usr/local/bin` holds the built `atlas`) |
+//! | last path segment starts with `kubectl` | `/usr/local/bin/kubectl` (the built `kubectl`) | – | – |
 //! | last path segment starts with `busybox`, `debian`, `alpine` or `ubuntu` | – | `sh` | – |
 //!
-//! Within `command`, a first word `runner`, `atlas` or `kubectl` (bare or as an absolute path)
-//! means the built program, as it would in the image; anything else is looked up on the
-//! container's `PATH`, i.e. the host's `/usr/bin`, `/bin`, … (so `sh -c '…'` runs the host's
-//! shell). Any other image makes the container wait with reason `ErrImagePull`.
+//! The built programs are mounted into the container at `/usr/local/bin/<name>`, as an image
+//! would carry them: their host paths (a clone anywhere, even under `/tmp`, which a pod's
+//! `emptyDir` hides) never matter inside the sandbox. Within `command`, a first word `runner`,
+//! `atlas` or `kubectl` (bare or as an absolute path) means the built program, as it would in the
+//! image; anything else is looked up on the container's `PATH`, i.e. the host's `/usr/bin`,
+//! `/bin`, … (so `sh -c '…'` runs the host's shell). Any other image makes the container wait with
+//! reason `ErrImagePull`.
 
 use std::path::{Path, PathBuf};
 
@@ -39,6 +42,15 @@ pub struct Process {
     pub path: String,
     /// Variables the image would set (`ENV` lines), before the container's own.
     pub image_env: Vec<(String, String)>,
+    /// Built programs the image carries: (host path, path in the container).
+    pub files: Vec<(PathBuf, PathBuf)>,
+}
+
+/// Where the image carries the built programs.
+pub const IMAGE_BIN: &str = "/usr/local/bin";
+
+fn in_image(name: &str) -> PathBuf {
+    Path::new(IMAGE_BIN).join(name)
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -97,14 +109,12 @@ impl Programs {
         args: &[String],
     ) -> Result<Process, ImageError> {
         let kind = kind(image).ok_or_else(|| ImageError::Unknown(image.to_string()))?;
-        let mut path = DEFAULT_PATH.to_string();
+        let mut files = Vec::new();
         let mut image_env = Vec::new();
         let entrypoint: Vec<String> = match kind {
             Kind::Runner => {
-                let atlas = self.atlas(image)?;
-                if let Some(dir) = atlas.parent() {
-                    path = format!("{}:{path}", dir.display());
-                }
+                files.push((self.atlas(image)?, in_image("atlas")));
+                files.push((self.runner(image)?, in_image("runner")));
                 // As the runner image sets them: no network checks from inside a Job.
                 image_env = [
                     ("ATLAS_NO_UPDATE_NOTIFIER", "1"),
@@ -113,9 +123,12 @@ impl Programs {
                 ]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .to_vec();
-                vec![self.runner(image)?.display().to_string()]
+                vec![in_image("runner").display().to_string()]
             }
-            Kind::Kubectl => vec![self.kubectl(image)?.display().to_string()],
+            Kind::Kubectl => {
+                files.push((self.kubectl(image)?, in_image("kubectl")));
+                vec![in_image("kubectl").display().to_string()]
+            }
             Kind::Shell => Vec::new(),
         };
         // A runtime's rule: `command` replaces ENTRYPOINT (and drops CMD), `args` replace CMD.
@@ -132,31 +145,42 @@ impl Programs {
         if argv.is_empty() {
             return Err(ImageError::NoCommand(image.to_string()));
         }
-        if !command.is_empty() {
-            argv[0] = self.built(image, &argv[0])?;
+        if !command.is_empty()
+            && let Some((host, name)) = self.built(image, &argv[0])?
+        {
+            let target = in_image(name);
+            if !files.iter().any(|(_, t)| *t == target) {
+                files.push((host, target.clone()));
+            }
+            argv[0] = target.display().to_string();
         }
         Ok(Process {
             argv,
-            path,
+            path: DEFAULT_PATH.to_string(),
             image_env,
+            files,
         })
     }
 
-    /// A `command`'s first word: the built program when it names one of ours.
-    fn built(&self, image: &str, word: &str) -> Result<String, ImageError> {
+    /// A `command`'s first word: the built program (its host path and name) when it names one
+    /// of ours.
+    fn built(
+        &self,
+        image: &str,
+        word: &str,
+    ) -> Result<Option<(PathBuf, &'static str)>, ImageError> {
         let bare = word.strip_prefix('/').map_or(word, |_| {
             Path::new(word)
                 .file_name()
                 .and_then(|name| name.to_str())
                 .unwrap_or(word)
         });
-        let path = match bare {
-            "runner" => self.runner(image)?,
-            "atlas" => self.atlas(image)?,
-            "kubectl" => self.kubectl(image)?,
-            _ => return Ok(word.to_string()),
-        };
-        Ok(path.display().to_string())
+        Ok(match bare {
+            "runner" => Some((self.runner(image)?, "runner")),
+            "atlas" => Some((self.atlas(image)?, "atlas")),
+            "kubectl" => Some((self.kubectl(image)?, "kubectl")),
+            _ => None,
+        })
     }
 
     fn runner(&self, image: &str) -> Result<PathBuf, ImageError> {
@@ -237,7 +261,7 @@ mod tests {
 
     #[test]
     fn the_runner_image_runs_the_built_runner_with_atlas_on_path() {
-        let runner = std::env::current_exe().unwrap().display().to_string();
+        let runner = "/usr/local/bin/runner".to_string();
         let p = programs()
             .resolve(
                 "ghcr.io/atlas-operator/runner:dev",
@@ -246,7 +270,20 @@ mod tests {
             )
             .unwrap();
         assert_eq!(p.argv, vec![runner.clone(), "apply".to_string()]);
-        assert!(p.path.starts_with("/tools/atlas/bin:"), "{}", p.path);
+        assert_eq!(p.path, DEFAULT_PATH);
+        assert_eq!(
+            p.files,
+            vec![
+                (
+                    PathBuf::from("/tools/atlas/bin/atlas"),
+                    PathBuf::from("/usr/local/bin/atlas")
+                ),
+                (
+                    std::env::current_exe().unwrap(),
+                    PathBuf::from("/usr/local/bin/runner")
+                ),
+            ]
+        );
         assert!(
             p.image_env
                 .iter()
@@ -267,7 +304,7 @@ mod tests {
                 &[],
             )
             .unwrap();
-        assert_eq!(p.argv, strings(&["/tools/atlas/bin/atlas", "version"]));
+        assert_eq!(p.argv, strings(&["/usr/local/bin/atlas", "version"]));
     }
 
     #[test]
@@ -279,7 +316,14 @@ mod tests {
                 &strings(&["get", "pods"]),
             )
             .unwrap();
-        assert_eq!(p.argv, strings(&["/tools/kube/bin/kubectl", "get", "pods"]));
+        assert_eq!(p.argv, strings(&["/usr/local/bin/kubectl", "get", "pods"]));
+        assert_eq!(
+            p.files,
+            vec![(
+                PathBuf::from("/tools/kube/bin/kubectl"),
+                PathBuf::from("/usr/local/bin/kubectl")
+            )]
+        );
     }
 
     #[test]

@@ -116,6 +116,16 @@ pub async fn build(
             read_only: false,
         },
     }];
+    // The programs the image carries, at their paths in the image.
+    for (host, target) in &process.files {
+        mounts.push(Mount {
+            target: target.clone(),
+            source: Source::Bind {
+                host: host.clone(),
+                read_only: true,
+            },
+        });
+    }
     for mount in spec.volume_mounts.iter().flatten() {
         let Some(volume) = volumes.get(&mount.name) else {
             return Err((
