@@ -433,6 +433,7 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
         resource: format!("{namespace}/{name}"),
         target,
         dev_url_env,
+        dev_wait_seconds: None,
         env_name: spec
             .project
             .env_name
@@ -583,6 +584,7 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
         resource: format!("{namespace}/{name}"),
         target,
         dev_url_env,
+        dev_wait_seconds: None,
         env_name: spec
             .project
             .env_name

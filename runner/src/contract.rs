@@ -112,6 +112,10 @@ pub struct Job {
     /// migration) or uses an in-memory SQLite database (a SQLite target).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev_url_env: Option<String>,
+    /// The dev database is the pod's own sidecar, which may still be starting: wait this long
+    /// for it to accept connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_wait_seconds: Option<u64>,
     /// The env of the Atlas project file the runner writes (`k8s` unless the spec names one).
     pub env_name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -228,6 +232,10 @@ pub struct RunResult {
     pub duration_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub atlas_version: Option<String>,
+    /// Set with `GettingDevDB` when the apply needs a dev database and none was given: the
+    /// target's driver (`postgres`, `mysql`, `maria`), so the controller can add one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dev_driver: Option<String>,
 }
 
 impl RunResult {
@@ -330,6 +338,7 @@ mod tests {
             statements_applied: 2,
             duration_ms: 1234,
             atlas_version: Some("v0.13.1".into()),
+            dev_driver: None,
         }
     }
 
@@ -416,6 +425,7 @@ mod tests {
                 parameters: [("sslmode".to_string(), "disable".to_string())].into(),
             }),
             dev_url_env: None,
+            dev_wait_seconds: None,
             env_name: "k8s".into(),
             vars: vec![],
             custom_config_path: None,

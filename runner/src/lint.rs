@@ -108,7 +108,8 @@ mod tests {
         );
         assert_eq!(
             destructive_changes(&realm(CURRENT), &desired, Skips::default()),
-            ["drop table main.keep_me", "drop column main.t.bio"]
+            // In the database's table order.
+            ["drop column main.t.bio", "drop table main.keep_me"]
         );
     }
 

@@ -47,6 +47,7 @@ impl Run {
             statements_applied: 0,
             duration_ms: self.started.elapsed().as_millis() as u64,
             atlas_version: self.atlas_version.clone(),
+            dev_driver: None,
         }
     }
 

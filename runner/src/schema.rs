@@ -2,6 +2,7 @@
 //! destructive-change lint when the policy asks for it.
 
 use std::path::Path;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -122,18 +123,33 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
             "sqlite://dev?mode=memory".to_string()
         }
         None => {
-            return run.failed(
+            let driver = target::server_driver(&url);
+            let mut result = run.failed(
                 Reason::GettingDevDb,
-                "no dev database: set spec.devURL or spec.devURLFrom",
+                &format!(
+                    "no dev database was given for this {} target: the operator adds one to \
+                     the next Job, or set spec.devURL or spec.devURLFrom",
+                    driver.unwrap_or("database")
+                ),
                 false,
             );
+            result.dev_driver = driver.map(str::to_string);
+            return result;
         }
     };
     if let Err(err) = target::check_reachable(&url, CONNECT_LIMIT) {
         return run.failed(Reason::ApplyingSchema, &err.to_string(), true);
     }
-    if let Err(err) = target::check_reachable(&dev_url, CONNECT_LIMIT) {
-        return run.failed(Reason::GettingDevDb, &err.to_string(), true);
+    let dev_ready = match job.dev_wait_seconds {
+        Some(seconds) => {
+            target::wait_reachable(&dev_url, Duration::from_secs(seconds)).map_err(|err| {
+                format!("the dev database did not accept connections within {seconds}s: {err}")
+            })
+        }
+        None => target::check_reachable(&dev_url, CONNECT_LIMIT).map_err(|err| err.to_string()),
+    };
+    if let Err(message) = dev_ready {
+        return run.failed(Reason::GettingDevDb, &message, true);
     }
     run.atlas.env(URL_ENV, url);
     run.atlas.env(DEV_URL_ENV, dev_url);
@@ -222,7 +238,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
 /// Inspects the database and the desired schema, and refuses the apply when the difference
 /// drops something.
 fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaJob) -> Option<RunResult> {
-    let inspect = |env: &str| -> Result<Realm, RunResult> {
+    let inspect = |env: &str| -> Result<Realm, Box<RunResult>> {
         let args = [
             "schema",
             "inspect",
@@ -236,24 +252,28 @@ fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaJob) -> Opt
         match run.atlas.run(&args) {
             Ok(output) if output.success => {
                 serde_json::from_str(output.stdout.trim()).map_err(|err| {
-                    run.failed(
+                    Box::new(run.failed(
                         Reason::LintPolicyError,
                         &format!("reading `atlas schema inspect`: {err}"),
                         false,
-                    )
+                    ))
                 })
             }
-            Ok(output) => Err(failure(run, &output.error_text())),
-            Err(err) => Err(run.failed(Reason::LintPolicyError, &err.to_string(), true)),
+            Ok(output) => Err(Box::new(failure(run, &output.error_text()))),
+            Err(err) => Err(Box::new(run.failed(
+                Reason::LintPolicyError,
+                &err.to_string(),
+                true,
+            ))),
         }
     };
     let current = match inspect(env_name) {
         Ok(realm) => realm,
-        Err(result) => return Some(result),
+        Err(result) => return Some(*result),
     };
     let desired = match inspect(DESIRED_ENV) {
         Ok(realm) => realm,
-        Err(result) => return Some(result),
+        Err(result) => return Some(*result),
     };
     let skipped = |name: &str| options.skip.iter().any(|s| s == name);
     let drops = lint::destructive_changes(

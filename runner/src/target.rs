@@ -100,6 +100,30 @@ fn percent_decode(text: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The database driver a dev database must match, from the URL's scheme: `postgres`, `mysql`
+/// or `maria`; None for SQLite (an in-memory dev database serves) and unknown schemes.
+pub fn server_driver(url: &str) -> Option<&'static str> {
+    let scheme = url.split_once("://")?.0;
+    match scheme.split('+').next()? {
+        "postgres" | "postgresql" => Some("postgres"),
+        "mysql" => Some("mysql"),
+        "maria" | "mariadb" => Some("maria"),
+        _ => None,
+    }
+}
+
+/// Waits until the database's port accepts connections, up to `limit` (a sidecar starting).
+pub fn wait_reachable(url: &str, limit: Duration) -> Result<(), TargetError> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match check_reachable(url, Duration::from_secs(2)) {
+            Ok(()) => return Ok(()),
+            Err(err) if std::time::Instant::now() >= deadline => return Err(err),
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
+    }
+}
+
 /// Host and port of a network URL (`None` for SQLite and other file URLs).
 pub fn host_port(url: &str) -> Option<(String, u16)> {
     let (scheme, rest) = url.split_once("://")?;
@@ -165,6 +189,17 @@ mod tests {
             Some(("::1".into(), 3307))
         );
         assert_eq!(host_port("sqlite:///tmp/a.db"), None);
+    }
+
+    #[test]
+    fn drivers_of_urls() {
+        assert_eq!(server_driver("postgres://u@h/db"), Some("postgres"));
+        assert_eq!(
+            server_driver("mysql://root:pass@mysql:3306/myapp"),
+            Some("mysql")
+        );
+        assert_eq!(server_driver("maria://h/db"), Some("maria"));
+        assert_eq!(server_driver("sqlite://file.db"), None);
     }
 
     #[test]

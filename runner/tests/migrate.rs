@@ -84,6 +84,7 @@ fn job(dir: &Path, files: &[(String, String)], target: Target) -> Job {
         resource: "tests/migration".into(),
         target,
         dev_url_env: None,
+        dev_wait_seconds: None,
         env_name: "k8s".into(),
         vars: vec![],
         custom_config_path: None,

@@ -42,6 +42,7 @@ fn job(file: &Path, options: SchemaJob) -> Job {
         resource: "tests/schema".into(),
         target: Target::UrlEnv("DATABASE_URL".into()),
         dev_url_env: Some("DEV_URL".into()),
+        dev_wait_seconds: None,
         env_name: "k8s".into(),
         vars: vec![],
         custom_config_path: None,
@@ -288,4 +289,38 @@ fn no_dev_database_for_a_server_target_is_getting_dev_db() {
     let ran = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch);
     assert_eq!(ran.code, EXIT_DEFINITIVE);
     assert_eq!(ran.result.reason, Reason::GettingDevDb);
+    // The driver tells the controller which dev database to add to the next Job.
+    assert_eq!(ran.result.dev_driver.as_deref(), Some("mysql"));
+}
+
+/// A dev database that is still starting (a sidecar): the runner waits for it, up to its limit.
+#[test]
+fn a_dev_database_that_never_comes_up_is_getting_dev_db_after_the_wait() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_devwait").unwrap();
+    let scratch = Scratch::new("devwait");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut job = job(
+        &desired(&scratch, "schema.sql", SEED_SCHEMA),
+        SchemaJob::default(),
+    );
+    job.dev_wait_seconds = Some(2);
+    let dev = format!("mysql://root@127.0.0.1:{port}/dev");
+    let started = std::time::Instant::now();
+    let ran = run_runner(
+        &job,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev)],
+        &scratch,
+    );
+    assert_eq!(ran.result.reason, Reason::GettingDevDb);
+    assert!(ran.result.transient);
+    assert!(
+        ran.result.message.contains("within 2s"),
+        "{}",
+        ran.result.message
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }

@@ -182,8 +182,11 @@ async fn reconcile_resource<K: Applyable>(
             let rendered = job::render(&plan, &owner, &ctx.settings);
             let created = match jobs.create(&PostParams::default(), &rendered).await {
                 Ok(created) => created,
-                // Another reconcile (or a previous operator) made it: the same hash, the same Job.
-                Err(kube::Error::Api(status)) if status.code == 409 => jobs.get(&job_name).await?,
+                // Another reconcile (or a previous operator) made it: the same hash, the same
+                // Job, counted and announced where it was made. Look again in a moment.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    return Ok(Action::requeue(Duration::from_secs(1)));
+                }
                 Err(err) => return Err(err.into()),
             };
             ctx.metrics
