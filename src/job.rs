@@ -40,6 +40,8 @@ pub struct JobSettings {
     pub active_deadline_seconds: Option<i64>,
     pub ttl_seconds_after_finished: Option<i32>,
     pub resources: Option<ResourceRequirements>,
+    /// The dev database sidecar's image per driver (`postgres`, `mysql`, `maria`).
+    pub dev_images: BTreeMap<String, String>,
 }
 
 impl Default for JobSettings {
@@ -65,9 +67,129 @@ impl Default for JobSettings {
                 )])),
                 ..Default::default()
             }),
+            // Pick the target server's major version: Atlas plans against the dev database.
+            dev_images: BTreeMap::from([
+                ("postgres".to_string(), "postgres:16".to_string()),
+                ("mysql".to_string(), "mysql:8.4".to_string()),
+                ("maria".to_string(), "mariadb:11".to_string()),
+            ]),
         }
     }
 }
+
+/// How long the runner waits for its dev database sidecar to accept connections.
+pub const DEV_WAIT_SECONDS: u64 = 120;
+
+/// The dev database sidecar of a driver: its container and the URL the runner reaches it at.
+/// Credentials never leave the pod: the server listens on the pod's loopback only and trusts it.
+fn dev_sidecar(driver: &str, image: &str) -> (Container, Vec<Volume>, String) {
+    let (port, data_path, run_path, env, url) = match driver {
+        "postgres" => (
+            5432,
+            "/var/lib/postgresql/data",
+            "/var/run/postgresql",
+            vec![
+                ("POSTGRES_HOST_AUTH_METHOD", "trust"),
+                ("POSTGRES_DB", "dev"),
+            ],
+            "postgres://postgres@127.0.0.1:5432/dev?sslmode=disable",
+        ),
+        "maria" => (
+            3306,
+            "/var/lib/mysql",
+            "/run/mysqld",
+            vec![
+                ("MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "1"),
+                ("MARIADB_DATABASE", "dev"),
+            ],
+            "maria://root@127.0.0.1:3306/dev",
+        ),
+        _ => (
+            3306,
+            "/var/lib/mysql",
+            "/var/run/mysqld",
+            vec![
+                ("MYSQL_ALLOW_EMPTY_PASSWORD", "yes"),
+                ("MYSQL_DATABASE", "dev"),
+            ],
+            "mysql://root@127.0.0.1:3306/dev",
+        ),
+    };
+    let container = Container {
+        name: DEV_CONTAINER.into(),
+        image: Some(image.into()),
+        // A native sidecar: started before the runner, stopped after it.
+        restart_policy: Some("Always".into()),
+        env: Some(
+            env.into_iter()
+                .map(|(name, value)| EnvVar {
+                    name: name.into(),
+                    value: Some(value.into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+            container_port: port,
+            name: Some("dev-db".into()),
+            ..Default::default()
+        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: "dev-data".into(),
+                mount_path: data_path.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "dev-run".into(),
+                mount_path: run_path.into(),
+                ..Default::default()
+            },
+            VolumeMount {
+                name: "tmp".into(),
+                mount_path: "/tmp".into(),
+                ..Default::default()
+            },
+        ]),
+        resources: Some(ResourceRequirements {
+            requests: Some(BTreeMap::from([
+                ("cpu".to_string(), Quantity("100m".into())),
+                ("memory".to_string(), Quantity("256Mi".into())),
+            ])),
+            limits: Some(BTreeMap::from([(
+                "memory".to_string(),
+                Quantity("1Gi".into()),
+            )])),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            run_as_non_root: Some(true),
+            // The official images' server users.
+            run_as_user: Some(999),
+            run_as_group: Some(999),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let volumes = ["dev-data", "dev-run"]
+        .into_iter()
+        .map(|name| Volume {
+            name: name.into(),
+            empty_dir: Some(EmptyDirVolumeSource::default()),
+            ..Default::default()
+        })
+        .collect();
+    (container, volumes, url.into())
+}
+
+/// The dev database sidecar's container name.
+pub const DEV_CONTAINER: &str = "dev-db";
 
 /// The resource a Job belongs to.
 #[derive(Clone, Debug)]
@@ -181,14 +303,48 @@ fn items(keys: &[String]) -> Vec<KeyToPath> {
         .collect()
 }
 
+/// The name of the Job that applies `plan`: `…-dev` for the second Job, which brings the dev
+/// database the first one found it needs.
+pub fn plan_job_name(plan: &Plan, owner: &Owner) -> String {
+    match plan.dev {
+        crate::plan::DevNeed::Found(_) => {
+            let base = job_name(owner.kind, &owner.name, plan.short_hash());
+            let hash_at = base.len() - plan.short_hash().len() - 1;
+            let (head, tail) = base.split_at(hash_at);
+            let mut head = head.to_string();
+            while head.len() + tail.len() + 4 > 63 {
+                head.pop();
+            }
+            while head.ends_with(['-', '.']) {
+                head.pop();
+            }
+            format!("{head}{tail}-dev")
+        }
+        _ => job_name(owner.kind, &owner.name, plan.short_hash()),
+    }
+}
+
 /// The Job that applies `plan`.
 pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
-    let name = job_name(owner.kind, &owner.name, plan.short_hash());
+    let name = plan_job_name(plan, owner);
+    let sidecar = plan.dev.sidecar().map(|driver| {
+        let image = settings
+            .dev_images
+            .get(driver)
+            .cloned()
+            .unwrap_or_else(|| format!("{driver}:latest"));
+        dev_sidecar(driver, &image)
+    });
+    let mut description = plan.job.clone();
+    if sidecar.is_some() {
+        description.dev_url_env = Some(crate::plan::ENV_DEV_URL.into());
+        description.dev_wait_seconds = Some(DEV_WAIT_SECONDS);
+    }
     let inline_name = inputs_name(plan, owner);
     let mut env = vec![
         EnvVar {
             name: contract::JOB_ENV.into(),
-            value: Some(serde_json::to_string(&plan.job).expect("a job description serializes")),
+            value: Some(serde_json::to_string(&description).expect("a job description serializes")),
             ..Default::default()
         },
         EnvVar {
@@ -197,6 +353,14 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
             ..Default::default()
         },
     ];
+    if let Some((_, _, url)) = &sidecar {
+        // Not a secret: the sidecar trusts connections from its own pod's loopback only.
+        env.push(EnvVar {
+            name: crate::plan::ENV_DEV_URL.into(),
+            value: Some(url.clone()),
+            ..Default::default()
+        });
+    }
     env.extend(plan.env.iter().cloned().map(|mut var| {
         if let Some(selector) = var
             .value_from
@@ -249,6 +413,11 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
         });
     }
 
+    let (init_containers, dev_volumes) = match sidecar {
+        Some((container, volumes, _)) => (Some(vec![container]), volumes),
+        None => (None, Vec::new()),
+    };
+    volumes.extend(dev_volumes);
     let command = match owner.kind {
         Kind::Migration => "migrate",
         Kind::Schema => "schema",
@@ -334,6 +503,7 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
                         }),
                         ..Default::default()
                     }),
+                    init_containers,
                     containers: vec![container],
                     volumes: Some(volumes),
                     ..Default::default()

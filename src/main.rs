@@ -65,6 +65,15 @@ struct RunArgs {
     /// Reconciles running at once, per kind and namespace.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
     concurrency: u16,
+    /// The dev database image for PostgreSQL targets (match the server's major version).
+    #[arg(long, env = "DEV_IMAGE_POSTGRES")]
+    dev_image_postgres: Option<String>,
+    /// The dev database image for MySQL targets.
+    #[arg(long, env = "DEV_IMAGE_MYSQL")]
+    dev_image_mysql: Option<String>,
+    /// The dev database image for MariaDB targets.
+    #[arg(long, env = "DEV_IMAGE_MARIA")]
+    dev_image_maria: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -119,6 +128,16 @@ fn main() -> ExitCode {
 
 fn config(args: RunArgs) -> RunConfig {
     let defaults = JobSettings::default();
+    let mut dev_images = defaults.dev_images;
+    for (driver, image) in [
+        ("postgres", args.dev_image_postgres),
+        ("mysql", args.dev_image_mysql),
+        ("maria", args.dev_image_maria),
+    ] {
+        if let Some(image) = image {
+            dev_images.insert(driver.into(), image);
+        }
+    }
     let identity = std::env::var("POD_NAME").unwrap_or_else(|_| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
@@ -136,6 +155,7 @@ fn config(args: RunArgs) -> RunConfig {
             active_deadline_seconds: Some(args.job_deadline_seconds),
             ttl_seconds_after_finished: args.job_ttl_seconds,
             resources: defaults.resources,
+            dev_images,
         },
         metrics_address: args.metrics_address,
         leader_election: args.leader_election.then_some(LeaderElection {

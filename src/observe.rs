@@ -102,6 +102,14 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
     }
     if let Some(failed) = job_condition(job, "Failed") {
         return match newest_result {
+            // The first Job of a schema found which dev database it needs: the next Job brings
+            // one, so this is progress, not a failure.
+            Some((result, _)) if result.dev_driver.is_some() => Observation::InProgress {
+                detail: format!(
+                    "Job {name} found a {} target: adding a dev database",
+                    result.dev_driver.unwrap_or_default()
+                ),
+            },
             Some((result, _)) => Observation::Failed {
                 reason: result.reason,
                 message: result.message,
@@ -133,6 +141,45 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
 
     // Still running: a pod that cannot start says why now, not at the deadline.
     for pod in pods.iter().rev() {
+        // The dev database sidecar: its image, or its start, fails the apply's dev database.
+        let dev = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.init_container_statuses.as_ref())
+            .and_then(|all| all.iter().find(|c| c.name == crate::job::DEV_CONTAINER))
+            .and_then(|c| c.state.as_ref());
+        if let Some(state) = dev {
+            let problem = match (&state.waiting, &state.terminated) {
+                (Some(waiting), _)
+                    if IMAGE_ERRORS.contains(&waiting.reason.as_deref().unwrap_or_default())
+                        || CONFIG_ERRORS
+                            .contains(&waiting.reason.as_deref().unwrap_or_default()) =>
+                {
+                    Some(format!(
+                        "{}: {}",
+                        waiting.reason.as_deref().unwrap_or_default(),
+                        waiting.message.as_deref().unwrap_or_default()
+                    ))
+                }
+                (_, Some(terminated)) if terminated.exit_code != 0 => Some(format!(
+                    "it exited with code {}{}",
+                    terminated.exit_code,
+                    terminated
+                        .message
+                        .as_deref()
+                        .map(|m| format!(": {m}"))
+                        .unwrap_or_default()
+                )),
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                return Observation::Failed {
+                    reason: Reason::GettingDevDb,
+                    message: format!("the dev database sidecar did not come up: {problem}"),
+                    stalled: false,
+                };
+            }
+        }
         let Some(waiting) = runner_status(pod)
             .and_then(|c| c.state.as_ref())
             .and_then(|s| s.waiting.as_ref())
@@ -306,6 +353,28 @@ mod tests {
             "{message}"
         );
         assert!(!stalled);
+    }
+
+    #[test]
+    fn a_dev_database_that_cannot_start_is_getting_dev_db() {
+        let mut waiting = pod(json!({"waiting": {"reason": "PodInitializing"}}));
+        waiting.status.as_mut().unwrap().init_container_statuses = Some(vec![
+            serde_json::from_value(json!({
+                "name": "dev-db", "image": "mysql:8.4", "imageID": "", "ready": false,
+                "restartCount": 0,
+                "state": {"waiting": {"reason": "ErrImagePull", "message": "not found"}}
+            }))
+            .unwrap(),
+        ]);
+        let obs = observe(Kind::Schema, "h", &job(json!([]), 0), &[waiting], 0);
+        let Observation::Failed {
+            reason, message, ..
+        } = obs
+        else {
+            panic!("{obs:?}")
+        };
+        assert_eq!(reason, Reason::GettingDevDb);
+        assert!(message.contains("ErrImagePull"), "{message}");
     }
 
     #[test]

@@ -96,6 +96,42 @@ pub struct Plan {
     pub inputs: Option<InputSource>,
     /// `spec.backoffLimit`.
     pub backoff_limit: i32,
+    /// The apply needs a dev database and the spec gives none: the Job gets one as a sidecar.
+    pub dev: DevNeed,
+}
+
+/// Whether the Job must bring its own dev database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DevNeed {
+    /// Given (`devURL`/`devURLFrom`), or not needed (migrations; SQLite uses memory).
+    None,
+    /// A sidecar of this driver (`postgres`, `mysql`, `maria`), known from the spec.
+    Sidecar(String),
+    /// Needed, but the driver is in a Secret the operator does not read: a first Job without a
+    /// sidecar finds it (the runner reports it), and the next Job brings the sidecar.
+    Unknown,
+    /// The driver the first Job found: the second Job (named `…-dev`) brings the sidecar.
+    Found(String),
+}
+
+impl DevNeed {
+    /// The driver of the sidecar the Job brings, if it brings one.
+    pub fn sidecar(&self) -> Option<&str> {
+        match self {
+            DevNeed::Sidecar(driver) | DevNeed::Found(driver) => Some(driver),
+            DevNeed::None | DevNeed::Unknown => None,
+        }
+    }
+}
+
+/// The driver of a URL or scheme, for a dev database; None for SQLite and unknown schemes.
+pub fn driver_of_scheme(scheme: &str) -> Option<&'static str> {
+    match scheme.split('+').next().unwrap_or_default() {
+        "postgres" | "postgresql" => Some("postgres"),
+        "mysql" => Some("mysql"),
+        "maria" | "mariadb" => Some("maria"),
+        _ => None,
+    }
 }
 
 impl Plan {
@@ -465,6 +501,7 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
         inline,
         inputs: Some(inputs),
         backoff_limit: spec.backoff_limit.unwrap_or(20),
+        dev: DevNeed::None,
     })
 }
 
@@ -614,6 +651,25 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
             concurrent_index_drop: concurrent.and_then(|c| c.drop),
         }),
     };
+    let dev = if job.dev_url_env.is_some() {
+        DevNeed::None
+    } else {
+        let scheme = match (&spec.target.url, &spec.target.credentials) {
+            (Some(url), _) => url.split_once("://").map(|(scheme, _)| scheme.to_string()),
+            (None, Some(credentials)) => credentials.scheme.clone(),
+            _ => None,
+        };
+        match scheme {
+            Some(scheme) if scheme.starts_with("sqlite") || scheme.starts_with("libsql") => {
+                DevNeed::None
+            }
+            Some(scheme) => match driver_of_scheme(&scheme) {
+                Some(driver) => DevNeed::Sidecar(driver.into()),
+                None => DevNeed::None,
+            },
+            None => DevNeed::Unknown,
+        }
+    };
     Ok(Plan {
         kind: Kind::Schema,
         hash: hash(Kind::Schema, &resource.metadata, spec, configmaps),
@@ -622,6 +678,7 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
         inline,
         inputs: Some(inputs),
         backoff_limit: spec.backoff_limit.unwrap_or(20),
+        dev,
     })
 }
 

@@ -141,3 +141,56 @@ fn job_names_fit_and_stay_apart() {
     assert!(label.len() <= 63);
     assert_ne!(label, job::label_value(&"a".repeat(81)));
 }
+
+/// An AtlasSchema on a server database with no dev URL: its Job brings a dev database sidecar.
+#[test]
+fn a_schema_without_a_dev_url_gets_a_dev_database_sidecar() {
+    let mut resource: AtlasSchema =
+        serde_json::from_value(doc("examples/mysql-schema/schema.yaml", "AtlasSchema")).unwrap();
+    // A literal URL: the driver is known without reading a Secret.
+    resource.spec.target.url_from = None;
+    resource.spec.target.url = Some("mysql://root:pass@mysql:3306/myapp".into());
+    let plan = plan::schema(&resource, &ConfigMaps::new()).unwrap();
+    assert_eq!(plan.dev, plan::DevNeed::Sidecar("mysql".into()));
+    let rendered = job::render(
+        &plan,
+        &owner(Kind::Schema, "atlasschema-mysql"),
+        &settings(),
+    );
+    insta::assert_yaml_snapshot!(rendered);
+
+    // From a Secret, the driver is unknown: the first Job has no sidecar and finds it.
+    let seed: AtlasSchema =
+        serde_json::from_value(doc("examples/mysql-schema/schema.yaml", "AtlasSchema")).unwrap();
+    let mut plan = plan::schema(&seed, &ConfigMaps::new()).unwrap();
+    assert_eq!(plan.dev, plan::DevNeed::Unknown);
+    let owner = owner(Kind::Schema, "atlasschema-mysql");
+    let first = job::render(&plan, &owner, &settings());
+    assert!(
+        first
+            .spec
+            .unwrap()
+            .template
+            .spec
+            .unwrap()
+            .init_containers
+            .is_none()
+    );
+    plan.dev = plan::DevNeed::Found("mysql".into());
+    let second = job::render(&plan, &owner, &settings());
+    let name = second.metadata.name.clone().unwrap();
+    assert!(name.ends_with("-dev") && name.len() <= 63, "{name}");
+    let pod = second.spec.unwrap().template.spec.unwrap();
+    assert_eq!(
+        pod.init_containers.unwrap()[0].restart_policy.as_deref(),
+        Some("Always")
+    );
+
+    // Migrations and explicit dev URLs need none.
+    let mut explicit = resource.clone();
+    explicit.spec.dev.dev_url = Some("mysql://root:pass@dev:3306/dev".into());
+    assert_eq!(
+        plan::schema(&explicit, &ConfigMaps::new()).unwrap().dev,
+        plan::DevNeed::None
+    );
+}

@@ -25,7 +25,7 @@ use serde::de::DeserializeOwned;
 
 use crate::job::{self, JobSettings, Owner};
 use crate::metrics::{KindLabels, Metrics, OutcomeLabels, ReasonLabels};
-use crate::plan::{ConfigMaps, Plan, PlanError};
+use crate::plan::{ConfigMaps, DevNeed, Plan, PlanError};
 use crate::status::{Computed, Observation};
 
 /// The field manager of everything the operator writes.
@@ -168,7 +168,27 @@ async fn reconcile_resource<K: Applyable>(
 
     // Build and apply.
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let job_name = job::job_name(K::KIND, &name, plan.short_hash());
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+    let mut plan = plan;
+    if plan.dev == DevNeed::Unknown {
+        // The target's driver is in a Secret we do not read: the first Job (no sidecar) reports
+        // it, and the Job after it brings a dev database of that driver.
+        let probe = job::job_name(K::KIND, &name, plan.short_hash());
+        if jobs.get_opt(&probe).await?.is_some() {
+            let probe_pods = pods
+                .list(&ListParams::default().labels(&format!("job-name={probe}")))
+                .await?;
+            if let Some(driver) = probe_pods
+                .items
+                .iter()
+                .filter_map(crate::observe::result_of)
+                .find_map(|result| result.dev_driver)
+            {
+                plan.dev = DevNeed::Found(driver);
+            }
+        }
+    }
+    let job_name = job::plan_job_name(&plan, &owner);
     let job = match jobs.get_opt(&job_name).await? {
         Some(job) => job,
         None => {
@@ -209,7 +229,6 @@ async fn reconcile_resource<K: Applyable>(
     delete_older(&ctx, &owner, plan.short_hash()).await?;
 
     // Observe.
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let pod_list = pods
         .list(&ListParams::default().labels(&format!("job-name={job_name}")))
         .await?;
