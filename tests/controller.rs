@@ -566,3 +566,37 @@ fn two_operators_elect_one_leader_and_make_one_job() {
         second.log()
     );
 }
+
+/// The seed's MySQL AtlasSchema, unchanged (no dev URL, the URL in a Secret): the operator finds
+/// the driver with a first Job and brings a throwaway dev database with the second.
+#[test]
+fn the_seed_schema_unchanged_gets_a_dev_database_of_its_own() {
+    let ns = cluster().namespace("ctl-devdb").unwrap();
+    let db = TestDatabase::create(Engine::MariaDb, "ctl_devdb").unwrap();
+    secret(&ns, "mysql-credentials", json!({"url": db.url}));
+    let operator = Operator::start(&ns.name);
+    let seed =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mysql-schema/schema.yaml");
+    kubectl(&["-n", &ns.name, "apply", "-f", seed.to_str().unwrap()]).unwrap();
+    let done = wait_for(
+        &ns,
+        "atlasschema/atlasschema-mysql",
+        Duration::from_secs(180),
+        &operator,
+        |s| ready(s).is_some_and(|r| r["status"] == "True"),
+    );
+    assert_eq!(ready(&done).unwrap()["reason"], "Applied");
+    let columns = db
+        .query("select column_name from information_schema.columns where table_schema = database() and table_name = 'users' order by ordinal_position")
+        .unwrap();
+    assert_eq!(columns.trim(), "id\nname\nemail\nshort_bio");
+    let jobs = get(&ns, "jobs").unwrap();
+    let names: Vec<&str> = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    assert!(names.iter().any(|n| n.ends_with("-dev")), "{names:?}");
+}

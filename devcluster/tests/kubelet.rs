@@ -663,3 +663,261 @@ fn the_runner_image_has_the_pinned_atlas() {
         "a mount point was made on the host"
     );
 }
+
+/// A shell loop, run in the main container, that waits until something listens on `port` of
+/// the loopback (as the runner waits for its dev database), then prints how long that took.
+fn wait_for_port(port: u16) -> String {
+    format!(
+        "start=$(date +%s%N); \
+         until bash -c 'exec 3<>/dev/tcp/127.0.0.1/{port}' 2>/dev/null; do \
+           [ $(( $(date +%s%N) - start )) -lt 60000000000 ] || {{ echo 'port {port} never opened'; exit 9; }}; \
+           sleep 0.05; \
+         done; \
+         echo \"port {port} open after $(( ($(date +%s%N) - start) / 1000000 )) ms\"; "
+    )
+}
+
+/// Runs `command` until it succeeds, for at most 5 s: PostgreSQL opens its port a few
+/// milliseconds before it accepts sessions ("the database system is starting up"), as the
+/// official image's server does.
+fn retried(command: &str) -> String {
+    format!(
+        "start=$(date +%s%N); \
+         until {command}; do \
+           [ $(( $(date +%s%N) - start )) -lt 5000000000 ] || exit 8; sleep 0.1; \
+         done; \
+         echo \"accepted after $(( ($(date +%s%N) - start) / 1000000 )) ms more\"; "
+    )
+}
+
+/// The host processes still running for `pod` (the kubelet gives every container
+/// `HOSTNAME=<pod>`; the servers keep it).
+fn processes_of(pod: &str) -> Vec<String> {
+    let wanted = format!("HOSTNAME={pod}");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| var == wanted.as_bytes())
+        {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(String::from_utf8_lossy(&cmdline).replace('\0', " "));
+        }
+    }
+    found
+}
+
+/// Runs a Job whose main container waits for a database sidecar's `port` then runs `client`;
+/// checks that the Job completes, that the sidecar stopped cleanly, and that neither a process
+/// nor a data directory of the pod is left. Returns the main container's log.
+fn job_with_database(
+    ns: &TestNamespace,
+    name: &str,
+    sidecars: Value,
+    client: &str,
+    env: Value,
+) -> String {
+    let ports: Vec<u16> = sidecars
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ports"][0]["containerPort"].as_u64().unwrap() as u16)
+        .collect();
+    let mut script: String = ports.iter().map(|port| wait_for_port(*port)).collect();
+    script.push_str(client);
+    let volumes: Vec<Value> = sidecars
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["volumeMounts"].as_array().cloned().unwrap_or_default())
+        .map(|mount| json!({"name": mount["name"], "emptyDir": {}}))
+        .collect();
+    let pod = json!({
+        "initContainers": sidecars,
+        "containers": [{
+            "name": "main",
+            "image": "busybox",
+            "command": ["sh", "-c", script],
+            "env": env,
+        }],
+        "volumes": &volumes,
+        "terminationGracePeriodSeconds": 10,
+    });
+    let applied = Instant::now();
+    apply(ns, &job(name, "", json!({}), pod));
+    ok(
+        ns,
+        &[
+            "wait",
+            "--for=condition=complete",
+            &format!("job/{name}"),
+            WAIT,
+        ],
+    );
+    let complete = applied.elapsed();
+    let logs = ok(ns, &["logs", &format!("job/{name}"), "-c", "main"]);
+    eprintln!(
+        "timing: {name}: Job Complete {:.1}s after apply; main container: {}",
+        complete.as_secs_f64(),
+        logs.lines()
+            .filter(|l| l.contains(" after "))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let pod = &job_pods(ns, name)[0];
+    let pod_name = pod["metadata"]["name"].as_str().unwrap().to_string();
+    let uid = pod["metadata"]["uid"].as_str().unwrap();
+    for status in pod["status"]["initContainerStatuses"].as_array().unwrap() {
+        // Stopped by SIGTERM, the server shut down cleanly (not SIGKILLed at the grace's end).
+        assert_eq!(status["state"]["terminated"]["exitCode"], 0, "{pod:#}");
+    }
+    assert!(
+        processes_of(&pod_name).is_empty(),
+        "{:?}",
+        processes_of(&pod_name)
+    );
+    // The runs' fresh data directories and the pod's emptyDirs go as soon as the pod ends.
+    let pod_dir = ns.cluster().dir.join("kubelet/pods").join(uid);
+    let empty_dirs: Vec<std::path::PathBuf> = volumes
+        .iter()
+        .map(|v| pod_dir.join("volumes").join(v["name"].as_str().unwrap()))
+        .collect();
+    let left = || -> Vec<std::path::PathBuf> {
+        walk(&pod_dir)
+            .into_iter()
+            .filter(|path| path.ends_with("data") || empty_dirs.contains(path))
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !left().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(left().is_empty(), "left behind: {:?}", left());
+    logs
+}
+
+/// Every directory under `dir`.
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            found.push(entry.path());
+            found.extend(walk(&entry.path()));
+        }
+    }
+    found
+}
+
+#[test]
+fn a_postgres_sidecar_serves_the_job_and_leaves_nothing_behind() {
+    let ns = namespace("postgres-sidecar");
+    // As the operator's dev database: a native sidecar on an emptyDir, trust on the loopback.
+    let sidecar = json!([{
+        "name": "devdb",
+        "image": "postgres:16",
+        "restartPolicy": "Always",
+        "env": [{"name": "POSTGRES_HOST_AUTH_METHOD", "value": "trust"}],
+        "ports": [{"containerPort": 5432}],
+        "volumeMounts": [{"name": "devdb", "mountPath": "/var/lib/postgresql/data"}],
+    }]);
+    let client = retried(
+        "psql postgres://postgres@127.0.0.1:5432/postgres -v ON_ERROR_STOP=1 \
+         -c 'create table t(id int)'",
+    );
+    let logs = job_with_database(&ns, "pg", sidecar, &client, json!([]));
+    assert!(logs.contains("CREATE TABLE"), "{logs}");
+}
+
+#[test]
+fn a_mariadb_sidecar_serves_the_job_and_leaves_nothing_behind() {
+    let ns = namespace("mariadb-sidecar");
+    // No volume: the data directory is a fresh one of the kubelet's.
+    let sidecar = json!([{
+        "name": "devdb",
+        "image": "mariadb:11",
+        "restartPolicy": "Always",
+        "env": [{"name": "MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "value": "1"}],
+        "ports": [{"containerPort": 3306}],
+    }]);
+    let logs = job_with_database(
+        &ns,
+        "maria",
+        sidecar,
+        "mariadb -h127.0.0.1 -P3306 -uroot -N -e 'select 40 + 2'",
+        json!([]),
+    );
+    assert!(logs.lines().any(|line| line == "42"), "{logs}");
+}
+
+#[test]
+fn database_images_take_credentials_databases_and_ports_from_the_container() {
+    let ns = namespace("database-env");
+    // A password that needs quoting in SQL and in the shell, from a Secret.
+    let password = r#"p'a\ss"w $x"#;
+    ok(
+        &ns,
+        &[
+            "create",
+            "secret",
+            "generic",
+            "db",
+            &format!("--from-literal=password={password}"),
+        ],
+    );
+    let secret = |name: &str| json!({"name": name, "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}});
+    let sidecars = json!([
+        {
+            "name": "pg",
+            "image": "docker.io/library/postgres:17-bookworm",
+            "restartPolicy": "Always",
+            "env": [
+                secret("POSTGRES_PASSWORD"),
+                {"name": "POSTGRES_USER", "value": "atlas"},
+                {"name": "POSTGRES_DB", "value": "dev"},
+            ],
+            "ports": [{"containerPort": 15432}],
+        },
+        {
+            "name": "mysql",
+            "image": "mysql:8.4",
+            "restartPolicy": "Always",
+            "env": [
+                secret("MYSQL_ROOT_PASSWORD"),
+                {"name": "MYSQL_DATABASE", "value": "dev"},
+                // Not the mysql image's variable: ignored.
+                {"name": "MARIADB_DATABASE", "value": "other"},
+            ],
+            "args": ["--character-set-server=utf8mb4"],
+            "ports": [{"containerPort": 13306}],
+            "volumeMounts": [{"name": "mysql", "mountPath": "/var/lib/mysql"}],
+        },
+    ]);
+    let client = format!(
+        "export PGPASSWORD=\"$DB_PASSWORD\" MYSQL_PWD=\"$DB_PASSWORD\"; {} \
+         psql -h 127.0.0.1 -p 15432 -U atlas -d dev -v ON_ERROR_STOP=1 -At \
+           -c 'select current_user, current_database()'; \
+         PGPASSWORD=wrong psql -h 127.0.0.1 -p 15432 -U atlas -d dev -c 'select 1' \
+           && exit 7; \
+         mariadb -h127.0.0.1 -P13306 -uroot -N -e 'show databases; select @@character_set_server'; \
+         MYSQL_PWD= mariadb -h127.0.0.1 -P13306 -uroot -e 'select 1' && exit 6; \
+         echo done",
+        retried("psql -h 127.0.0.1 -p 15432 -U atlas -d dev -c 'select 1' >/dev/null")
+    );
+    // The main container gets the password too, for its clients.
+    let logs = job_with_database(
+        &ns,
+        "env",
+        sidecars,
+        &client,
+        json!([secret("DB_PASSWORD")]),
+    );
+    let lines: Vec<&str> = logs.lines().collect();
+    assert!(lines.contains(&"atlas|dev"), "{logs}");
+    assert!(lines.contains(&"dev"), "{logs}");
+    assert!(!lines.contains(&"other"), "{logs}");
+    assert!(lines.contains(&"utf8mb4"), "{logs}");
+    assert_eq!(lines.last(), Some(&"done"), "{logs}");
+}

@@ -1,9 +1,9 @@
 //! `cargo xtask demo`: the operator's main job end to end, as far as this build goes.
 //!
 //! Tools, databases and the local cluster; then the operator (as its own process, with the
-//! shipped RBAC) applies the seed's versioned migrations, unchanged, and a second file added to
-//! their ConfigMap. The seed's MySQL AtlasSchema needs a dev database, which the operator does not
-//! provide yet (issue 8): that step is done by hand with Atlas, and says so.
+//! shipped RBAC) applies both seed flows unchanged: the PostgreSQL versioned migrations (and a
+//! second file added to their ConfigMap), and the MySQL AtlasSchema, whose dev database the
+//! operator brings as a sidecar (MariaDB stands in for MySQL here).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use devcluster::cmd;
-use devcluster::db::{self, Engine, TestDatabase};
+use devcluster::db;
 use devcluster::operator::OperatorProcess;
 use serde_json::Value;
 
@@ -209,37 +209,47 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
 
     step(
         "7",
-        "the seed's MySQL AtlasSchema: its dev database comes with issue 8, so by hand with Atlas",
+        "the seed's MySQL AtlasSchema, unchanged: the operator brings a throwaway dev database",
     );
-    let mysql = TestDatabase::create(Engine::MariaDb, "demo_myapp")?;
-    let dev = TestDatabase::create(Engine::MariaDb, "demo_dev")?;
-    let work = std::env::temp_dir().join(format!("atlas-operator-demo-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&work);
-    fs::create_dir_all(&work)?;
-    let schema = seed_document("examples/mysql-schema/schema.yaml")?;
-    let sql = schema["spec"]["schema"]["sql"]
-        .as_str()
-        .context("the seed AtlasSchema has no schema.sql")?;
-    fs::write(work.join("schema.sql"), sql)?;
-    atlas(&[
-        "schema",
+    let out = kubectl(&[
+        "-n",
+        NAMESPACE,
         "apply",
-        "--url",
-        &mysql.url,
-        "--dev-url",
-        &dev.url,
-        "--to",
-        &format!("file://{}", work.join("schema.sql").display()),
-        "--auto-approve",
+        "-f",
+        &workspace_root()
+            .join("examples/mysql-schema/schema.yaml")
+            .display()
+            .to_string(),
     ])?;
-    let _ = fs::remove_dir_all(&work);
-    println!("    MariaDB (standing in for MySQL): describe users");
-    println!("{}", indent(&mysql.query("describe users")?));
-
+    print!("    {out}");
+    let started = Instant::now();
+    if let Err(err) = kubectl(&[
+        "-n",
+        NAMESPACE,
+        "wait",
+        "--for=condition=ready",
+        "--timeout=110s",
+        "atlasschema/atlasschema-mysql",
+    ]) {
+        bail!(
+            "the AtlasSchema did not turn Ready: {err}\noperator log:\n{}",
+            operator.log()
+        );
+    }
+    println!("    Ready after {:.1}s", started.elapsed().as_secs_f64());
     println!(
-        "\nDone. Still to come: the seed's MySQL AtlasSchema applied by the operator as it is, \
-         with a throwaway dev database per Job (issue 8)."
+        "{}",
+        indent(&kubectl(&["-n", NAMESPACE, "get", "atlasschemas,jobs"])?)
     );
+    println!("    MariaDB (standing in for MySQL): describe myapp.users");
+    let mut describe = Command::new("mariadb");
+    describe
+        .arg("--no-defaults")
+        .args(["-h", "127.0.0.1", "-P", &servers.mysql_port.to_string()])
+        .args(["-u", db::USER, "-t", "-e", "describe myapp.users"])
+        .env("MYSQL_PWD", db::PASSWORD);
+    println!("{}", indent(&cmd::output(&mut describe, LIMIT)?));
+    println!("\nDone: both seed flows applied by the operator, unchanged.");
     drop(operator);
     Ok(())
 }
@@ -271,12 +281,6 @@ fn seed_document(relative: &str) -> Result<Value> {
     let path = workspace_root().join(relative);
     let text = fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
     serde_saphyr::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-}
-
-fn atlas(args: &[&str]) -> Result<String> {
-    let mut atlas: Command = devcluster::tools::atlas()?;
-    atlas.args(args);
-    Ok(cmd::output(&mut atlas, LIMIT)?)
 }
 
 fn indent(text: &str) -> String {

@@ -8,6 +8,11 @@
 //! | contains `atlas-operator/runner` | `/usr/local/bin/runner` (the built `runner`) | – | (`/usr/local/bin` holds the built `atlas`) |
 //! | last path segment starts with `kubectl` | `/usr/local/bin/kubectl` (the built `kubectl`) | – | – |
 //! | last path segment starts with `busybox`, `debian`, `alpine` or `ubuntu` | – | `sh` | – |
+//! | repository `postgres` (`postgres:16`, `docker.io/library/postgres:…`) | `/usr/local/bin/docker-entrypoint.sh` (ours) | `postgres` | – (the server's `bin` directory ends it) |
+//! | repository `mysql` / `mariadb` | `/usr/local/bin/docker-entrypoint.sh` (ours) | `mysqld` / `mariadbd` | – |
+//!
+//! The database images run Debian's PostgreSQL and MariaDB as the official images would run
+//! theirs: see [`super::database`].
 //!
 //! The built programs are mounted into the container at `/usr/local/bin/<name>`, as an image
 //! would carry them: their host paths (a clone anywhere, even under `/tmp`, which a pod's
@@ -18,6 +23,8 @@
 //! reason `ErrImagePull`.
 
 use std::path::{Path, PathBuf};
+
+use super::database::{self, Flavour};
 
 /// The programs the table maps to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,6 +51,8 @@ pub struct Process {
     pub image_env: Vec<(String, String)>,
     /// Built programs the image carries: (host path, path in the container).
     pub files: Vec<(PathBuf, PathBuf)>,
+    /// A database image: the launch adds its entrypoint, port, data and socket directories.
+    pub database: Option<Flavour>,
 }
 
 /// Where the image carries the built programs.
@@ -67,6 +76,15 @@ pub enum ImageError {
     },
     #[error("image \"{0}\" has no entrypoint: give the container a `command`")]
     NoCommand(String),
+    #[error(
+        "image \"{image}\" runs the host's {package} server, which is not installed ({missing}); \
+         `cargo xtask cluster up` installs Debian's packages"
+    )]
+    NotInstalled {
+        image: String,
+        package: &'static str,
+        missing: String,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -74,14 +92,23 @@ enum Kind {
     Runner,
     Kubectl,
     Shell,
+    Database(Flavour),
 }
 
 /// The repository part of an image reference's last segment: `docker.io/library/busybox:1.36` →
 /// `busybox`.
-fn short_name(image: &str) -> &str {
+pub fn short_name(image: &str) -> &str {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
     last.split(':').next().unwrap_or(last)
+}
+
+/// An image reference's tag: `postgres:16-alpine` → `16-alpine`; none for `postgres` or
+/// `registry:5000/postgres`.
+pub fn tag(image: &str) -> Option<&str> {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
+    last.split_once(':').map(|(_, tag)| tag)
 }
 
 fn kind(image: &str) -> Option<Kind> {
@@ -96,7 +123,7 @@ fn kind(image: &str) -> Option<Kind> {
     {
         Some(Kind::Shell)
     } else {
-        None
+        Flavour::of(image).map(Kind::Database)
     }
 }
 
@@ -111,6 +138,8 @@ impl Programs {
         let kind = kind(image).ok_or_else(|| ImageError::Unknown(image.to_string()))?;
         let mut files = Vec::new();
         let mut image_env = Vec::new();
+        let mut path = DEFAULT_PATH.to_string();
+        let mut database = None;
         let entrypoint: Vec<String> = match kind {
             Kind::Runner => {
                 files.push((self.atlas(image)?, in_image("atlas")));
@@ -130,13 +159,32 @@ impl Programs {
                 vec![in_image("kubectl").display().to_string()]
             }
             Kind::Shell => Vec::new(),
+            Kind::Database(flavour) => {
+                if let Some(missing) = flavour.missing() {
+                    return Err(ImageError::NotInstalled {
+                        image: image.to_string(),
+                        package: flavour.package(),
+                        missing,
+                    });
+                }
+                if flavour == Flavour::Postgres
+                    && let Some(bin) = database::postgres_bin_dir()
+                {
+                    // As the image puts its server's directory on PATH.
+                    path = format!("{path}:{}", bin.display());
+                }
+                image_env = flavour.image_env(tag(image));
+                database = Some(flavour);
+                vec![database::ENTRYPOINT.to_string()]
+            }
         };
         // A runtime's rule: `command` replaces ENTRYPOINT (and drops CMD), `args` replace CMD.
         let mut argv: Vec<String> = if command.is_empty() {
-            let cmd = if args.is_empty() && kind == Kind::Shell {
-                vec!["sh".to_string()]
-            } else {
-                args.to_vec()
+            let cmd = match kind {
+                _ if !args.is_empty() => args.to_vec(),
+                Kind::Shell => vec!["sh".to_string()],
+                Kind::Database(flavour) => vec![flavour.command().to_string()],
+                Kind::Runner | Kind::Kubectl => Vec::new(),
             };
             entrypoint.into_iter().chain(cmd).collect()
         } else {
@@ -156,9 +204,10 @@ impl Programs {
         }
         Ok(Process {
             argv,
-            path: DEFAULT_PATH.to_string(),
+            path,
             image_env,
             files,
+            database,
         })
     }
 
@@ -324,6 +373,50 @@ mod tests {
                 PathBuf::from("/usr/local/bin/kubectl")
             )]
         );
+    }
+
+    #[test]
+    fn database_images_run_our_entrypoint_with_the_server_as_cmd() {
+        let entrypoint = database::ENTRYPOINT.to_string();
+        let p = programs().resolve("mariadb:11", &[], &[]).unwrap();
+        assert_eq!(p.argv, vec![entrypoint.clone(), "mariadbd".to_string()]);
+        assert_eq!(p.database, Some(Flavour::MariaDb));
+        assert!(p.files.is_empty());
+        let p = programs()
+            .resolve(
+                "mysql:8.4",
+                &[],
+                &strings(&["--character-set-server=utf8mb4"]),
+            )
+            .unwrap();
+        assert_eq!(
+            p.argv,
+            vec![
+                entrypoint.clone(),
+                "--character-set-server=utf8mb4".to_string()
+            ]
+        );
+        let p = programs().resolve("postgres:16", &[], &[]).unwrap();
+        assert_eq!(p.argv, vec![entrypoint, "postgres".to_string()]);
+        assert!(p.path.starts_with(DEFAULT_PATH), "{}", p.path);
+        assert!(p.path.ends_with("/bin"), "{}", p.path);
+        assert_eq!(
+            p.image_env,
+            vec![("PGDATA".to_string(), "/var/lib/postgresql/data".to_string())]
+        );
+        let p = programs()
+            .resolve("postgres:16", &strings(&["sh", "-c", "true"]), &[])
+            .unwrap();
+        assert_eq!(p.argv, strings(&["sh", "-c", "true"]));
+        assert_eq!(p.database, Some(Flavour::Postgres));
+    }
+
+    #[test]
+    fn tags() {
+        assert_eq!(tag("postgres:16-alpine"), Some("16-alpine"));
+        assert_eq!(tag("registry:5000/postgres"), None);
+        assert_eq!(tag("registry:5000/mariadb:11@sha256:abc"), Some("11"));
+        assert_eq!(tag("mysql"), None);
     }
 
     #[test]

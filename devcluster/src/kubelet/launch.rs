@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{Container, Pod};
 
 use super::Context;
+use super::database::{self, Flavour};
 use super::env::{self, Lookup};
 use super::image::ImageError;
 use super::sandbox::{Launch, Mount, Source};
@@ -27,6 +28,8 @@ pub struct Files {
     pub termination_message: PathBuf,
     /// stdout and stderr.
     pub log: PathBuf,
+    /// A database image's data directory when no volume holds it; removed when the run ends.
+    pub data: PathBuf,
 }
 
 impl Files {
@@ -41,6 +44,7 @@ impl Files {
                 .join("logs")
                 .join(container)
                 .join(format!("{attempt}.log")),
+            data: dir.join("data"),
             dir,
         }
     }
@@ -84,6 +88,17 @@ pub async fn build(
         ("HOME".to_string(), "/".to_string()),
     ];
     base.extend(process.image_env.clone());
+    if let Some(flavour) = process.database {
+        // The server's port: pods share the host's network, so it is the declared one.
+        let declared: Vec<i32> = spec
+            .ports
+            .iter()
+            .flatten()
+            .map(|port| port.container_port)
+            .collect();
+        let port = database::port(flavour, &declared);
+        base.push((flavour.port_variable().to_string(), port.to_string()));
+    }
     base.extend(service_env(ctx.apiserver_port));
     let mut lookup = Lookup::new(ctx.client.clone(), &namespace);
     let vars = env::resolve(pod, spec, &mut lookup, base)
@@ -160,6 +175,13 @@ pub async fn build(
             },
         });
     }
+    if let Some(flavour) = process.database {
+        let template = match flavour {
+            Flavour::MySql | Flavour::MariaDb => ctx.templates.mariadb().await,
+            Flavour::Postgres => None,
+        };
+        database_mounts(flavour, &mut mounts, files, template, value).map_err(io)?;
+    }
     let working_dir = spec.working_dir.clone().unwrap_or_else(|| "/".to_string());
     let inside_a_mount = mounts
         .iter()
@@ -183,6 +205,60 @@ pub async fn build(
         },
         program,
     ))
+}
+
+/// A database image's own files: its entrypoint; its data directory (fresh for this run unless a
+/// volume holds it), socket directory and `/tmp` (the sandbox's own unless a volume is there);
+/// the kubelet's fresh data directory to copy, if any.
+fn database_mounts(
+    flavour: Flavour,
+    mounts: &mut Vec<Mount>,
+    files: &Files,
+    template: Option<PathBuf>,
+    env: impl Fn(&str) -> Option<String>,
+) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let script = files.dir.join("docker-entrypoint.sh");
+    std::fs::write(&script, flavour.entrypoint())?;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
+    mounts.push(Mount {
+        target: PathBuf::from(database::ENTRYPOINT),
+        source: Source::Bind {
+            host: script,
+            read_only: true,
+        },
+    });
+    let covered =
+        |mounts: &[Mount], path: &Path| mounts.iter().any(|m| path.starts_with(&m.target));
+    let data = flavour.data_dir(env);
+    if !covered(mounts, &data) {
+        std::fs::create_dir_all(&files.data)?;
+        mounts.push(Mount {
+            target: data,
+            source: Source::Bind {
+                host: files.data.clone(),
+                read_only: false,
+            },
+        });
+    }
+    if let Some(template) = template {
+        mounts.push(Mount {
+            target: PathBuf::from(database::MARIADB_TEMPLATE),
+            source: Source::Bind {
+                host: template,
+                read_only: true,
+            },
+        });
+    }
+    for dir in [flavour.socket_dir(), "/tmp"] {
+        if !covered(mounts, Path::new(dir)) {
+            mounts.push(Mount {
+                target: PathBuf::from(dir),
+                source: Source::Dir,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// What a kubelet gives every container for the `kubernetes` Service; here the API server on

@@ -8,6 +8,7 @@
 //! control plane by [`crate::cluster`]. Images map to local programs by the table in [`image`].
 //! What it does not do is listed in `docs/devcluster.md`.
 
+pub mod database;
 pub mod env;
 pub mod image;
 pub mod launch;
@@ -102,6 +103,8 @@ pub struct Context {
     pub pods_dir: PathBuf,
     pub programs: image::Programs,
     pub bwrap: PathBuf,
+    /// Fresh database data directories, made once and copied at each start.
+    pub templates: database::Templates,
     /// The API server's port, for the pods' `KUBERNETES_SERVICE_PORT`.
     pub apiserver_port: u16,
     pub logs: logs::Registry,
@@ -206,6 +209,7 @@ pub async fn run(config: Config) -> Result<(), KubeletError> {
         pods_dir,
         programs: config.programs.clone(),
         bwrap: config.bwrap.clone(),
+        templates: database::Templates::new(config.dir.join("images"), config.bwrap.clone()),
         apiserver_port,
         logs: registry,
         slots: Arc::new(Semaphore::new(config.max_pods.max(1))),

@@ -21,6 +21,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::Instant;
 
 use super::Context;
+use super::database::Flavour;
 use super::env::Lookup;
 use super::status::{self, ContainerView, Phase, State};
 use super::volumes::{self, Prepared};
@@ -136,6 +137,8 @@ pub struct Worker {
     written: Option<Value>,
     /// A finished pod found at start: its status is the earlier kubelet's and stays.
     frozen: bool,
+    /// The finished pod's emptyDirs are removed.
+    emptied: bool,
     delete_sent: bool,
     exits_tx: mpsc::UnboundedSender<Exit>,
     exits_rx: mpsc::UnboundedReceiver<Exit>,
@@ -201,6 +204,7 @@ impl Worker {
             conditions: HashMap::new(),
             written: None,
             frozen: false,
+            emptied: false,
             delete_sent: false,
             exits_tx,
             exits_rx,
@@ -355,10 +359,28 @@ impl Worker {
     fn claim_ports(&self) -> Result<(), String> {
         let wanted: Vec<(i32, String)> = self
             .runs()
-            .flat_map(|run| run.spec.ports.iter().flatten())
-            .map(|port| {
-                let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".to_string());
-                (port.container_port, protocol)
+            .flat_map(|run| {
+                let mut ports: Vec<(i32, String)> = run
+                    .spec
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|port| {
+                        let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".to_string());
+                        (port.container_port, protocol)
+                    })
+                    .collect();
+                // A database image's server declaring no port still listens on its default one
+                // (not a `command` such as `psql` run from the image).
+                let image = run.spec.image.as_deref().unwrap_or_default();
+                let entrypoint = run.spec.command.as_ref().is_none_or(|c| c.is_empty());
+                if ports.is_empty()
+                    && entrypoint
+                    && let Some(flavour) = Flavour::of(image)
+                {
+                    ports.push((flavour.default_port(), "TCP".to_string()));
+                }
+                ports
             })
             .collect();
         let mut ports = self.ctx.ports.lock().unwrap_or_else(|p| p.into_inner());
@@ -629,6 +651,13 @@ impl Worker {
             .logs
             .ended(&self.namespace, &self.name, &run.spec.name);
         let files = launch::Files::new(&self.dir, &run.spec.name, run.attempt);
+        // A database's data directory of this run: nothing reads it again.
+        let data = files.data.clone();
+        tokio::spawn(async move {
+            if tokio::fs::try_exists(&data).await.unwrap_or(false) {
+                let _ = tokio::fs::remove_dir_all(&data).await;
+            }
+        });
         let fallback =
             run.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
         let message = logs::termination_message(
@@ -712,8 +741,28 @@ impl Worker {
         // A finished pod no longer takes a place on the node, nor its ports.
         self.slot = None;
         self.release_ports();
+        if !self.emptied {
+            self.emptied = true;
+            self.remove_empty_dirs().await;
+        }
         if self.pod.metadata.deletion_timestamp.is_some() && !self.delete_sent {
             self.delete_pod().await;
+        }
+    }
+
+    /// A finished pod's `emptyDir`s (a dev database's data, say): no container of the pod
+    /// runs again to read them, so they go now rather than with the pod object as on a node.
+    async fn remove_empty_dirs(&self) {
+        let volumes = self.pod.spec.as_ref().and_then(|s| s.volumes.as_ref());
+        for volume in volumes.into_iter().flatten() {
+            if volume.empty_dir.is_some() {
+                let dir = self.dir.join("volumes").join(&volume.name);
+                if let Err(err) = tokio::fs::remove_dir_all(&dir).await
+                    && err.kind() != std::io::ErrorKind::NotFound
+                {
+                    tracing::warn!(pod = %self.key(), dir = %dir.display(), %err, "removing an emptyDir");
+                }
+            }
         }
     }
 
