@@ -203,6 +203,14 @@ fn hash<S: Serialize>(
     hex(&Sha256::digest(bytes))
 }
 
+/// An enum's name as the manifest spells it (`linear-skip`, `none`): the runner passes it on.
+fn wire_name<T: Serialize>(value: T) -> String {
+    serde_json::to_value(value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -482,12 +490,7 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
             dir: INPUTS_DIR.into(),
             revisions_schema: spec.revisions_schema.clone(),
             baseline: spec.baseline.clone(),
-            exec_order: spec.exec_order.map(|o| {
-                serde_json::to_value(o)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            }),
+            exec_order: spec.exec_order.map(wire_name),
             tx_mode: None,
             allow_migrate_down: protected.and_then(|m| m.allow).unwrap_or(false),
         }),
@@ -635,12 +638,7 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
             desired: Desired::File(format!("{INPUTS_DIR}/{file}")),
             exclude: spec.exclude.clone().unwrap_or_default(),
             schemas: spec.schemas.clone().unwrap_or_default(),
-            tx_mode: spec.tx_mode.map(|m| {
-                serde_json::to_value(m)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            }),
+            tx_mode: spec.tx_mode.map(wire_name),
             lint_destructive: policy
                 .and_then(|p| p.lint.as_ref())
                 .and_then(|l| l.destructive.as_ref())

@@ -600,3 +600,48 @@ fn the_seed_schema_unchanged_gets_a_dev_database_of_its_own() {
     assert_eq!(names.len(), 2, "{names:?}");
     assert!(names.iter().any(|n| n.ends_with("-dev")), "{names:?}");
 }
+
+/// The migration directory's ConfigMap does not exist yet: a clear reason and an event, no Job,
+/// and the apply starts by itself once the ConfigMap is created.
+#[test]
+fn a_missing_configmap_is_reported_and_its_creation_unblocks_the_apply() {
+    let ns = cluster().namespace("ctl-nocm").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_nocm").unwrap();
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    let operator = Operator::start(&ns.name);
+    apply_json(&ns.name, &seed_migration());
+    let waiting = wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(60),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["reason"] == "ReadingMigrationData"),
+    );
+    assert_eq!(
+        ready(&waiting).unwrap()["message"],
+        "ConfigMap migrationdir not found"
+    );
+    let events = kubectl(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "json"]).unwrap();
+    assert!(
+        events.contains("ConfigMap migrationdir not found"),
+        "{events}"
+    );
+    assert!(
+        get(&ns, "jobs").unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
+    migration_dir(
+        &ns,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+}
