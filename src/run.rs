@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::Client;
-use kube_lease_manager::LeaseManagerBuilder;
+use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 
 use crate::controller::{self, Options};
 use crate::job::JobSettings;
@@ -67,13 +67,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         controller::run(client, ctx, config.options).await;
         return Ok(());
     };
-    let manager = LeaseManagerBuilder::new(client.clone(), &election.lease_name)
-        .with_namespace(&election.lease_namespace)
-        .with_identity(&election.identity)
-        .with_field_manager(crate::reconcile::MANAGER)
-        .build()
-        .await
-        .map_err(|err| RunError::Lease(err.to_string()))?;
+    let manager = lease_manager(client.clone(), &election).await?;
     let (mut leading, lease_task) = manager.watch().await;
     // A follower is ready too: it is healthy and will take over when the leader goes.
     ready.store(true, Ordering::Relaxed);
@@ -97,4 +91,25 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     drop(leading);
     let _ = lease_task.await;
     result
+}
+
+/// This replica's handle on the Lease (created when missing).
+pub async fn lease_manager(
+    client: Client,
+    election: &LeaderElection,
+) -> Result<LeaseManager, RunError> {
+    LeaseManagerBuilder::new(client, &election.lease_name)
+        .with_namespace(&election.lease_namespace)
+        .with_identity(&election.identity)
+        // Locking relies on server-side apply conflicts between replicas, so each replica needs
+        // a field manager of its own: a shared one lets two replicas both take the lease.
+        .with_field_manager(lease_field_manager(&election.identity))
+        .build()
+        .await
+        .map_err(|err| RunError::Lease(err.to_string()))
+}
+
+/// The field manager a replica writes the Lease with, unique per replica.
+pub fn lease_field_manager(identity: &str) -> String {
+    format!("{}-lease-{identity}", crate::reconcile::MANAGER)
 }

@@ -565,6 +565,37 @@ fn two_operators_elect_one_leader_and_make_one_job() {
         first.log(),
         second.log()
     );
+    // The lock is a server-side apply conflict: it only holds when each replica writes the Lease
+    // under a field manager of its own. Two racing replicas once both won through a shared one.
+    let lease_name = format!("lease/atlas-operator-{}", ns.name);
+    let lease: Value = serde_json::from_str(
+        &kubectl(&[
+            "-n",
+            "atlas-operator-system",
+            "get",
+            &lease_name,
+            "-o",
+            "json",
+            "--show-managed-fields",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let holder = lease["spec"]["holderIdentity"].as_str().unwrap();
+    let managers: Vec<&str> = lease["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["manager"].as_str())
+        .collect();
+    assert!(
+        managers.contains(&atlas_operator::run::lease_field_manager(holder).as_str()),
+        "{managers:?}"
+    );
+    assert!(
+        !managers.contains(&"atlas-operator"),
+        "a shared field manager on the Lease: {managers:?}"
+    );
 }
 
 /// The seed's MySQL AtlasSchema, unchanged (no dev URL, the URL in a Secret): the operator finds
