@@ -22,6 +22,8 @@ pub struct Options {
     pub namespaces: Vec<String>,
     /// Reconciles running at once, per kind and namespace.
     pub concurrency: u16,
+    /// Only resources matching this label selector are reconciled (None: all).
+    pub label_selector: Option<String>,
 }
 
 fn api<K: Applyable>(client: &Client, namespace: Option<&str>) -> Api<K> {
@@ -42,19 +44,28 @@ async fn run_kind<K: Applyable>(
     client: Client,
     namespace: Option<String>,
     ctx: Arc<Context>,
-    concurrency: u16,
+    options: Options,
 ) {
     let ns = namespace.as_deref();
     let managed = format!(
         "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_KIND}={}",
         kind_label::<K>()
     );
-    let controller = Controller::new(
-        api::<K>(&client, ns),
-        watcher::Config::default().any_semantic(),
-    )
-    .with_config(controller::Config::default().concurrency(concurrency));
+    let mut resources = watcher::Config::default().any_semantic();
+    if let Some(selector) = &options.label_selector {
+        resources = resources.labels(selector);
+    }
+    let controller = Controller::new(api::<K>(&client, ns), resources)
+        .with_config(controller::Config::default().concurrency(options.concurrency));
     let store = controller.store();
+    let cached = store.clone();
+    ctx.metrics.count_ready(K::KIND.resource_kind(), move || {
+        cached
+            .state()
+            .iter()
+            .map(|resource| ready_status(&resource.computed_status()))
+            .collect()
+    });
     controller
         .owns(
             api_of::<Job>(&client, ns),
@@ -98,6 +109,14 @@ async fn run_kind<K: Applyable>(
         .await;
 }
 
+fn ready_status(status: &crate::status::Computed) -> String {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .map_or_else(|| "Unknown".to_string(), |c| c.status.clone())
+}
+
 fn api_of<T>(client: &Client, namespace: Option<&str>) -> Api<T>
 where
     T: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
@@ -121,13 +140,13 @@ pub async fn run(client: Client, ctx: Arc<Context>, options: Options) {
             client.clone(),
             namespace.clone(),
             ctx.clone(),
-            options.concurrency,
+            options.clone(),
         )));
         tasks.push(tokio::spawn(run_kind::<AtlasSchema>(
             client.clone(),
             namespace,
             ctx.clone(),
-            options.concurrency,
+            options.clone(),
         )));
     }
     for task in tasks {

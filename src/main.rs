@@ -74,6 +74,13 @@ struct RunArgs {
     /// The dev database image for MariaDB targets.
     #[arg(long, env = "DEV_IMAGE_MARIA")]
     dev_image_maria: Option<String>,
+    /// Run resources that bring their own atlas.hcl (spec.config, spec.configFrom). Off by
+    /// default: a project file can read external data sources and run programs in the Job.
+    #[arg(long, env = "ALLOW_CUSTOM_CONFIG", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    allow_custom_config: bool,
+    /// Reconcile only the resources matching this label selector (e.g. `team=payments`).
+    #[arg(long, env = "WATCH_LABEL_SELECTOR")]
+    label_selector: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -146,7 +153,9 @@ fn config(args: RunArgs) -> RunConfig {
         options: Options {
             namespaces: args.namespaces,
             concurrency: args.concurrency,
+            label_selector: args.label_selector.filter(|s| !s.is_empty()),
         },
+        allow_custom_config: args.allow_custom_config,
         settings: JobSettings {
             runner_image: args.runner_image.unwrap_or(defaults.runner_image),
             image_pull_policy: args.runner_image_pull_policy,

@@ -1,12 +1,14 @@
 //! Prometheus metrics, registered once: reconciles by kind and outcome and their duration, Jobs
-//! created, and failures by reason. Served on `/metrics` by [`crate::server`].
+//! created, failures by reason, and resources by Ready state. Served on `/metrics` by
+//! [`crate::server`].
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -27,12 +29,24 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+pub struct ReadyLabels {
+    pub kind: String,
+    /// The Ready condition's status: `True`, `False`, or `Unknown` (no condition yet).
+    pub ready: String,
+}
+
+/// Reads the Ready statuses of one kind's cached resources (a controller's store).
+type ReadySource = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+
 pub struct Metrics {
     pub registry: Registry,
     pub reconciles: Family<OutcomeLabels, Counter>,
     pub reconcile_duration: Family<KindLabels, Histogram>,
     pub jobs_created: Family<KindLabels, Counter>,
     pub failures: Family<ReasonLabels, Counter>,
+    resources: Family<ReadyLabels, Gauge>,
+    ready_sources: Mutex<Vec<(&'static str, ReadySource)>>,
 }
 
 impl Default for Metrics {
@@ -64,12 +78,20 @@ impl Default for Metrics {
             "Resources that turned Ready=False, by kind and reason",
             failures.clone(),
         );
+        let resources = Family::<ReadyLabels, Gauge>::default();
+        registry.register(
+            "resources",
+            "Resources in the operator's cache, by kind and Ready status",
+            resources.clone(),
+        );
         Metrics {
             registry,
             reconciles,
             reconcile_duration,
             jobs_created,
             failures,
+            resources,
+            ready_sources: Mutex::new(Vec::new()),
         }
     }
 }
@@ -84,7 +106,51 @@ impl Metrics {
         }
     }
 
+    /// Counts `kind`'s resources by Ready status from `source` at every scrape. Reading the
+    /// controllers' caches then, rather than tracking each reconcile, keeps the gauge right when
+    /// a resource is deleted, which no reconcile sees.
+    pub fn count_ready(
+        &self,
+        kind: &'static str,
+        source: impl Fn() -> Vec<String> + Send + Sync + 'static,
+    ) {
+        self.ready_sources
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((kind, Box::new(source)));
+    }
+
+    fn refresh_resources(&self) {
+        let sources = self.ready_sources.lock().unwrap_or_else(|e| e.into_inner());
+        let mut counts = std::collections::BTreeMap::<ReadyLabels, i64>::new();
+        for (kind, source) in sources.iter() {
+            // Every state of a watched kind is reported, zero included, so a dashboard sees a
+            // count fall to zero rather than a series vanish.
+            for ready in ["True", "False", "Unknown"] {
+                counts
+                    .entry(ReadyLabels {
+                        kind: (*kind).into(),
+                        ready: ready.into(),
+                    })
+                    .or_default();
+            }
+            for ready in source() {
+                *counts
+                    .entry(ReadyLabels {
+                        kind: (*kind).into(),
+                        ready,
+                    })
+                    .or_default() += 1;
+            }
+        }
+        self.resources.clear();
+        for (labels, count) in counts {
+            self.resources.get_or_create(&labels).set(count);
+        }
+    }
+
     pub fn encode(&self) -> String {
+        self.refresh_resources();
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)
             .expect("encoding metrics into a String cannot fail");

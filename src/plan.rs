@@ -37,6 +37,11 @@ pub const ENV_DEV_URL: &str = "ATLAS_DEV_URL";
 const KEY_URL: &str = "atlas-operator.target-url";
 const KEY_PASSWORD: &str = "atlas-operator.target-password";
 const KEY_DEV_URL: &str = "atlas-operator.dev-url";
+const KEY_CONFIG: &str = "atlas-operator.config.hcl";
+/// A user's own `atlas.hcl`, when the spec gives one.
+pub const ENV_CUSTOM_CONFIG: &str = "ATLAS_CUSTOM_CONFIG";
+/// `spec.vars` values read from Secrets and ConfigMaps: `ATLAS_VAR_<index>`.
+pub const ENV_VAR_PREFIX: &str = "ATLAS_VAR_";
 
 /// The ConfigMaps a resource refers to, as the dereference step found them.
 pub type ConfigMaps = BTreeMap<String, ConfigMap>;
@@ -98,6 +103,16 @@ pub struct Plan {
     pub backoff_limit: i32,
     /// The apply needs a dev database and the spec gives none: the Job gets one as a sidecar.
     pub dev: DevNeed,
+}
+
+impl Plan {
+    /// The reason a problem with the resource's inputs is reported under.
+    pub fn input_reason(&self) -> Reason {
+        match self.kind {
+            Kind::Migration => Reason::ReadingMigrationData,
+            Kind::Schema => Reason::ReadSchema,
+        }
+    }
 }
 
 /// Whether the Job must bring its own dev database.
@@ -347,20 +362,112 @@ fn target(spec: &TargetSpec, reason: Reason) -> Result<Targeted, PlanError> {
     })
 }
 
-/// Refuses what this build cannot run yet, in words the user can act on.
-fn unsupported_project_config(
+/// A user's own project file and its variables, as the Job hands them to the runner: the file
+/// in [`ENV_CUSTOM_CONFIG`], each variable's value in an environment variable or, when written
+/// in plain text in the spec, in the contract.
+struct ProjectConfig {
+    custom_config_env: Option<String>,
+    vars: Vec<contract::Var>,
+}
+
+fn project_config(
     project: &crate::api::ProjectConfigSpec,
     reason: Reason,
-) -> Result<(), PlanError> {
-    if project.config.is_some() || project.config_from.is_some() || project.vars.is_some() {
+    env: &mut Vec<EnvVar>,
+    inline: &mut BTreeMap<String, String>,
+) -> Result<ProjectConfig, PlanError> {
+    let config = project.config.as_ref().filter(|c| !c.trim().is_empty());
+    let custom_config_env = match (config, &project.config_from) {
+        (Some(_), Some(_)) => {
+            return Err(PlanError::spec(
+                reason,
+                "set only one of config and configFrom",
+            ));
+        }
+        (Some(config), None) => {
+            inline.insert(KEY_CONFIG.into(), config.clone());
+            env.push(inline_env(ENV_CUSTOM_CONFIG, KEY_CONFIG));
+            Some(ENV_CUSTOM_CONFIG.to_string())
+        }
+        (None, Some(from)) => {
+            env.push(secret_env(ENV_CUSTOM_CONFIG, from, "configFrom", reason)?);
+            Some(ENV_CUSTOM_CONFIG.to_string())
+        }
+        (None, None) => None,
+    };
+    let mut vars = Vec::new();
+    for (index, var) in project.vars.iter().flatten().enumerate() {
+        let key = var
+            .key
+            .clone()
+            .filter(|k| !k.is_empty())
+            .ok_or_else(|| PlanError::spec(reason, format!("vars[{index}].key is required")))?;
+        let from = var.value_from.as_ref();
+        let value = match (
+            &var.value,
+            from.and_then(|f| f.secret_key_ref.as_ref()),
+            from.and_then(|f| f.config_map_key_ref.as_ref()),
+        ) {
+            (Some(value), None, None) => contract::Value::Literal(value.clone()),
+            (None, Some(secret), None) => {
+                let name = format!("{ENV_VAR_PREFIX}{index}");
+                env.push(EnvVar {
+                    name: name.clone(),
+                    value_from: Some(EnvVarSource {
+                        secret_key_ref: Some(SecretKeySelector {
+                            optional: Some(false),
+                            ..secret.clone()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                contract::Value::Env(name)
+            }
+            (None, None, Some(configmap)) => {
+                let name = format!("{ENV_VAR_PREFIX}{index}");
+                env.push(EnvVar {
+                    name: name.clone(),
+                    value_from: Some(EnvVarSource {
+                        config_map_key_ref: Some(ConfigMapKeySelector {
+                            optional: Some(false),
+                            ..configmap.clone()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                contract::Value::Env(name)
+            }
+            _ => {
+                return Err(PlanError::spec(
+                    reason,
+                    format!(
+                        "vars[{index}] ({key}) needs exactly one of value, \
+                         valueFrom.secretKeyRef or valueFrom.configMapKeyRef"
+                    ),
+                ));
+            }
+        };
+        vars.push(contract::Var { key, value });
+    }
+    if !vars.is_empty() && custom_config_env.is_none() {
         return Err(PlanError::spec(
             reason,
-            "custom Atlas project configurations (config, configFrom, vars) are not supported by \
-             this version of the operator",
+            "vars are input variables of a custom Atlas config: set config or configFrom with \
+             the `variable` blocks they fill",
         ));
     }
-    Ok(())
+    Ok(ProjectConfig {
+        custom_config_env,
+        vars,
+    })
 }
+
+/// The message when a resource brings its own `atlas.hcl` and the operator does not allow it.
+pub const CUSTOM_CONFIG_REFUSED: &str = "this operator does not run custom Atlas configs \
+     (spec.config, spec.configFrom): an atlas.hcl can read external data and run programs. The \
+     platform team can allow them with --allow-custom-config (Helm value allowCustomConfig: true)";
 
 fn dev_url(
     dev: &crate::api::DevDatabaseSpec,
@@ -398,13 +505,13 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
     let reason = Reason::ReadingMigrationData;
     let spec = &resource.spec;
     let (namespace, name) = identity(&resource.metadata);
-    unsupported_project_config(&spec.project, reason)?;
     let Targeted {
         target,
         mut env,
         mut inline,
     } = target(&spec.target, reason)?;
     let dev_url_env = dev_url(&spec.dev, &mut env, &mut inline)?;
+    let project = project_config(&spec.project, reason, &mut env, &mut inline)?;
 
     let dir = &spec.dir;
     let (inputs, files): (InputSource, BTreeMap<String, String>) =
@@ -483,8 +590,8 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
             .env_name
             .clone()
             .unwrap_or_else(|| "k8s".into()),
-        vars: vec![],
-        custom_config_path: None,
+        vars: project.vars,
+        custom_config_env: project.custom_config_env,
         inputs_digest,
         migration: Some(MigrationJob {
             dir: INPUTS_DIR.into(),
@@ -513,13 +620,13 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
     let reason = Reason::ReadSchema;
     let spec = &resource.spec;
     let (namespace, name) = identity(&resource.metadata);
-    unsupported_project_config(&spec.project, reason)?;
     let Targeted {
         target,
         mut env,
         mut inline,
     } = target(&spec.target, reason)?;
     let dev_url_env = dev_url(&spec.dev, &mut env, &mut inline)?;
+    let project = project_config(&spec.project, reason, &mut env, &mut inline)?;
 
     let source = spec.schema.as_ref().ok_or_else(|| {
         PlanError::spec(
@@ -630,8 +737,8 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
             .env_name
             .clone()
             .unwrap_or_else(|| "k8s".into()),
-        vars: vec![],
-        custom_config_path: None,
+        vars: project.vars,
+        custom_config_env: project.custom_config_env,
         inputs_digest: contract::digest_files([(file.as_str(), content.as_bytes())]),
         migration: None,
         schema: Some(SchemaJob {

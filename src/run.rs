@@ -30,6 +30,7 @@ pub struct RunConfig {
     pub metrics_address: SocketAddr,
     /// None: act at once, alone (a single replica, or tests).
     pub leader_election: Option<LeaderElection>,
+    pub allow_custom_config: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,11 +57,9 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             tracing::error!(error = %err, %address, "the HTTP endpoints stopped");
         }
     });
-    let ctx = Arc::new(Context::new(
-        client.clone(),
-        config.settings.clone(),
-        metrics,
-    ));
+    let mut ctx = Context::new(client.clone(), config.settings.clone(), metrics);
+    ctx.allow_custom_config = config.allow_custom_config;
+    let ctx = Arc::new(ctx);
 
     let Some(election) = config.leader_election else {
         ready.store(true, Ordering::Relaxed);
@@ -88,8 +87,13 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
             }
         } => { let () = lost; Err(RunError::LostLeadership) }
     };
+    // Dropping the receiver makes the lease task release the Lease, so a standby replica need
+    // not wait for it to expire.
     drop(leading);
     let _ = lease_task.await;
+    if result.is_ok() {
+        tracing::info!("stopped: reconciles finished and the lease released");
+    }
     result
 }
 

@@ -5,133 +5,16 @@
 
 use std::time::{Duration, Instant};
 
-use devcluster::cluster::{self, Cluster, TestNamespace};
+mod support;
+
+use devcluster::cluster::TestNamespace;
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator::{self, OperatorProcess};
 use serde_json::{Value, json};
-
-fn cluster() -> Cluster {
-    cluster::shared().unwrap_or_else(|err| panic!("starting the local cluster: {err}"))
-}
-
-fn kubectl(args: &[&str]) -> Result<String, String> {
-    cluster()
-        .kubectl_output(args)
-        .map_err(|err| err.to_string())
-}
-
-fn apply_json(namespace: &str, manifest: &Value) {
-    let path = std::env::temp_dir().join(format!(
-        "controller-test-{}-{}-{}.json",
-        namespace,
-        manifest["kind"].as_str().unwrap_or("x"),
-        manifest["metadata"]["name"].as_str().unwrap_or("x")
-    ));
-    std::fs::write(&path, serde_json::to_vec(manifest).unwrap()).unwrap();
-    let result = kubectl(&["-n", namespace, "apply", "-f", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&path);
-    result.unwrap_or_else(|err| panic!("applying {manifest}: {err}"));
-}
-
-/// The operator binary, watching one namespace as its service account; stopped when dropped.
-struct Operator(OperatorProcess);
-
-impl Operator {
-    fn start(namespace: &str) -> Operator {
-        let binary = std::path::Path::new(env!("CARGO_BIN_EXE_atlas-operator"));
-        Operator(
-            OperatorProcess::start(&cluster(), binary, &[namespace])
-                .unwrap_or_else(|err| panic!("starting the operator: {err}")),
-        )
-    }
-
-    fn log(&self) -> String {
-        self.0.log()
-    }
-}
-
-fn get(ns: &TestNamespace, what: &str) -> Option<Value> {
-    kubectl(&["-n", &ns.name, "get", what, "-o", "json"])
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-}
-
-fn ready(object: &Value) -> Option<&Value> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")
-}
-
-/// Polls `what` until `check` holds; panics with the last state (and the operator's log).
-fn wait_for(
-    ns: &TestNamespace,
-    what: &str,
-    limit: Duration,
-    operator: &Operator,
-    check: impl Fn(&Value) -> bool,
-) -> Value {
-    let deadline = Instant::now() + limit;
-    let mut last = Value::Null;
-    while Instant::now() < deadline {
-        if let Some(object) = get(ns, what) {
-            if check(&object) {
-                return object;
-            }
-            last = object;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    panic!(
-        "{what} did not get there in {limit:?}; last: {}\noperator log:\n{}",
-        serde_json::to_string_pretty(&last["status"]).unwrap(),
-        operator.log()
-    );
-}
-
-fn secret(ns: &TestNamespace, name: &str, data: Value) {
-    apply_json(
-        &ns.name,
-        &json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name}, "stringData": data}),
-    );
-}
+use support::e2e::*;
 
 fn migration_dir(ns: &TestNamespace, files: Value) {
-    apply_json(
-        &ns.name,
-        &json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": "migrationdir"}, "data": files}),
-    );
-}
-
-const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
-const SEED_SUM: &str = "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc=\n20230316085611.sql h1:ldFr73m6ZQzNi8q9dVJsOU/ZHmkBo4Sax03AaL0VUUs=\n";
-
-fn seed_migration() -> Value {
-    json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
-        "metadata": {"name": "atlasmigration-sample"},
-        "spec": {"urlFrom": {"secretKeyRef": {"key": "url", "name": "postgres-credentials"}},
-                 "dir": {"configMapRef": {"name": "migrationdir"}}}})
-}
-
-/// `atlas.sum` for a directory, as Atlas computes it.
-fn hashed(files: &[(&str, &str)]) -> Value {
-    let owned: Vec<(String, Vec<u8>)> = files
-        .iter()
-        .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
-        .collect();
-    let entries = atlas_runner::sum::entries(&owned);
-    let mut sum = format!("{}\n", atlas_runner::sum::total(&entries));
-    for (name, hash) in &entries {
-        sum.push_str(&format!("{name} {hash}\n"));
-    }
-    let mut data = serde_json::Map::new();
-    for (name, content) in files {
-        data.insert(name.to_string(), json!(content));
-    }
-    data.insert("atlas.sum".into(), json!(sum));
-    Value::Object(data)
+    configmap(ns, "migrationdir", files);
 }
 
 #[test]
@@ -143,7 +26,7 @@ fn seed_migration_becomes_ready_and_follows_its_configmap() {
         &ns,
         json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
     );
-    let operator = Operator::start(&ns.name);
+    let operator = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
 
     let started = Instant::now();
@@ -232,7 +115,7 @@ fn broken_sql_fails_with_an_event_and_a_fix_recovers() {
         &ns,
         hashed(&[("1_users.sql", "create tabel users (id int);\n")]),
     );
-    let operator = Operator::start(&ns.name);
+    let operator = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
 
     let failed = wait_for(
@@ -278,7 +161,7 @@ fn a_missing_secret_is_reported_within_seconds_and_the_secret_unblocks_it() {
         &ns,
         json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
     );
-    let operator = Operator::start(&ns.name);
+    let operator = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
 
     let started = Instant::now();
@@ -318,7 +201,7 @@ fn seed_schema_with_a_dev_url_on_mariadb() {
         "mysql-credentials",
         json!({"url": db.url, "dev": dev.url}),
     );
-    let operator = Operator::start(&ns.name);
+    let operator = start_operator(&ns.name);
     apply_json(
         &ns.name,
         &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
@@ -353,7 +236,7 @@ fn an_idle_operator_writes_nothing() {
         &ns,
         json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
     );
-    let operator = Operator::start(&ns.name);
+    let operator = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
     wait_for(
         &ns,
@@ -419,7 +302,7 @@ fn a_password_appears_nowhere() {
         &ns,
         json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
     );
-    let operator = Operator::start(&ns.name);
+    let operator = start_operator(&ns.name);
     apply_json(
         &ns.name,
         &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
@@ -488,16 +371,7 @@ fn health_and_metrics_endpoints_report_the_work() {
         .unwrap()
         .port();
     let address = format!("127.0.0.1:{port}");
-    let binary = std::path::Path::new(env!("CARGO_BIN_EXE_atlas-operator"));
-    let operator = Operator(
-        OperatorProcess::start_with(
-            &cluster(),
-            binary,
-            &[&ns.name],
-            &["--metrics-address", &address],
-        )
-        .unwrap(),
-    );
+    let operator = start_operator_with(&ns.name, &["--metrics-address", &address]);
     let deadline = Instant::now() + Duration::from_secs(30);
     while http_get(port, "/readyz").map(|(status, _)| status) != Some(200) {
         assert!(
@@ -530,6 +404,32 @@ fn health_and_metrics_endpoints_report_the_work() {
         metrics.contains("atlas_operator_reconcile_duration_seconds_bucket"),
         "{metrics}"
     );
+    // Resources by Ready state, read from the operator's cache at the scrape.
+    assert!(
+        metrics.contains("atlas_operator_resources{kind=\"AtlasMigration\",ready=\"True\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("atlas_operator_resources{kind=\"AtlasSchema\",ready=\"True\"} 0"),
+        "{metrics}"
+    );
+    kubectl(&[
+        "-n",
+        &ns.name,
+        "delete",
+        "atlasmigration/atlasmigration-sample",
+        "--wait=true",
+    ])
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, metrics) = http_get(port, "/metrics").unwrap();
+        if metrics.contains("atlas_operator_resources{kind=\"AtlasMigration\",ready=\"True\"} 0") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// Two replicas: one leads and makes the one Job; the other waits.
@@ -542,8 +442,8 @@ fn two_operators_elect_one_leader_and_make_one_job() {
         &ns,
         json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
     );
-    let first = Operator::start(&ns.name);
-    let second = Operator::start(&ns.name);
+    let first = start_operator(&ns.name);
+    let second = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
     wait_for(
         &ns,
@@ -605,7 +505,7 @@ fn the_seed_schema_unchanged_gets_a_dev_database_of_its_own() {
     let ns = cluster().namespace("ctl-devdb").unwrap();
     let db = TestDatabase::create(Engine::MariaDb, "ctl_devdb").unwrap();
     secret(&ns, "mysql-credentials", json!({"url": db.url}));
-    let operator = Operator::start(&ns.name);
+    let operator = start_operator(&ns.name);
     let seed =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/mysql-schema/schema.yaml");
     kubectl(&["-n", &ns.name, "apply", "-f", seed.to_str().unwrap()]).unwrap();
@@ -639,7 +539,7 @@ fn a_missing_configmap_is_reported_and_its_creation_unblocks_the_apply() {
     let ns = cluster().namespace("ctl-nocm").unwrap();
     let db = TestDatabase::create(Engine::Postgres, "ctl_nocm").unwrap();
     secret(&ns, "postgres-credentials", json!({"url": db.url}));
-    let operator = Operator::start(&ns.name);
+    let operator = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
     let waiting = wait_for(
         &ns,
@@ -675,4 +575,207 @@ fn a_missing_configmap_is_reported_and_its_creation_unblocks_the_apply() {
         &operator,
         |m| ready(m).is_some_and(|r| r["status"] == "True"),
     );
+}
+
+/// A resource that brings its own atlas.hcl is refused by a default operator, with the flag to
+/// ask for; an operator started with `--allow-custom-config` applies it, its variable (read from
+/// a Secret) included.
+#[test]
+fn a_custom_config_runs_only_where_the_operator_allows_it() {
+    let ns = cluster().namespace("ctl-custom").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_custom").unwrap();
+    db.query("create schema tenant_meta").unwrap();
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    secret(&ns, "atlas-vars", json!({"meta": "tenant_meta"}));
+    migration_dir(
+        &ns,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    let mut custom = seed_migration();
+    custom["spec"]["config"] = json!(
+        "variable \"meta\" {\n  type = string\n}\n\nenv \"k8s\" {\n  migration {\n    revisions_schema = var.meta\n  }\n}\n"
+    );
+    custom["spec"]["vars"] = json!([
+        {"key": "meta", "valueFrom": {"secretKeyRef": {"name": "atlas-vars", "key": "meta"}}}
+    ]);
+    let refusing = start_operator(&ns.name);
+    apply_json(&ns.name, &custom);
+    let refused = wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(60),
+        &refusing,
+        |m| ready(m).is_some_and(|r| r["status"] == "False" && r["reason"] != "Reconciling"),
+    );
+    let condition = ready(&refused).unwrap();
+    assert_eq!(condition["reason"], "ReadingMigrationData");
+    assert!(
+        condition["message"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-custom-config"),
+        "{condition}"
+    );
+    assert!(
+        get(&ns, "jobs").unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "no Job for a refused config"
+    );
+    let events = kubectl(&["-n", &ns.name, "get", "events", "-o", "json"]).unwrap();
+    assert!(events.contains("allow-custom-config"), "{events}");
+    drop(refusing);
+
+    let allowing = start_operator_with(&ns.name, &["--allow-custom-config"]);
+    wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &allowing,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+    let where_ = db
+        .query("select table_schema from information_schema.tables where table_name = 'atlas_schema_revisions'")
+        .unwrap();
+    assert_eq!(where_.trim(), "tenant_meta");
+}
+
+/// One operator, two namespaces: resources failing in one (a missing Secret, broken SQL) do not
+/// hold up the other's.
+#[test]
+fn failures_in_one_namespace_do_not_hold_up_another() {
+    let broken = cluster().namespace("ctl-broken").unwrap();
+    let healthy = cluster().namespace("ctl-healthy").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_healthy").unwrap();
+    let bad_db = TestDatabase::create(Engine::Postgres, "ctl_broken").unwrap();
+    secret(&healthy, "postgres-credentials", json!({"url": db.url}));
+    migration_dir(
+        &healthy,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    // In the broken namespace: no Secret at all for one, broken SQL for the other.
+    secret(&broken, "broken-sql", json!({"url": bad_db.url}));
+    configmap(
+        &broken,
+        "broken-dir",
+        hashed(&[("20230101000000.sql", "create tabel oops (id int);\n")]),
+    );
+    let mut no_secret = seed_migration();
+    no_secret["metadata"]["name"] = json!("no-secret");
+    let mut broken_sql = seed_migration();
+    broken_sql["metadata"]["name"] = json!("broken-sql");
+    broken_sql["spec"]["urlFrom"]["secretKeyRef"]["name"] = json!("broken-sql");
+    broken_sql["spec"]["dir"]["configMapRef"]["name"] = json!("broken-dir");
+    migration_dir(
+        &broken,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+
+    let operator = OperatorProcess::start_with(
+        &cluster(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_atlas-operator")),
+        &[&broken.name, &healthy.name],
+        &["--concurrency", "1"],
+    )
+    .unwrap();
+    apply_json(&broken.name, &no_secret);
+    apply_json(&broken.name, &broken_sql);
+    apply_json(&healthy.name, &seed_migration());
+    wait_for(
+        &healthy,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+    wait_for(
+        &broken,
+        "atlasmigration/no-secret",
+        Duration::from_secs(60),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["reason"] == "ReadingMigrationData"),
+    );
+    wait_for(
+        &broken,
+        "atlasmigration/broken-sql",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["reason"] == "Migrating"),
+    );
+}
+
+/// SIGTERM, as Kubernetes sends when it deletes the operator's pod: the process exits cleanly
+/// and gives the Lease up, so a standby replica does not wait for it to expire.
+#[test]
+fn sigterm_stops_the_operator_cleanly_and_releases_its_lease() {
+    let ns = cluster().namespace("ctl-sigterm").unwrap();
+    let mut operator = start_operator(&ns.name);
+    let lease = format!("lease/{}", operator::lease_name(&[&ns.name]));
+    let holder = || {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let text = kubectl(&["-n", operator::NAMESPACE, "get", &lease, "-o", "json"])
+                .unwrap_or_default();
+            let holder = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string));
+            if holder.is_some() || Instant::now() > deadline {
+                return holder;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    assert!(holder().is_some(), "{}", operator.log());
+    let status = operator
+        .terminate(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("still running 20 s after SIGTERM:\n{}", operator.log()));
+    assert!(status.success(), "{status:?}\n{}", operator.log());
+    assert!(
+        operator.log().contains("lease released"),
+        "{}",
+        operator.log()
+    );
+    let text = kubectl(&["-n", operator::NAMESPACE, "get", &lease, "-o", "json"]).unwrap();
+    let released: Value = serde_json::from_str(&text).unwrap();
+    assert!(
+        released["spec"]["holderIdentity"].is_null(),
+        "{}",
+        released["spec"]
+    );
+}
+
+/// `--label-selector`: resources without the label are left alone (no status, no Job).
+#[test]
+fn a_label_selector_limits_what_the_operator_touches() {
+    let ns = cluster().namespace("ctl-selector").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_selector").unwrap();
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    migration_dir(
+        &ns,
+        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
+    );
+    let operator = start_operator_with(&ns.name, &["--label-selector", "team=payments"]);
+    let mut ours = seed_migration();
+    ours["metadata"]["labels"] = json!({"team": "payments"});
+    let mut theirs = seed_migration();
+    theirs["metadata"]["name"] = json!("someone-elses");
+    apply_json(&ns.name, &theirs);
+    apply_json(&ns.name, &ours);
+    wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+    let untouched = get(&ns, "atlasmigration/someone-elses").unwrap();
+    // (The API server fills the status's schema defaults; the operator wrote no condition.)
+    assert!(
+        untouched["status"]["conditions"].is_null(),
+        "{}",
+        untouched["status"]
+    );
+    let jobs = get(&ns, "jobs").unwrap();
+    assert_eq!(jobs["items"].as_array().unwrap().len(), 1, "{jobs}");
 }

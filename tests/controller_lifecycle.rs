@@ -6,62 +6,26 @@
 //! Each test has its own namespace, its own databases and its own operator process, which runs
 //! as its service account (`devcluster::operator`) and watches only that namespace.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use atlas_operator::status::{self, ArgoHealth};
 use atlas_runner::Kind;
-use devcluster::cluster::{self, Cluster, TestNamespace};
+use devcluster::cluster::TestNamespace;
 use devcluster::db::{Engine, TestDatabase};
-use devcluster::operator::OperatorProcess;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
+use support::e2e::{
+    apply_json, cluster, configmap, get, hashed, is_ready, kubectl, ready, secret, start_operator,
+};
 
 const LABEL_NAME: &str = "db.atlasgo.io/name";
 const LABEL_HASH: &str = "db.atlasgo.io/hash";
 /// Long enough for a whole Job to run, short enough for every test here.
 const LIMIT: Duration = Duration::from_secs(120);
-
-fn cluster() -> Cluster {
-    cluster::shared().unwrap_or_else(|err| panic!("starting the local cluster: {err}"))
-}
-
-fn kubectl(args: &[&str]) -> Result<String, String> {
-    cluster()
-        .kubectl_output(args)
-        .map_err(|err| err.to_string())
-}
-
-fn apply_json(namespace: &str, manifest: &Value) {
-    let path = std::env::temp_dir().join(format!(
-        "controller-lifecycle-{}-{}-{}.json",
-        namespace,
-        manifest["kind"].as_str().unwrap_or("x"),
-        manifest["metadata"]["name"].as_str().unwrap_or("x")
-    ));
-    std::fs::write(&path, serde_json::to_vec(manifest).unwrap()).unwrap();
-    let result = kubectl(&["-n", namespace, "apply", "-f", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&path);
-    result.unwrap_or_else(|err| panic!("applying {manifest}: {err}"));
-}
-
-/// The operator binary watching the test's namespace, as its service account; stopped when
-/// dropped (killed: no graceful shutdown).
-fn start_operator(ns: &TestNamespace) -> OperatorProcess {
-    OperatorProcess::start(
-        &cluster(),
-        Path::new(env!("CARGO_BIN_EXE_atlas-operator")),
-        &[&ns.name],
-    )
-    .unwrap_or_else(|err| panic!("starting the operator: {err}"))
-}
-
-fn get(ns: &TestNamespace, what: &str) -> Option<Value> {
-    kubectl(&["-n", &ns.name, "get", what, "-o", "json"])
-        .ok()
-        .and_then(|text| serde_json::from_str(&text).ok())
-}
 
 /// The objects of `kinds` (e.g. `jobs,configmaps`) the operator made for the resource `name`,
 /// found by its label as the operator finds them. Retries a failed `kubectl` a few times: the
@@ -95,17 +59,6 @@ fn names(objects: &[Value]) -> Vec<String> {
             )
         })
         .collect()
-}
-
-fn ready(object: &Value) -> Option<&Value> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == "Ready")
-}
-
-fn is_ready(object: &Value) -> bool {
-    ready(object).is_some_and(|r| r["status"] == "True")
 }
 
 /// The status conditions as the typed `Condition`s ArgoCD's rules are written against.
@@ -170,41 +123,6 @@ fn wait_for(
     )
 }
 
-fn secret(ns: &TestNamespace, name: &str, data: Value) {
-    apply_json(
-        &ns.name,
-        &json!({"apiVersion": "v1", "kind": "Secret",
-        "metadata": {"name": name}, "stringData": data}),
-    );
-}
-
-fn configmap(ns: &TestNamespace, name: &str, data: Value) {
-    apply_json(
-        &ns.name,
-        &json!({"apiVersion": "v1", "kind": "ConfigMap",
-        "metadata": {"name": name}, "data": data}),
-    );
-}
-
-/// A migration directory with its `atlas.sum`, as Atlas computes it.
-fn hashed(files: &[(&str, &str)]) -> Value {
-    let owned: Vec<(String, Vec<u8>)> = files
-        .iter()
-        .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
-        .collect();
-    let entries = atlas_runner::sum::entries(&owned);
-    let mut sum = format!("{}\n", atlas_runner::sum::total(&entries));
-    for (name, hash) in &entries {
-        sum.push_str(&format!("{name} {hash}\n"));
-    }
-    let mut data = serde_json::Map::new();
-    for (name, content) in files {
-        data.insert(name.to_string(), json!(content));
-    }
-    data.insert("atlas.sum".into(), json!(sum));
-    Value::Object(data)
-}
-
 fn migration(name: &str, secret: &str, dir: Value) -> Value {
     json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
         "metadata": {"name": name},
@@ -221,7 +139,7 @@ fn an_operator_killed_while_its_job_runs_finds_the_same_job_and_its_result_when_
     let db = TestDatabase::create(Engine::Postgres, "life_restart").unwrap();
     secret(&ns, "postgres-credentials", json!({"url": db.url}));
     configmap(&ns, "migrationdir", hashed(&[("1_slow.sql", SLOW_SQL)]));
-    let first = start_operator(&ns);
+    let first = start_operator(&ns.name);
     apply_json(
         &ns.name,
         &migration(
@@ -251,7 +169,7 @@ fn an_operator_killed_while_its_job_runs_finds_the_same_job_and_its_result_when_
     // The new operator first waits for the killed one's Lease to expire (30 s: nobody released
     // it), as a replacement pod would; the Job carries on meanwhile.
     let restarted = Instant::now();
-    let second = start_operator(&ns);
+    let second = start_operator(&ns.name);
     let log = || {
         format!(
             "first operator:\n{first_log}\nsecond operator:\n{}",
@@ -346,7 +264,7 @@ fn two_migrations_on_one_database_both_end_ready() {
             ),
         ]),
     );
-    let operator = start_operator(&ns);
+    let operator = start_operator(&ns.name);
     for (name, team) in [("team-a", "team_a"), ("team-b", "team_b")] {
         let mut manifest = migration(
             name,
@@ -402,7 +320,7 @@ fn deleting_a_migration_garbage_collects_its_jobs_and_inputs() {
     let ns = cluster().namespace("life-delete").unwrap();
     let db = TestDatabase::create(Engine::Postgres, "life_delete").unwrap();
     secret(&ns, "postgres-credentials", json!({"url": db.url}));
-    let operator = start_operator(&ns);
+    let operator = start_operator(&ns.name);
     // An inline directory: the operator keeps it in a ConfigMap of its own for the Job to mount.
     apply_json(
         &ns.name,
@@ -504,7 +422,7 @@ fn argocd_sees_progressing_while_the_job_runs_healthy_after_and_degraded_on_a_de
         "broken-dir",
         hashed(&[("1_users.sql", "create tabel users (id int);\n")]),
     );
-    let operator = start_operator(&ns);
+    let operator = start_operator(&ns.name);
     let log = || operator.log();
     apply_json(
         &ns.name,
@@ -674,7 +592,7 @@ fn a_schema_kept_in_a_configmap_follows_its_edits() {
         "app-schema",
         json!({"schema.sql": "create table users (\n  id int not null primary key,\n  name text not null\n);\n"}),
     );
-    let operator = start_operator(&ns);
+    let operator = start_operator(&ns.name);
     let log = || operator.log();
     apply_json(
         &ns.name,

@@ -256,3 +256,74 @@ fn a_schema_from_a_configmap_key_needs_the_key() {
     assert_eq!(err.message, "ConfigMap desired has no key schema.hcl");
     assert_eq!(plan::schema_configmaps(&resource), ["desired"]);
 }
+
+/// A custom atlas.hcl travels to the runner by reference (the inputs ConfigMap or the user's
+/// Secret) and its variables by environment variable; misuse is refused with what to fix.
+#[test]
+fn custom_configs_and_vars_are_planned_by_reference() {
+    let mut resource = seed_migration();
+    resource.spec.project.config = Some("variable \"a\" {\n  type = string\n}\n".into());
+    resource.spec.project.vars = Some(vec![
+        serde_json::from_value(json!({"key": "a", "value": "plain"})).unwrap(),
+        serde_json::from_value(
+            json!({"key": "a", "valueFrom": {"secretKeyRef": {"name": "vars", "key": "a"}}}),
+        )
+        .unwrap(),
+    ]);
+    let plan = plan::migration(&resource, &seed_configmap()).unwrap();
+    assert_eq!(
+        plan.job.custom_config_env.as_deref(),
+        Some(plan::ENV_CUSTOM_CONFIG)
+    );
+    assert!(plan.inline.values().any(|v| v.contains("variable \"a\"")));
+    assert_eq!(plan.job.vars[0].value, Value::Literal("plain".into()));
+    let Value::Env(secret_env) = &plan.job.vars[1].value else {
+        panic!("{:?}", plan.job.vars[1]);
+    };
+    let env = plan.env.iter().find(|e| &e.name == secret_env).unwrap();
+    let selector = env
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (selector.name.as_str(), selector.key.as_str()),
+        ("vars", "a")
+    );
+
+    let mut from_secret = seed_migration();
+    from_secret.spec.project.config_from = Some(
+        serde_json::from_value(json!({"secretKeyRef": {"name": "hcl", "key": "atlas.hcl"}}))
+            .unwrap(),
+    );
+    let plan = plan::migration(&from_secret, &seed_configmap()).unwrap();
+    let env = plan
+        .env
+        .iter()
+        .find(|e| e.name == plan::ENV_CUSTOM_CONFIG)
+        .unwrap();
+    assert!(env.value_from.as_ref().unwrap().secret_key_ref.is_some());
+
+    let mut both = from_secret.clone();
+    both.spec.project.config = Some("env \"k8s\" {}".into());
+    let err = plan::migration(&both, &seed_configmap()).unwrap_err();
+    assert!(
+        err.message.contains("only one of config and configFrom"),
+        "{}",
+        err.message
+    );
+
+    let mut vars_alone = seed_migration();
+    vars_alone.spec.project.vars = Some(vec![
+        serde_json::from_value(json!({"key": "a", "value": "b"})).unwrap(),
+    ]);
+    let err = plan::migration(&vars_alone, &seed_configmap()).unwrap_err();
+    assert_eq!(err.reason, Reason::ReadingMigrationData);
+    assert!(
+        err.message.contains("custom Atlas config"),
+        "{}",
+        err.message
+    );
+}

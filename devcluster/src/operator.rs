@@ -7,6 +7,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -149,8 +150,7 @@ impl OperatorProcess {
             source,
         })?;
         let mut command = Command::new(binary);
-        // A Lease per operator set: operators of different tests must not wait for each other.
-        let lease = format!("atlas-operator-{}", namespaces.join("-"));
+        let lease = lease_name(namespaces);
         command.args(["run", "--runner-image", RUNNER_IMAGE]);
         if !extra.contains(&"--metrics-address") {
             command.args(["--metrics-address", "127.0.0.1:0"]);
@@ -184,6 +184,35 @@ impl OperatorProcess {
     pub fn log_path(&self) -> &Path {
         &self.log
     }
+
+    /// The process's id, to read its `/proc` figures (the benchmarks do).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends `SIGTERM`, as the kubelet does to a pod being deleted, and waits up to `limit` for
+    /// the process to exit; its exit status, or None if it is still running then.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            return Some(status);
+        }
+        // SAFETY: kill(2) on our own child's pid, which `wait` has not reaped yet.
+        unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
+/// The Lease (in [`NAMESPACE`]) of an operator started for `namespaces`: one per namespace set,
+/// so operators of different tests never wait for each other.
+pub fn lease_name(namespaces: &[&str]) -> String {
+    format!("atlas-operator-{}", namespaces.join("-"))
 }
 
 impl Drop for OperatorProcess {

@@ -120,10 +120,11 @@ pub struct Job {
     pub env_name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub vars: Vec<Var>,
-    /// A user's own `atlas.hcl`, mounted at this path; present only when the operator allows
+    /// The environment variable holding a user's own `atlas.hcl` (`spec.config` or
+    /// `spec.configFrom`), merged with the generated one; set only when the operator allows
     /// custom configurations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub custom_config_path: Option<String>,
+    pub custom_config_env: Option<String>,
     /// [`digest_files`] of the mounted inputs, as the controller hashed them: the runner refuses
     /// inputs that changed since (a ConfigMap edited after the Job was made).
     pub inputs_digest: String,
@@ -428,7 +429,7 @@ mod tests {
             dev_wait_seconds: None,
             env_name: "k8s".into(),
             vars: vec![],
-            custom_config_path: None,
+            custom_config_env: None,
             inputs_digest: "abc".into(),
             migration: Some(MigrationJob {
                 dir: "/migrations".into(),

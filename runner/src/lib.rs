@@ -9,6 +9,7 @@
 pub mod atlas;
 pub mod config;
 pub mod contract;
+pub mod custom;
 pub mod inputs;
 pub mod lint;
 pub mod migrate;

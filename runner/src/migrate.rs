@@ -155,9 +155,9 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
 
     let config_path = work.path().join("atlas.hcl");
     let body = config::migration(&job.env_name, &format!("file://{}", dir.display()), options);
-    let text = match hcl::to_string(&body) {
+    let text = match crate::custom::project_file(job, body, run) {
         Ok(text) => text,
-        Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), false),
+        Err(err) => return run.failed(Reason::ReadingMigrationData, &err, false),
     };
     if let Err(err) = std::fs::write(&config_path, text) {
         return run.failed(Reason::ReadingMigrationData, &err.to_string(), true);

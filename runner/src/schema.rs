@@ -156,13 +156,13 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
 
     let body = config::schema(&job.env_name, &desired_url, options);
     let config_path = work.path().join("atlas.hcl");
-    match hcl::to_string(&body) {
+    match crate::custom::project_file(job, body, run) {
         Ok(text) => {
             if let Err(err) = std::fs::write(&config_path, text) {
                 return run.failed(Reason::ReadSchema, &err.to_string(), true);
             }
         }
-        Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), false),
+        Err(err) => return run.failed(Reason::ReadSchema, &err, false),
     }
     let config_url = format!("file://{}", config_path.display());
 

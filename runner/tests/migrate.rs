@@ -87,7 +87,7 @@ fn job(dir: &Path, files: &[(String, String)], target: Target) -> Job {
         dev_wait_seconds: None,
         env_name: "k8s".into(),
         vars: vec![],
-        custom_config_path: None,
+        custom_config_env: None,
         inputs_digest: digest(files),
         migration: Some(MigrationJob {
             dir: dir.display().to_string(),
@@ -566,6 +566,62 @@ fn revisions_schema_holds_the_revisions_table() {
         .query("select table_schema from information_schema.tables where table_name = 'atlas_schema_revisions'")
         .unwrap();
     assert_eq!(where_.trim(), "atlas_meta");
+}
+
+/// A user's own atlas.hcl (allowed by the operator) keeps its settings, the spec still decides
+/// the URL and directory, and a variable read from a Secret reaches Atlas without showing.
+#[test]
+fn a_custom_config_and_its_vars_reach_atlas() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_custom").unwrap();
+    db.query("create schema tenant_meta").unwrap();
+    let scratch = Scratch::new("custom");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let mut job = job(&dir, &seed_files(), url_target());
+    job.custom_config_env = Some("CUSTOM_CONFIG".into());
+    job.vars = vec![contract::Var {
+        key: "meta".into(),
+        value: Value::Env("VAR_META".into()),
+    }];
+    let custom = r#"
+variable "meta" {
+  type = string
+}
+
+env "k8s" {
+  url = "postgres://nobody@nowhere/ignored"
+  migration {
+    dir = "file://ignored"
+    revisions_schema = var.meta
+  }
+}
+"#;
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("CUSTOM_CONFIG", custom),
+        ("VAR_META", "tenant_meta"),
+    ];
+    let ran = run_runner(&job, &env, &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
+    let where_ = db
+        .query("select table_schema from information_schema.tables where table_name = 'atlas_schema_revisions'")
+        .unwrap();
+    assert_eq!(where_.trim(), "tenant_meta");
+    assert!(!ran.stdout.contains("tenant_meta"), "{}", ran.stdout);
+
+    // A variable the config does not declare is the user's to fix, said plainly.
+    job.vars[0].key = "undeclared".into();
+    let refused = run_runner(&job, &env, &scratch.0, &[]);
+    assert_eq!(refused.code, EXIT_DEFINITIVE);
+    assert_eq!(refused.result.reason, Reason::ReadingMigrationData);
+    assert!(
+        refused
+            .result
+            .message
+            .contains("no `variable \"undeclared\"`"),
+        "{}",
+        refused.result.message
+    );
 }
 
 #[test]

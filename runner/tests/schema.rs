@@ -45,7 +45,7 @@ fn job(file: &Path, options: SchemaJob) -> Job {
         dev_wait_seconds: None,
         env_name: "k8s".into(),
         vars: vec![],
-        custom_config_path: None,
+        custom_config_env: None,
         inputs_digest: contract::digest_files([(name, content.as_slice())]),
         migration: None,
         schema: Some(SchemaJob {

@@ -50,6 +50,8 @@ pub struct Context {
     pub settings: JobSettings,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
+    /// Whether resources may bring their own `atlas.hcl` (`--allow-custom-config`).
+    pub allow_custom_config: bool,
 }
 
 impl Context {
@@ -63,6 +65,7 @@ impl Context {
             client,
             settings,
             metrics,
+            allow_custom_config: false,
         }
     }
 }
@@ -137,7 +140,17 @@ async fn reconcile_resource<K: Applyable>(
     }
 
     // Validate.
-    let plan = match resource.plan(&configmaps) {
+    let plan = resource.plan(&configmaps).and_then(|plan| {
+        if plan.job.custom_config_env.is_some() && !ctx.allow_custom_config {
+            return Err(PlanError {
+                reason: plan.input_reason(),
+                message: crate::plan::CUSTOM_CONFIG_REFUSED.into(),
+                waits_for_object: false,
+            });
+        }
+        Ok(plan)
+    });
+    let plan = match plan {
         Ok(plan) => plan,
         Err(err) => {
             let observation = Observation::Failed {

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses its own subset
 
+pub mod e2e;
+
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -76,4 +78,22 @@ fn compare(path: &str, original: &Value, back: &Value, out: &mut Vec<String>) {
         (a, b) if a == b => {}
         (a, b) => out.push(format!("{path}: {a} became {b}")),
     }
+}
+
+/// kustomize's own files below `dir`, which are not Kubernetes objects: each
+/// `kustomization.yaml` and the transformer configurations it lists under `configurations`.
+pub fn kustomize_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for path in yaml_files(dir) {
+        if path.file_stem().is_some_and(|stem| stem == "kustomization") {
+            let folder = path.parent().unwrap().to_path_buf();
+            for doc in yaml_documents(&path) {
+                for listed in doc["configurations"].as_array().into_iter().flatten() {
+                    files.push(folder.join(listed.as_str().unwrap_or_default()));
+                }
+            }
+            files.push(path);
+        }
+    }
+    files
 }

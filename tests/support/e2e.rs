@@ -1,0 +1,139 @@
+//! What the end-to-end tests on the local cluster share: kubectl, the operator process, polling
+//! an object's status, and the seed's migration.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use devcluster::cluster::{self, Cluster, TestNamespace};
+use devcluster::operator::OperatorProcess;
+use serde_json::{Value, json};
+
+pub const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
+pub const SEED_SUM: &str = "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc=\n20230316085611.sql h1:ldFr73m6ZQzNi8q9dVJsOU/ZHmkBo4Sax03AaL0VUUs=\n";
+
+pub fn cluster() -> Cluster {
+    cluster::shared().unwrap_or_else(|err| panic!("starting the local cluster: {err}"))
+}
+
+pub fn kubectl(args: &[&str]) -> Result<String, String> {
+    cluster()
+        .kubectl_output(args)
+        .map_err(|err| err.to_string())
+}
+
+pub fn apply_json(namespace: &str, manifest: &Value) {
+    let path = std::env::temp_dir().join(format!(
+        "e2e-{}-{}-{}-{}.json",
+        std::process::id(),
+        namespace,
+        manifest["kind"].as_str().unwrap_or("x"),
+        manifest["metadata"]["name"].as_str().unwrap_or("x")
+    ));
+    std::fs::write(&path, serde_json::to_vec(manifest).unwrap()).unwrap();
+    let result = kubectl(&["-n", namespace, "apply", "-f", path.to_str().unwrap()]);
+    let _ = std::fs::remove_file(&path);
+    result.unwrap_or_else(|err| panic!("applying {manifest}: {err}"));
+}
+
+/// The operator binary watching `namespace` as its service account; stopped when dropped.
+pub fn start_operator(namespace: &str) -> OperatorProcess {
+    start_operator_with(namespace, &[])
+}
+
+/// [`start_operator`] with more flags.
+pub fn start_operator_with(namespace: &str, extra: &[&str]) -> OperatorProcess {
+    OperatorProcess::start_with(
+        &cluster(),
+        Path::new(env!("CARGO_BIN_EXE_atlas-operator")),
+        &[namespace],
+        extra,
+    )
+    .unwrap_or_else(|err| panic!("starting the operator: {err}"))
+}
+
+pub fn get(ns: &TestNamespace, what: &str) -> Option<Value> {
+    kubectl(&["-n", &ns.name, "get", what, "-o", "json"])
+        .ok()
+        .and_then(|text| serde_json::from_str(&text).ok())
+}
+
+pub fn ready(object: &Value) -> Option<&Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+}
+
+pub fn is_ready(object: &Value) -> bool {
+    ready(object).is_some_and(|r| r["status"] == "True")
+}
+
+/// Polls `what` until `check` holds; panics with the last state and the operator's log.
+pub fn wait_for(
+    ns: &TestNamespace,
+    what: &str,
+    limit: Duration,
+    operator: &OperatorProcess,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + limit;
+    let mut last = Value::Null;
+    while Instant::now() < deadline {
+        if let Some(object) = get(ns, what) {
+            if check(&object) {
+                return object;
+            }
+            last = object;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!(
+        "{what} did not get there in {limit:?}; last: {}\noperator log:\n{}",
+        serde_json::to_string_pretty(&last["status"]).unwrap(),
+        operator.log()
+    );
+}
+
+pub fn secret(ns: &TestNamespace, name: &str, data: Value) {
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": name}, "stringData": data}),
+    );
+}
+
+pub fn configmap(ns: &TestNamespace, name: &str, data: Value) {
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name}, "data": data}),
+    );
+}
+
+/// The seed's AtlasMigration: the URL in Secret `postgres-credentials`, the directory in
+/// ConfigMap `migrationdir`.
+pub fn seed_migration() -> Value {
+    json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+        "metadata": {"name": "atlasmigration-sample"},
+        "spec": {"urlFrom": {"secretKeyRef": {"key": "url", "name": "postgres-credentials"}},
+                 "dir": {"configMapRef": {"name": "migrationdir"}}}})
+}
+
+/// A migration directory with its `atlas.sum`, as Atlas computes it.
+pub fn hashed(files: &[(&str, &str)]) -> Value {
+    let owned: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
+        .collect();
+    let entries = atlas_runner::sum::entries(&owned);
+    let mut sum = format!("{}\n", atlas_runner::sum::total(&entries));
+    for (name, hash) in &entries {
+        sum.push_str(&format!("{name} {hash}\n"));
+    }
+    let mut data = serde_json::Map::new();
+    for (name, content) in files {
+        data.insert(name.to_string(), json!(content));
+    }
+    data.insert("atlas.sum".into(), json!(sum));
+    Value::Object(data)
+}
