@@ -779,3 +779,116 @@ fn a_label_selector_limits_what_the_operator_touches() {
     let jobs = get(&ns, "jobs").unwrap();
     assert_eq!(jobs["items"].as_array().unwrap().len(), 1, "{jobs}");
 }
+
+/// A PostgreSQL AtlasSchema with the URL in a Secret and no dev URL, two at once: each Job
+/// brings its own dev database, both apply, and every dev database is gone when its Job ends.
+#[test]
+fn postgres_schemas_without_a_dev_url_get_dev_databases_side_by_side() {
+    let ns = cluster().namespace("ctl-pgdev").unwrap();
+    let dbs = [
+        TestDatabase::create(Engine::Postgres, "ctl_pgdev_a").unwrap(),
+        TestDatabase::create(Engine::Postgres, "ctl_pgdev_b").unwrap(),
+    ];
+    let operator = start_operator(&ns.name);
+    for (name, db) in ["app-a", "app-b"].iter().zip(&dbs) {
+        secret(&ns, name, json!({"url": db.url}));
+        apply_json(
+            &ns.name,
+            &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+                "metadata": {"name": name},
+                "spec": {"urlFrom": {"secretKeyRef": {"key": "url", "name": name}},
+                         "schema": {"sql": "create table users (\n  id serial primary key,\n  email varchar(255) unique not null\n);\n"}}}),
+        );
+    }
+    for name in ["app-a", "app-b"] {
+        let done = wait_for(
+            &ns,
+            &format!("atlasschema/{name}"),
+            Duration::from_secs(180),
+            &operator,
+            |s| ready(s).is_some_and(|r| r["status"] == "True"),
+        );
+        assert_eq!(ready(&done).unwrap()["reason"], "Applied");
+    }
+    for db in &dbs {
+        let columns = db
+            .query("select column_name from information_schema.columns where table_name = 'users' order by ordinal_position")
+            .unwrap();
+        assert_eq!(columns.trim(), "id\nemail");
+    }
+    // Every dev database sidecar stopped with its pod: nothing keeps running.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pods = get(&ns, "pods").unwrap();
+        let dev_pods: Vec<&Value> = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| {
+                p["spec"]["initContainers"]
+                    .as_array()
+                    .is_some_and(|c| !c.is_empty())
+            })
+            .collect();
+        let running: Vec<String> = dev_pods
+            .iter()
+            .flat_map(|p| {
+                p["status"]["initContainerStatuses"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+            })
+            .filter(|c| c["state"]["terminated"].is_null())
+            .map(|c| c["name"].to_string())
+            .collect();
+        if dev_pods.len() == 2 && running.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "dev pods {}, sidecars still running: {running:?}",
+            dev_pods.len()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// A dev database image that cannot start ends in GettingDevDB with what went wrong, and no
+/// change is made to the target.
+#[test]
+fn a_dev_database_that_cannot_start_is_getting_dev_db() {
+    let ns = cluster().namespace("ctl-baddev").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_baddev").unwrap();
+    let operator = start_operator_with(
+        &ns.name,
+        &[
+            "--dev-image-postgres",
+            "registry.invalid/no-such-postgres:16",
+        ],
+    );
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+            "metadata": {"name": "no-dev"},
+            "spec": {"url": db.url,
+                     "schema": {"sql": "create table t (id int primary key);\n"}}}),
+    );
+    let failed = wait_for(
+        &ns,
+        "atlasschema/no-dev",
+        Duration::from_secs(90),
+        &operator,
+        |s| ready(s).is_some_and(|r| r["reason"] == "GettingDevDB"),
+    );
+    let message = ready(&failed).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.contains("no-such-postgres"), "{message}");
+    assert_eq!(
+        db.query("select count(*) from information_schema.tables where table_name = 't'")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}
