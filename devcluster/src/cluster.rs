@@ -8,7 +8,8 @@
 //! and an audit log at `Metadata` level that benchmarks count the operator's writes from. The
 //! controller manager runs the controllers a Job's life needs (job, garbage collector,
 //! ttl-after-finished, service accounts and their tokens, namespace deletion, pod GC, the root CA
-//! publisher). The one node is the process-kubelet of [`crate::kubelet`] (`devcluster-kubelet`,
+//! publisher) and those an installed operator's Deployment needs (deployment, replicaset,
+//! disruption). The one node is the process-kubelet of [`crate::kubelet`] (`devcluster-kubelet`,
 //! built from this crate by `up`): it registers the Node `devnode`, binds the pending pods to it
 //! and runs them as local processes.
 //!
@@ -40,12 +41,18 @@ pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 96, 0, 1);
 /// The `iss` of service-account tokens, and (by default) their audience: the usual in-cluster
 /// name, so tokens look like a real cluster's.
 pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-/// The controllers a Job's life needs, by the names `kube-controller-manager --help` lists (1.37
-/// still takes the old short names, `job`, `podgc`, …, as aliases, but lists only these; an
-/// unknown name stops it at start). `clusterrole-aggregation-controller` fills the
-/// `admin`/`edit`/`view` roles, which RBAC tests bind to.
+/// The controllers a Job's life and an installed operator's need, by the names
+/// `kube-controller-manager --help` lists (1.37 still takes the old short names, `job`, `podgc`,
+/// …, as aliases, but lists only these; an unknown name stops it at start).
+/// `clusterrole-aggregation-controller` fills the `admin`/`edit`/`view` roles, which RBAC tests
+/// bind to; the deployment and replicaset controllers run a Helm chart's Deployment (and make it
+/// `Available` once its pod is Ready), the disruption controller fills a PodDisruptionBudget's
+/// status (without it the Eviction API refuses every eviction the budget covers).
 pub const CONTROLLERS: &[&str] = &[
     "job-controller",
+    "deployment-controller",
+    "replicaset-controller",
+    "disruption-controller",
     "garbage-collector-controller",
     "ttl-after-finished-controller",
     "serviceaccount-controller",
@@ -951,11 +958,15 @@ fn start_kubelet(cluster: &mut Cluster, kubelet: &Path) -> Result<(), ClusterErr
     let scheduler_kubeconfig = cluster.dir.join("scheduler.kubeconfig");
     cluster.write_kubeconfig(&scheduler_kubeconfig, &cluster.pki_pair("scheduler"))?;
     let serving = cluster.pki_pair("kubelet-serving");
-    // The runner is another crate's binary, built by whoever runs its pods; the kubelet looks
-    // for it at each container start.
-    let runner = std::env::var_os("RUNNER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| crate::target_dir().join("debug").join("runner"));
+    // The runner and the operator are other crates' binaries, built by whoever runs their pods;
+    // the kubelet looks for them at each container start.
+    let built = |variable: &str, name: &str| {
+        std::env::var_os(variable)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| crate::target_dir().join("debug").join(name))
+    };
+    let runner = built("RUNNER_BIN", "runner");
+    let operator = built("OPERATOR_BIN", "atlas-operator");
     let mut command = Command::new(kubelet);
     command
         .arg(format!("--node-name={}", crate::kubelet::NODE_NAME))
@@ -970,7 +981,8 @@ fn start_kubelet(cluster: &mut Cluster, kubelet: &Path) -> Result<(), ClusterErr
         .arg(format!("--tls-key={}", serving.key.display()))
         .arg(format!("--client-ca={}", cluster.ca().cert.display()))
         .arg("--bwrap=/usr/bin/bwrap")
-        .arg(format!("--runner={}", runner.display()));
+        .arg(format!("--runner={}", runner.display()))
+        .arg(format!("--operator={}", operator.display()));
     for tool in ["atlas", "kubectl"] {
         if let Ok(path) = crate::tools::path(tool) {
             command.arg(format!("--{tool}={}", path.display()));

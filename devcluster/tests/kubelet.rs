@@ -921,3 +921,316 @@ fn database_images_take_credentials_databases_and_ports_from_the_container() {
     assert!(lines.contains(&"utf8mb4"), "{logs}");
     assert_eq!(lines.last(), Some(&"done"), "{logs}");
 }
+
+/// A tiny HTTP server on `$PORT` (Perl's core modules, as Debian's `perl-base` has them): `GET
+/// /<name>` answers 200 when the file `/data/<name>` exists and 503 otherwise, so a test steers
+/// the probes by touching files in the pod's hostPath volume. As PID 1 it ignores `SIGTERM`.
+const PROBED_SERVER: &str = r#"
+$SIG{PIPE} = "IGNORE";
+my $server = IO::Socket::INET->new(LocalAddr => "127.0.0.1:$ENV{PORT}", Listen => 16,
+    ReuseAddr => 1) or die "listen: $!";
+while (my $client = $server->accept) {
+    my ($path) = (<$client> // "") =~ m{^GET (/\w*)};
+    while (defined(my $line = <$client>)) { last if $line =~ /^\r?$/ }
+    if (defined $path) {
+        print $client -e "/data$path"
+            ? "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+            : "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
+    }
+    close $client;
+}
+"#;
+
+/// A free loopback port (nothing else on the machine holds it right now).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The files the probed server answers from: a host directory of the test, removed when
+/// dropped.
+struct ProbeFiles(std::path::PathBuf);
+
+impl ProbeFiles {
+    fn new(ns: &TestNamespace) -> ProbeFiles {
+        let dir = std::env::temp_dir().join(format!("{}-probes", ns.name));
+        std::fs::create_dir_all(&dir).unwrap();
+        ProbeFiles(dir)
+    }
+
+    fn touch(&self, name: &str) {
+        std::fs::write(self.0.join(name), "").unwrap();
+    }
+
+    fn remove(&self, name: &str) {
+        std::fs::remove_file(self.0.join(name)).unwrap();
+    }
+
+    fn volume(&self) -> Value {
+        json!({"name": "data", "hostPath": {"path": self.0.display().to_string(), "type": "Directory"}})
+    }
+}
+
+impl Drop for ProbeFiles {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A container running [`PROBED_SERVER`] on `port`, with the probes of `probes` merged in.
+fn probed_container(name: &str, port: u16, probes: Value) -> Value {
+    let mut container = json!({
+        "name": name,
+        "image": "busybox",
+        "command": ["perl", "-MIO::Socket::INET", "-e", PROBED_SERVER],
+        "env": [{"name": "PORT", "value": port.to_string()}],
+        "ports": [{"name": "http", "containerPort": port}],
+        "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+    });
+    merge(&mut container, probes);
+    container
+}
+
+fn pod_manifest(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec})
+}
+
+fn pod_condition(pod: &Value, kind: &str) -> String {
+    pod["status"]["conditions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["type"] == kind))
+        .and_then(|c| c["status"].as_str())
+        .unwrap_or("")
+        .to_string()
+}
+
+#[test]
+fn startup_and_readiness_probes_decide_when_a_deployment_is_available() {
+    let ns = namespace("probes-ready");
+    let files = ProbeFiles::new(&ns);
+    let port = free_port();
+    let container = probed_container(
+        "web",
+        port,
+        json!({
+            "startupProbe": {"httpGet": {"path": "/started", "port": "http"},
+                             "periodSeconds": 1, "failureThreshold": 120},
+            "livenessProbe": {"tcpSocket": {"port": "http"}, "periodSeconds": 1},
+            "readinessProbe": {"httpGet": {"path": "/readyz", "port": port},
+                               "periodSeconds": 1, "failureThreshold": 1},
+        }),
+    );
+    apply(
+        &ns,
+        &json!({
+            "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [container], "volumes": [files.volume()],
+                             "terminationGracePeriodSeconds": 1},
+                },
+            },
+        }),
+    );
+    let pod = || -> Option<Value> {
+        let out = ok(&ns, &["get", "pods", "-l", "app=web", "-o", "json"]);
+        let list: Value = serde_json::from_str(&out).unwrap();
+        list["items"].as_array()?.first().cloned()
+    };
+    let container = |pod: &Value| pod["status"]["containerStatuses"][0].clone();
+    let running = eventually("the pod to run", Duration::from_secs(30), || {
+        pod().filter(|p| container(p)["state"]["running"].is_object())
+    });
+    // Started by a kubelet's rules only once its startup probe passes; never ready before.
+    std::thread::sleep(Duration::from_millis(1500));
+    let waiting = pod().unwrap();
+    assert_eq!(container(&waiting)["started"], false, "{waiting:#}");
+    assert_eq!(container(&waiting)["ready"], false, "{waiting:#}");
+    assert_eq!(pod_condition(&waiting, "Ready"), "False", "{waiting:#}");
+    let deployment = get(&ns, "deployment/web");
+    assert!(
+        condition(&deployment, "Available").is_none(),
+        "{deployment:#}"
+    );
+
+    files.touch("started");
+    let started = eventually("the startup probe to pass", Duration::from_secs(10), || {
+        pod().filter(|p| container(p)["started"] == true)
+    });
+    assert_eq!(container(&started)["ready"], false, "{started:#}");
+
+    files.touch("readyz");
+    let since = Instant::now();
+    ok(
+        &ns,
+        &["wait", "--for=condition=available", "deployment/web", WAIT],
+    );
+    eprintln!(
+        "timing: Deployment Available {:.1}s after the readiness file appeared",
+        since.elapsed().as_secs_f64()
+    );
+    let ready = pod().unwrap();
+    assert_eq!(pod_condition(&ready, "Ready"), "True", "{ready:#}");
+    assert_eq!(container(&ready)["ready"], true);
+
+    // One failure (failureThreshold 1) makes it unready; the liveness probe (TCP) still passes.
+    files.remove("readyz");
+    let unready = eventually("the pod to turn unready", Duration::from_secs(10), || {
+        pod().filter(|p| pod_condition(p, "Ready") == "False")
+    });
+    let ready_condition = unready["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap()
+        .clone();
+    assert_eq!(ready_condition["reason"], "ContainersNotReady");
+    assert_eq!(container(&unready)["restartCount"], 0, "{unready:#}");
+    assert_eq!(
+        container(&unready)["state"]["running"],
+        container(&running)["state"]["running"],
+        "the container kept running"
+    );
+    eventually(
+        "the Deployment to count no ready replica",
+        Duration::from_secs(10),
+        || {
+            let deployment = get(&ns, "deployment/web");
+            (deployment["status"]["readyReplicas"].as_u64().unwrap_or(0) == 0).then_some(())
+        },
+    );
+}
+
+#[test]
+fn a_failing_liveness_probe_restarts_the_container() {
+    let ns = namespace("probes-live");
+    let files = ProbeFiles::new(&ns);
+    let container = probed_container(
+        "web",
+        free_port(),
+        json!({
+            "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"},
+                              "periodSeconds": 1, "failureThreshold": 2,
+                              "terminationGracePeriodSeconds": 1},
+        }),
+    );
+    apply(
+        &ns,
+        &pod_manifest(
+            "live",
+            json!({"containers": [container], "volumes": [files.volume()],
+                   "terminationGracePeriodSeconds": 1}),
+        ),
+    );
+    // Two failures, SIGTERM (ignored by PID 1), SIGKILL a second later: exit code 137.
+    let restarted = eventually("a restart", Duration::from_secs(30), || {
+        let pod = get(&ns, "pod/live");
+        (pod["status"]["containerStatuses"][0]["restartCount"].as_u64() >= Some(1)).then_some(pod)
+    });
+    let status = &restarted["status"]["containerStatuses"][0];
+    assert_eq!(
+        status["lastState"]["terminated"]["exitCode"], 137,
+        "{restarted:#}"
+    );
+
+    files.touch("healthz");
+    let healthy = eventually(
+        "the container to run again",
+        Duration::from_secs(30),
+        || {
+            let pod = get(&ns, "pod/live");
+            let status = &pod["status"]["containerStatuses"][0];
+            status["state"]["running"]
+                .is_object()
+                .then(|| status["restartCount"].clone())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let pod = get(&ns, "pod/live");
+    let status = &pod["status"]["containerStatuses"][0];
+    assert_eq!(status["restartCount"], healthy, "{pod:#}");
+    assert!(status["state"]["running"].is_object(), "{pod:#}");
+    // Without a readiness probe, running (and started) is ready.
+    assert_eq!(status["ready"], true);
+    assert_eq!(pod_condition(&pod, "Ready"), "True");
+}
+
+#[test]
+fn a_sidecars_startup_probe_holds_back_the_main_container() {
+    let ns = namespace("probes-sidecar");
+    let files = ProbeFiles::new(&ns);
+    let mut sidecar = probed_container(
+        "server",
+        free_port(),
+        json!({"startupProbe": {"httpGet": {"path": "/started", "port": "http"},
+                                "periodSeconds": 1, "failureThreshold": 120}}),
+    );
+    sidecar["restartPolicy"] = json!("Always");
+    apply(
+        &ns,
+        &pod_manifest(
+            "layered",
+            json!({
+                "initContainers": [sidecar],
+                "containers": [{"name": "main", "image": "busybox",
+                                "command": ["sh", "-c", "echo main ran; sleep 30"]}],
+                "volumes": [files.volume()],
+                "terminationGracePeriodSeconds": 1,
+            }),
+        ),
+    );
+    eventually("the sidecar to run", Duration::from_secs(30), || {
+        let pod = get(&ns, "pod/layered");
+        pod["status"]["initContainerStatuses"][0]["state"]["running"]
+            .is_object()
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let pod = get(&ns, "pod/layered");
+    assert_eq!(pod_condition(&pod, "Initialized"), "False", "{pod:#}");
+    assert_eq!(
+        pod["status"]["containerStatuses"][0]["state"]["waiting"]["reason"], "PodInitializing",
+        "{pod:#}"
+    );
+    files.touch("started");
+    let pod = eventually("the main container to run", Duration::from_secs(10), || {
+        let pod = get(&ns, "pod/layered");
+        pod["status"]["containerStatuses"][0]["state"]["running"]
+            .is_object()
+            .then_some(pod)
+    });
+    assert_eq!(pod_condition(&pod, "Initialized"), "True", "{pod:#}");
+    assert_eq!(pod["status"]["initContainerStatuses"][0]["started"], true);
+}
+
+#[test]
+fn probes_this_kubelet_cannot_run_keep_the_container_from_starting() {
+    let ns = namespace("probes-exec");
+    apply(
+        &ns,
+        &pod_manifest(
+            "exec",
+            json!({"containers": [{
+                "name": "main", "image": "busybox", "command": ["sleep", "30"],
+                "readinessProbe": {"exec": {"command": ["true"]}},
+            }]}),
+        ),
+    );
+    let waiting = eventually("a waiting reason", Duration::from_secs(30), || {
+        let pod = get(&ns, "pod/exec");
+        let waiting = pod["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (waiting["reason"] == "CreateContainerConfigError").then_some(waiting)
+    });
+    let message = waiting["message"].as_str().unwrap();
+    assert!(
+        message.contains("exec probes are not supported by devcluster-kubelet"),
+        "{message}"
+    );
+}

@@ -37,6 +37,9 @@ struct Args {
     /// The runner binary for `atlas-operator/runner` images.
     #[arg(long, env = "RUNNER_BIN")]
     runner: PathBuf,
+    /// The operator binary for images whose repository ends with `atlas-operator`.
+    #[arg(long, env = "OPERATOR_BIN")]
+    operator: PathBuf,
     #[arg(long)]
     atlas: Option<PathBuf>,
     #[arg(long)]
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         bwrap: args.bwrap,
         programs: Programs {
             runner: args.runner,
+            operator: args.operator,
             atlas: args.atlas,
             kubectl: args.kubectl,
         },

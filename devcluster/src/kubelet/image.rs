@@ -6,6 +6,7 @@
 //! | image name | `ENTRYPOINT` | `CMD` | `PATH` starts with |
 //! |---|---|---|---|
 //! | contains `atlas-operator/runner` | `/usr/local/bin/runner` (the built `runner`) | – | (`/usr/local/bin` holds the built `atlas`) |
+//! | repository ends with `atlas-operator` (`ghcr.io/atlas-operator/atlas-operator:dev`) | `/usr/local/bin/atlas-operator` (the built operator) | `run` | – |
 //! | last path segment starts with `kubectl` | `/usr/local/bin/kubectl` (the built `kubectl`) | – | – |
 //! | last path segment starts with `busybox`, `debian`, `alpine` or `ubuntu` | – | `sh` | – |
 //! | repository `postgres` (`postgres:16`, `docker.io/library/postgres:…`) | `/usr/local/bin/docker-entrypoint.sh` (ours) | `postgres` | – (the server's `bin` directory ends it) |
@@ -17,8 +18,8 @@
 //! The built programs are mounted into the container at `/usr/local/bin/<name>`, as an image
 //! would carry them: their host paths (a clone anywhere, even under `/tmp`, which a pod's
 //! `emptyDir` hides) never matter inside the sandbox. Within `command`, a first word `runner`,
-//! `atlas` or `kubectl` (bare or as an absolute path) means the built program, as it would in the
-//! image; anything else is looked up on the container's `PATH`, i.e. the host's `/usr/bin`,
+//! `atlas-operator`, `atlas` or `kubectl` (bare or as an absolute path) means the built program,
+//! as it would in the image; anything else is looked up on the container's `PATH`, i.e. the host's `/usr/bin`,
 //! `/bin`, … (so `sh -c '…'` runs the host's shell). Any other image makes the container wait with
 //! reason `ErrImagePull`.
 
@@ -31,6 +32,9 @@ use super::database::{self, Flavour};
 pub struct Programs {
     /// The `runner` binary (`RUNNER_BIN`, or `target/debug/runner`); it may not be built yet.
     pub runner: PathBuf,
+    /// The `atlas-operator` binary (`OPERATOR_BIN`, or `target/debug/atlas-operator`); it may
+    /// not be built yet.
+    pub operator: PathBuf,
     /// The pinned Atlas CLI.
     pub atlas: Option<PathBuf>,
     /// The pinned kubectl.
@@ -54,6 +58,9 @@ pub struct Process {
     /// A database image: the launch adds its entrypoint, port, data and socket directories.
     pub database: Option<Flavour>,
 }
+
+/// The operator's binary, by its name in the image.
+const OPERATOR: &str = "atlas-operator";
 
 /// Where the image carries the built programs.
 pub const IMAGE_BIN: &str = "/usr/local/bin";
@@ -90,6 +97,7 @@ pub enum ImageError {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Runner,
+    Operator,
     Kubectl,
     Shell,
     Database(Flavour),
@@ -101,6 +109,17 @@ pub fn short_name(image: &str) -> &str {
     let without_digest = image.split('@').next().unwrap_or(image);
     let last = without_digest.rsplit('/').next().unwrap_or(without_digest);
     last.split(':').next().unwrap_or(last)
+}
+
+/// An image reference's repository: `ghcr.io/a/b:v1@sha256:…` → `ghcr.io/a/b` (a registry's
+/// port, `registry:5000/b`, is not a tag).
+pub fn repository(image: &str) -> &str {
+    let without_digest = image.split('@').next().unwrap_or(image);
+    let last_slash = without_digest.rfind('/').map_or(0, |at| at + 1);
+    match without_digest[last_slash..].find(':') {
+        Some(colon) => &without_digest[..last_slash + colon],
+        None => without_digest,
+    }
 }
 
 /// An image reference's tag: `postgres:16-alpine` → `16-alpine`; none for `postgres` or
@@ -115,6 +134,8 @@ fn kind(image: &str) -> Option<Kind> {
     let short = short_name(image);
     if image.contains("atlas-operator/runner") {
         Some(Kind::Runner)
+    } else if repository(image).ends_with("atlas-operator") {
+        Some(Kind::Operator)
     } else if short.starts_with("kubectl") {
         Some(Kind::Kubectl)
     } else if ["busybox", "debian", "alpine", "ubuntu"]
@@ -154,6 +175,10 @@ impl Programs {
                 .to_vec();
                 vec![in_image("runner").display().to_string()]
             }
+            Kind::Operator => {
+                files.push((self.operator(image)?, in_image(OPERATOR)));
+                vec![in_image(OPERATOR).display().to_string()]
+            }
             Kind::Kubectl => {
                 files.push((self.kubectl(image)?, in_image("kubectl")));
                 vec![in_image("kubectl").display().to_string()]
@@ -183,6 +208,8 @@ impl Programs {
             let cmd = match kind {
                 _ if !args.is_empty() => args.to_vec(),
                 Kind::Shell => vec!["sh".to_string()],
+                // What the operator's image runs when the pod gives no args.
+                Kind::Operator => vec!["run".to_string()],
                 Kind::Database(flavour) => vec![flavour.command().to_string()],
                 Kind::Runner | Kind::Kubectl => Vec::new(),
             };
@@ -226,6 +253,7 @@ impl Programs {
         });
         Ok(match bare {
             "runner" => Some((self.runner(image)?, "runner")),
+            OPERATOR => Some((self.operator(image)?, OPERATOR)),
             "atlas" => Some((self.atlas(image)?, "atlas")),
             "kubectl" => Some((self.kubectl(image)?, "kubectl")),
             _ => None,
@@ -242,6 +270,21 @@ impl Programs {
                 hint: format!(
                     "{} does not exist; run `cargo build -p atlas-runner` (or set RUNNER_BIN before `cargo xtask cluster up`)",
                     self.runner.display()
+                ),
+            })
+        }
+    }
+
+    fn operator(&self, image: &str) -> Result<PathBuf, ImageError> {
+        if self.operator.is_file() {
+            Ok(self.operator.clone())
+        } else {
+            Err(ImageError::NotBuilt {
+                what: OPERATOR,
+                image: image.to_string(),
+                hint: format!(
+                    "{} does not exist; run `cargo build -p atlas-operator` (or set OPERATOR_BIN before `cargo xtask cluster up`)",
+                    self.operator.display()
                 ),
             })
         }
@@ -272,6 +315,7 @@ mod tests {
         // The test binary itself stands in for a built runner (it is a file that exists).
         Programs {
             runner: std::env::current_exe().unwrap(),
+            operator: std::env::current_exe().unwrap(),
             atlas: Some(PathBuf::from("/tools/atlas/bin/atlas")),
             kubectl: Some(PathBuf::from("/tools/kube/bin/kubectl")),
         }
@@ -354,6 +398,85 @@ mod tests {
             )
             .unwrap();
         assert_eq!(p.argv, strings(&["/usr/local/bin/atlas", "version"]));
+    }
+
+    #[test]
+    fn operator_images_run_the_built_operator() {
+        let operator = "/usr/local/bin/atlas-operator".to_string();
+        for image in [
+            "ghcr.io/atlas-operator/atlas-operator:dev",
+            "atlas-operator",
+            "registry:5000/team/atlas-operator@sha256:abc",
+        ] {
+            let p = programs().resolve(image, &[], &[]).unwrap();
+            assert_eq!(p.argv, vec![operator.clone(), "run".to_string()], "{image}");
+            assert_eq!(
+                p.files,
+                vec![(
+                    std::env::current_exe().unwrap(),
+                    PathBuf::from("/usr/local/bin/atlas-operator")
+                )]
+            );
+            assert!(p.image_env.is_empty());
+        }
+        // `args` replace the image's `run`, as they replace any CMD.
+        let p = programs()
+            .resolve(
+                "ghcr.io/atlas-operator/atlas-operator:dev",
+                &[],
+                &strings(&["run", "--metrics-address", "0.0.0.0:8080"]),
+            )
+            .unwrap();
+        assert_eq!(
+            p.argv,
+            vec![
+                operator.clone(),
+                "run".to_string(),
+                "--metrics-address".to_string(),
+                "0.0.0.0:8080".to_string()
+            ]
+        );
+        // A `command` naming the binary where an image would keep it means the built one.
+        let p = programs()
+            .resolve(
+                "ghcr.io/atlas-operator/atlas-operator:dev",
+                &strings(&["/atlas-operator", "crds"]),
+                &[],
+            )
+            .unwrap();
+        assert_eq!(p.argv, vec![operator, "crds".to_string()]);
+        // The runner's image is not the operator's, and a longer name is not it either.
+        let p = programs()
+            .resolve("ghcr.io/atlas-operator/runner:dev", &[], &[])
+            .unwrap();
+        assert_eq!(p.argv, strings(&["/usr/local/bin/runner"]));
+        assert!(matches!(
+            programs().resolve("ghcr.io/x/atlas-operator-bundle:1", &[], &[]),
+            Err(ImageError::Unknown(_))
+        ));
+        let mut missing = programs();
+        missing.operator = PathBuf::from("/nonexistent/atlas-operator");
+        assert!(matches!(
+            missing.resolve("ghcr.io/atlas-operator/atlas-operator:dev", &[], &[]),
+            Err(ImageError::NotBuilt {
+                what: "atlas-operator",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn repositories() {
+        assert_eq!(
+            repository("ghcr.io/atlas-operator/atlas-operator:dev"),
+            "ghcr.io/atlas-operator/atlas-operator"
+        );
+        assert_eq!(
+            repository("registry:5000/atlas-operator"),
+            "registry:5000/atlas-operator"
+        );
+        assert_eq!(repository("a/b:1@sha256:abc"), "a/b");
+        assert_eq!(repository("busybox"), "busybox");
     }
 
     #[test]

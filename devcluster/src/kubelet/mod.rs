@@ -1,8 +1,8 @@
 //! The process-kubelet: the stand-in node of the local cluster. It registers a Node that is
 //! Ready, binds the pending pods to it (there is no scheduler), and runs each pod's containers
 //! as local processes, each in a sandbox of its own ([`sandbox`]) with its env ([`env`]) and
-//! volumes ([`volumes`]) materialised; it writes the pods' status back as a kubelet would
-//! ([`worker`]) and serves their logs to the API server ([`logs`]).
+//! volumes ([`volumes`]) materialised; it probes them ([`probe`]), writes the pods' status back
+//! as a kubelet would ([`worker`]) and serves their logs to the API server ([`logs`]).
 //!
 //! It runs as its own process, `devcluster-kubelet` (`src/bin/`), started and stopped with the
 //! control plane by [`crate::cluster`]. Images map to local programs by the table in [`image`].
@@ -15,6 +15,7 @@ pub mod launch;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod probe;
 pub mod sandbox;
 pub mod scheduler;
 pub mod status;
@@ -107,6 +108,8 @@ pub struct Context {
     pub templates: database::Templates,
     /// The API server's port, for the pods' `KUBERNETES_SERVICE_PORT`.
     pub apiserver_port: u16,
+    /// What HTTP probes send as `User-Agent` (`kube-probe/1.37`).
+    pub probe_user_agent: String,
     pub logs: logs::Registry,
     /// One permit per pod that may run at once.
     pub slots: Arc<Semaphore>,
@@ -175,6 +178,7 @@ pub async fn run(config: Config) -> Result<(), KubeletError> {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, config.port));
     let mut log_server = tokio::spawn(logs::serve(addr, tls, registry.clone()));
 
+    let probe_user_agent = probe::user_agent(&version);
     let facts = node::NodeFacts {
         name: config.node_name.clone(),
         port: config.port,
@@ -211,6 +215,7 @@ pub async fn run(config: Config) -> Result<(), KubeletError> {
         bwrap: config.bwrap.clone(),
         templates: database::Templates::new(config.dir.join("images"), config.bwrap.clone()),
         apiserver_port,
+        probe_user_agent,
         logs: registry,
         slots: Arc::new(Semaphore::new(config.max_pods.max(1))),
         ports: std::sync::Mutex::default(),

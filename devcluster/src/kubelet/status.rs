@@ -106,19 +106,22 @@ pub struct ContainerView<'a> {
     pub image: &'a str,
     pub image_id: &'a str,
     pub container_id: Option<&'a str>,
+    /// Running and passing its readiness probe (if it has one).
+    pub ready: bool,
+    /// Running and past its startup probe (if it has one).
+    pub started: bool,
     pub restart_count: i32,
     pub state: &'a State,
     pub last_state: Option<&'a State>,
 }
 
 pub fn container_status(view: &ContainerView<'_>) -> Value {
-    let running = view.state.is_running();
     let mut status = json!({
         "name": view.name,
         "image": view.image,
         "imageID": view.image_id,
-        "ready": running,
-        "started": running,
+        "ready": view.ready,
+        "started": view.started,
         "restartCount": view.restart_count,
         "state": view.state.to_json(),
         "lastState": view.last_state.map_or_else(|| json!({}), State::to_json),
@@ -223,6 +226,8 @@ mod tests {
             image: "busybox",
             image_id: "devcluster://sh",
             container_id: Some("devcluster://c"),
+            ready: false,
+            started: false,
             restart_count: 0,
             state: &state,
             last_state: None,

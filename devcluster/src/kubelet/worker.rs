@@ -1,12 +1,14 @@
 //! One pod's life on the node, driven by one task: volumes, then the init containers in order
 //! (native sidecars, `restartPolicy: Always`, started and left running), then the main
-//! containers; the pod's status written back whenever it changes; `activeDeadlineSeconds`;
-//! deletion with the grace period (`SIGTERM`, then `SIGKILL`) ending in the pod object's removal.
+//! containers; their probes ([`probe`]: readiness makes a container ready, a failed liveness or
+//! startup probe kills it); the pod's status written back whenever it changes;
+//! `activeDeadlineSeconds`; deletion with the grace period (`SIGTERM`, then `SIGKILL`) ending in
+//! the pod object's removal.
 //!
-//! The task reacts to three things: a newer version of the pod (from the node's watch), a
-//! container's exit, and time (retries, back-off, the grace period's end, the deadline). After
-//! each it runs [`Worker::sync`], which moves the pod as far as it can go and writes the status
-//! when it differs from what was last written.
+//! The task reacts to four things: a newer version of the pod (from the node's watch), a
+//! container's exit, a probe's verdict, and time (retries, back-off, the grace period's end, the
+//! deadline). After each it runs [`Worker::sync`], which moves the pod as far as it can go and
+//! writes the status when it differs from what was last written.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,6 +25,7 @@ use tokio::time::Instant;
 use super::Context;
 use super::database::Flavour;
 use super::env::Lookup;
+use super::probe::{self, Event as ProbeEvent};
 use super::status::{self, ContainerView, Phase, State};
 use super::volumes::{self, Prepared};
 use super::{launch, logs, sandbox};
@@ -65,6 +68,19 @@ struct Run {
     /// Not (re)started before this.
     not_before: Option<Instant>,
     program: String,
+    /// This run's startup probe passed (or it has none).
+    started: bool,
+    /// This run's readiness probe says ready (or it has none), once started.
+    ready: bool,
+    /// Some run was `started`: a native sidecar no longer holds back the containers after it.
+    ever_started: bool,
+    /// This run's probes.
+    prober: Option<tokio::task::AbortHandle>,
+    /// A failed liveness or startup probe ended this run: it is restarted unless the pod's
+    /// restart policy is `Never`, whatever its exit code.
+    probe_killed: bool,
+    /// When this run gets `SIGKILL`, after a probe had it stopped.
+    kill_at: Option<Instant>,
 }
 
 impl Run {
@@ -80,7 +96,17 @@ impl Run {
             ran: false,
             not_before: None,
             program: String::new(),
+            started: false,
+            ready: false,
+            ever_started: false,
+            prober: None,
+            probe_killed: false,
+            kill_at: None,
         }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.state.is_running() && self.ready
     }
 
     fn container_id(&self, uid: &str) -> String {
@@ -113,6 +139,14 @@ struct Exit {
     code: i32,
 }
 
+/// A probe's verdict on one run of a container, sent by its prober task.
+struct Probed {
+    init: bool,
+    index: usize,
+    attempt: u32,
+    event: ProbeEvent,
+}
+
 pub struct Worker {
     ctx: Arc<Context>,
     pod: Arc<Pod>,
@@ -142,6 +176,8 @@ pub struct Worker {
     delete_sent: bool,
     exits_tx: mpsc::UnboundedSender<Exit>,
     exits_rx: mpsc::UnboundedReceiver<Exit>,
+    probes_tx: mpsc::UnboundedSender<Probed>,
+    probes_rx: mpsc::UnboundedReceiver<Probed>,
 }
 
 fn restart_policy(pod: &Pod) -> Restart {
@@ -183,6 +219,7 @@ impl Worker {
             .map(|c| Run::new(c, false, waiting))
             .collect();
         let (exits_tx, exits_rx) = mpsc::unbounded_channel();
+        let (probes_tx, probes_rx) = mpsc::unbounded_channel();
         let dir = ctx.pods_dir.join(&uid);
         let mut worker = Worker {
             restart: restart_policy(&pod),
@@ -208,6 +245,8 @@ impl Worker {
             delete_sent: false,
             exits_tx,
             exits_rx,
+            probes_tx,
+            probes_rx,
             pod: Arc::new(pod),
         };
         worker.adopt();
@@ -264,6 +303,7 @@ impl Worker {
                     self.pod = updates.borrow_and_update().clone();
                 }
                 Some(exit) = self.exits_rx.recv() => self.exited(exit),
+                Some(probed) = self.probes_rx.recv() => self.probed(probed),
                 _ = tokio::time::sleep_until(wake) => {}
             }
         }
@@ -282,7 +322,8 @@ impl Worker {
         let mut wake = Instant::now() + TICK;
         let candidates = self
             .runs()
-            .filter_map(|run| run.not_before)
+            .flat_map(|run| [run.not_before, run.kill_at])
+            .flatten()
             .chain(self.kill_at)
             .chain(self.volume_retry);
         for at in candidates {
@@ -298,6 +339,13 @@ impl Worker {
     /// Moves the pod along, then writes its status if it changed.
     async fn sync(&mut self) {
         let now = Instant::now();
+        for run in self.runs() {
+            if let (Some(pid), Some(at)) = (run.pid, run.kill_at)
+                && now >= at
+            {
+                sandbox::kill(pid);
+            }
+        }
         let deleting = self.pod.metadata.deletion_timestamp.is_some();
         let terminal = self.phase.is_some_and(|(phase, ..)| phase.is_terminal());
         if deleting && !matches!(self.ending, Some(Ending::Deleted)) {
@@ -475,8 +523,9 @@ impl Worker {
                         }
                     }
                 }
-                // Once started, a sidecar no longer holds back the containers after it.
-                if !self.init[index].ran {
+                // Once started (its startup probe passed), a sidecar no longer holds back the
+                // containers after it.
+                if !self.init[index].ever_started {
                     return false;
                 }
                 continue;
@@ -514,7 +563,7 @@ impl Worker {
                 State::Terminated { exit_code, .. } => {
                     let again = match self.restart {
                         Restart::Always => true,
-                        Restart::OnFailure => *exit_code != 0,
+                        Restart::OnFailure => *exit_code != 0 || run.probe_killed,
                         Restart::Never => false,
                     };
                     if again {
@@ -527,7 +576,7 @@ impl Worker {
         let all_done = self.main.iter().all(|run| match run.state.exit_code() {
             Some(code) => match self.restart {
                 Restart::Never => true,
-                Restart::OnFailure => code == 0,
+                Restart::OnFailure => code == 0 && !run.probe_killed,
                 Restart::Always => false,
             },
             None => false,
@@ -577,11 +626,16 @@ impl Worker {
         };
         let attempt = run.attempt + 1;
         let files = launch::Files::new(&self.dir, &run.spec.name, attempt);
-        let prepared = launch::build(&self.ctx, &pod, &run.spec, &volumes, &files).await;
+        let prepared = match probe::specs(&run.spec, super::NODE_IP) {
+            Ok(probes) => launch::build(&self.ctx, &pod, &run.spec, &volumes, &files)
+                .await
+                .map(|(launch, program)| (launch, program, probes)),
+            Err(message) => Err(("CreateContainerConfigError", message)),
+        };
         if prepared.is_ok() {
             run.attempt = attempt;
         }
-        let (launch, program) = match prepared {
+        let (launch, program, probes) = match prepared {
             Ok(ready) => ready,
             Err((reason, message)) => {
                 if !matches!(&run.state, State::Waiting { reason: r, message: Some(m) } if *r == reason && *m == message)
@@ -603,6 +657,27 @@ impl Worker {
                     started: jiff::Timestamp::now(),
                 };
                 run.not_before = None;
+                let has = |kind| probes.iter().any(|p: &probe::Spec| p.kind == kind);
+                run.started = !has(probe::Kind::Startup);
+                run.ever_started |= run.started;
+                run.ready = run.started && !has(probe::Kind::Readiness);
+                run.probe_killed = false;
+                run.kill_at = None;
+                if !probes.is_empty() {
+                    let probed = self.probes_tx.clone();
+                    let attempt = run.attempt;
+                    let report = move |event| {
+                        let _ = probed.send(Probed {
+                            init,
+                            index,
+                            attempt,
+                            event,
+                        });
+                    };
+                    let user_agent = self.ctx.probe_user_agent.clone();
+                    let task = tokio::spawn(probe::run(probes, Instant::now(), user_agent, report));
+                    run.prober = Some(task.abort_handle());
+                }
                 self.ctx.logs.started(
                     &self.namespace,
                     &self.name,
@@ -647,6 +722,12 @@ impl Worker {
             return;
         }
         run.pid = None;
+        if let Some(prober) = run.prober.take() {
+            prober.abort();
+        }
+        run.started = false;
+        run.ready = false;
+        run.kill_at = None;
         self.ctx
             .logs
             .ended(&self.namespace, &self.name, &run.spec.name);
@@ -672,6 +753,53 @@ impl Worker {
         };
         tracing::info!(pod = %format!("{}/{}", self.namespace, self.name), container = %run.spec.name, code = exit.code, "container exited");
         run.state = State::exited(exit.code, message, started, run.container_id(&uid));
+    }
+
+    /// Takes in a probe's verdict on a run that still runs; a failed liveness or startup probe
+    /// stops the container (`SIGTERM`, `SIGKILL` after the probe's or the pod's grace period).
+    fn probed(&mut self, probed: Probed) {
+        let key = self.key();
+        let pod_grace = self.grace();
+        let ending = self.ending.is_some();
+        let run = if probed.init {
+            &mut self.init[probed.index]
+        } else {
+            &mut self.main[probed.index]
+        };
+        let Some(pid) = run.pid.filter(|_| run.attempt == probed.attempt) else {
+            return;
+        };
+        match probed.event {
+            ProbeEvent::Started => {
+                run.started = true;
+                run.ever_started = true;
+                run.ready = run.spec.readiness_probe.is_none();
+            }
+            ProbeEvent::Ready(ready, failure) => {
+                let failure = failure.unwrap_or_default();
+                tracing::info!(pod = %key, container = %run.spec.name, ready, failure = %failure, "readiness changed");
+                run.ready = ready && run.started;
+            }
+            // The pod is stopping anyway, with its own grace period.
+            ProbeEvent::Failed { .. } if ending => {}
+            ProbeEvent::Failed {
+                kind,
+                message,
+                termination_grace,
+            } => {
+                // A kubelet says this in an event (Unhealthy, Killing); we have no events.
+                tracing::info!(pod = %key, container = %run.spec.name, probe = %kind.as_str(), failure = %message, "probe failed, killing the container");
+                run.probe_killed = true;
+                run.ready = false;
+                let grace = termination_grace.unwrap_or(pod_grace).max(0) as u64;
+                if grace == 0 {
+                    sandbox::kill(pid);
+                } else {
+                    sandbox::terminate(pid);
+                    run.kill_at = Some(Instant::now() + Duration::from_secs(grace));
+                }
+            }
+        }
     }
 
     /// Asks every running container to stop (`SIGTERM` now, `SIGKILL` after `grace` seconds);
@@ -794,6 +922,9 @@ impl Worker {
             if let Some(pid) = run.pid {
                 sandbox::kill(pid);
             }
+            if let Some(prober) = &run.prober {
+                prober.abort();
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(5);
         while self.any_running() && Instant::now() < deadline {
@@ -828,7 +959,7 @@ impl Worker {
     fn initialized(&self) -> bool {
         self.init.iter().all(|run| {
             if run.sidecar {
-                run.ran
+                run.ever_started
             } else {
                 run.state.exit_code() == Some(0)
             }
@@ -851,13 +982,13 @@ impl Worker {
         let phase = self.current_phase();
         let initialized = self.initialized();
         let sandbox_ready = self.volumes.is_some() && !phase.is_terminal();
-        // Readiness covers the main containers and the sidecars (there are no probes: running
-        // is ready).
+        // Readiness covers the main containers and the sidecars: running, and ready by their
+        // readiness probes if they have any.
         let unready: Vec<String> = self
             .main
             .iter()
             .chain(self.init.iter().filter(|run| run.sidecar))
-            .filter(|run| !run.state.is_running())
+            .filter(|run| !run.is_ready())
             .map(|run| run.spec.name.clone())
             .collect();
         let ready = phase == Phase::Running && unready.is_empty();
@@ -877,7 +1008,7 @@ impl Worker {
         let uninitialized: Vec<String> = self
             .init
             .iter()
-            .filter(|run| !(run.state.exit_code() == Some(0) || (run.sidecar && run.ran)))
+            .filter(|run| !(run.state.exit_code() == Some(0) || (run.sidecar && run.ever_started)))
             .map(|run| run.spec.name.clone())
             .collect();
         let init_reason = (!initialized).then_some("ContainersNotInitialized");
@@ -937,6 +1068,8 @@ impl Worker {
                 image: run.spec.image.as_deref().unwrap_or(""),
                 image_id: &image_id,
                 container_id: started.then_some(id.as_str()),
+                ready: run.is_ready(),
+                started: run.state.is_running() && run.started,
                 restart_count: run.restarts,
                 state: &run.state,
                 last_state: run.last_state.as_ref(),
