@@ -85,6 +85,16 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
 
     if job_condition(job, "Complete").is_some() {
         return match newest_result {
+            // The first Job of a schema found which dev database it needs: the next Job brings
+            // one, so this is progress.
+            Some((result, _)) if result.outcome == Outcome::NeedsDevDatabase => {
+                Observation::InProgress {
+                    detail: format!(
+                        "Job {name} found a {} target: adding a dev database",
+                        result.dev_driver.unwrap_or_default()
+                    ),
+                }
+            }
             Some((result, pod)) if result.outcome != Outcome::Failed => Observation::Applied {
                 hash: hash.into(),
                 message: result.message,
@@ -102,14 +112,6 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
     }
     if let Some(failed) = job_condition(job, "Failed") {
         return match newest_result {
-            // The first Job of a schema found which dev database it needs: the next Job brings
-            // one, so this is progress, not a failure.
-            Some((result, _)) if result.dev_driver.is_some() => Observation::InProgress {
-                detail: format!(
-                    "Job {name} found a {} target: adding a dev database",
-                    result.dev_driver.unwrap_or_default()
-                ),
-            },
             Some((result, _)) => Observation::Failed {
                 reason: result.reason,
                 message: result.message,
@@ -275,6 +277,25 @@ mod tests {
                     .as_second(),
                 version: Some("20230316085611".into()),
             }
+        );
+    }
+
+    /// The first Job of a schema whose driver sits in a Secret completes having found it: the
+    /// resource is still on its way (the next Job brings the dev database), not applied.
+    #[test]
+    fn a_job_that_found_the_dev_driver_is_progress() {
+        let found = json!({"version": 1, "outcome": "needs-dev-database", "reason": "GettingDevDB",
+            "message": "no dev database", "devDriver": "mysql", "durationMs": 10});
+        let obs = observe(
+            Kind::Schema,
+            "h",
+            &job(json!([{"type": "Complete", "status": "True"}]), 0),
+            &[pod(terminated(&found.to_string(), 0))],
+            0,
+        );
+        assert!(
+            matches!(&obs, Observation::InProgress { detail } if detail.contains("mysql")),
+            "{obs:?}"
         );
     }
 

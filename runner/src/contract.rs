@@ -204,6 +204,10 @@ pub enum Outcome {
     Applied,
     /// The database was already as desired.
     NoOp,
+    /// Nothing was done: the apply needs a dev database, and this Job found which one
+    /// ([`RunResult::dev_driver`]); the controller's next Job brings it. Not a failure, so the
+    /// Job completes rather than showing `Failed` in `kubectl get jobs`.
+    NeedsDevDatabase,
     Failed,
 }
 

@@ -124,16 +124,16 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
         }
         None => {
             let driver = target::server_driver(&url);
-            let mut result = run.failed(
-                Reason::GettingDevDb,
-                &format!(
-                    "no dev database was given for this {} target: the operator adds one to \
-                     the next Job, or set spec.devURL or spec.devURLFrom",
-                    driver.unwrap_or("database")
-                ),
-                false,
+            let message = format!(
+                "no dev database was given for this {} target: the operator adds one to the \
+                 next Job, or set spec.devURL or spec.devURLFrom",
+                driver.unwrap_or("database")
             );
-            result.dev_driver = driver.map(str::to_string);
+            let Some(driver) = driver else {
+                return run.failed(Reason::GettingDevDb, &message, false);
+            };
+            let mut result = run.result(Outcome::NeedsDevDatabase, Reason::GettingDevDb, &message);
+            result.dev_driver = Some(driver.to_string());
             return result;
         }
     };
