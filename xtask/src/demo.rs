@@ -106,7 +106,10 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
     // The seeds' Secrets point at Deployments of their own; here they point at the local servers.
     for (name, url) in [
         ("mysql-credentials", servers.mysql_url()),
-        ("postgres-credentials", servers.postgres_url_for(DEMO_POSTGRES_DATABASE)),
+        (
+            "postgres-credentials",
+            servers.postgres_url_for(DEMO_POSTGRES_DATABASE),
+        ),
     ] {
         kubectl(&[
             "-n",
@@ -312,7 +315,12 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
     println!("    Ready after {:.1}s", started.elapsed().as_secs_f64());
     println!(
         "{}",
-        indent(&kubectl(&["-n", NAMESPACE_INLINE, "get", "atlasmigrations,configmaps"])?)
+        indent(&kubectl(&[
+            "-n",
+            NAMESPACE_INLINE,
+            "get",
+            "atlasmigrations,configmaps"
+        ])?)
     );
     println!("    PostgreSQL ({}): \\d users", inline_db.name);
     println!("{}", indent(&inline_db.query(USERS_COLUMNS)?));
@@ -344,9 +352,11 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
     schema["spec"]["schema"]["sql"] = without_bio.into();
     schema["spec"]["policy"] = serde_json::json!({"lint": {"destructive": {"error": true}}});
     apply_stdin(cluster, &schema.to_string())?;
-    let refused = wait_ready(&kubectl, "atlasschema/atlasschema-mysql", |status, reason| {
-        status == "False" && reason != "Reconciling"
-    })
+    let refused = wait_ready(
+        &kubectl,
+        "atlasschema/atlasschema-mysql",
+        |status, reason| status == "False" && reason != "Reconciling",
+    )
     .with_context(|| format!("operator log:\n{}", operator.log()))?;
     println!("    Ready: {refused}");
     println!(
