@@ -390,7 +390,7 @@ fn no_rule_grants_secrets_in_any_mode() {
                          podDisruptionBudget: {enabled: true}\n\
                          networkPolicy: {enabled: true}\n";
     let upstream =
-        std::fs::read_to_string(repo_path("tests/fixtures/upstream/helm-values.yaml")).unwrap();
+        std::fs::read_to_string(repo_path("tests/fixtures/upstream-chart/values.yaml")).unwrap();
     for values in [
         "{}",
         NAMESPACED,
@@ -470,7 +470,7 @@ fn the_operator_pod_is_restricted() {
     }
     // The Go operator's values set parts of the security contexts; ours fill in the rest.
     let upstream =
-        std::fs::read_to_string(repo_path("tests/fixtures/upstream/helm-values.yaml")).unwrap();
+        std::fs::read_to_string(repo_path("tests/fixtures/upstream-chart/values.yaml")).unwrap();
     let docs = render(&upstream);
     let pod = &one(&docs, "Deployment")["spec"]["template"]["spec"];
     assert_restricted(pod, &[operator_container(&docs)]);
@@ -637,7 +637,7 @@ fn the_charts_defaults_are_the_operators() {
 #[test]
 fn the_go_operators_values_render() {
     let values =
-        std::fs::read_to_string(repo_path("tests/fixtures/upstream/helm-values.yaml")).unwrap();
+        std::fs::read_to_string(repo_path("tests/fixtures/upstream-chart/values.yaml")).unwrap();
     let docs = render(&values);
     let name = "platform-atlas-operator";
     let deployment = named(&docs, "Deployment", Some(NAMESPACE), name);
