@@ -1,5 +1,6 @@
 //! `cargo xtask <command>`: the developer and CI commands (see the README and docs/development.md).
 
+mod bench;
 mod cluster;
 mod crds;
 mod db;
@@ -25,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Regenerate crds/*.yaml from the Rust API types.
+    /// Regenerate crds/*.yaml (and the Helm chart's copy) from the Rust API types.
     Crds {
         /// Fail instead of writing when the checked-in YAML differs from the types.
         #[arg(long)]
@@ -45,6 +46,18 @@ enum Command {
         #[command(subcommand)]
         command: cluster::ClusterCommand,
     },
+    /// Measure what the operator costs and how it scales (docs/performance.md).
+    Bench {
+        /// The smoke run (10 resources, short idle): about a minute and a half.
+        #[arg(long)]
+        quick: bool,
+        /// Other numbers of resources than 10,100,1000 (comma-separated), for a closer look.
+        #[arg(long, value_delimiter = ',')]
+        sizes: Vec<usize>,
+        /// Another steady-state idle time than 300 s (15 s with --quick).
+        #[arg(long)]
+        idle_seconds: Option<u64>,
+    },
     /// Run the operator's main job end to end, as far as this build can.
     Demo {
         /// Leave what the demo started running.
@@ -62,6 +75,26 @@ fn main() -> ExitCode {
         Command::Db { command } => db::run(command),
         Command::Cluster { command } => cluster::run(command),
         Command::Demo { keep } => demo::run(keep),
+        Command::Bench {
+            quick,
+            sizes,
+            idle_seconds,
+        } => {
+            let mut plan = if quick {
+                bench::Plan::quick()
+            } else {
+                bench::Plan::full()
+            };
+            if !sizes.is_empty() {
+                plan.sizes = sizes;
+                plan.mode = "custom";
+            }
+            if let Some(idle) = idle_seconds {
+                plan.idle_seconds = idle;
+                plan.mode = "custom";
+            }
+            bench::run(plan)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -35,6 +35,9 @@ pub fn run() -> Result<()> {
     );
     devcluster::cluster::up()?;
     let totals = cargo_test();
+    // The benchmark's smoke run, so its harness never rots: it fails only when it cannot
+    // measure, never on a figure's value (docs/performance.md).
+    let bench = crate::bench::quick();
     // Leave the machine as we found it: what someone started by hand stays up.
     if started_cluster {
         devcluster::cluster::down()?;
@@ -43,6 +46,9 @@ pub fn run() -> Result<()> {
         devcluster::db::down()?;
     }
     let totals = totals?;
+    if let Err(err) = &bench {
+        eprintln!("xtask: the benchmark smoke run failed: {err:#}");
+    }
     // One closing line for the whole run: cargo prints one per test binary, and the last of
     // those (often a doc-test binary with nothing in it) says nothing about the run.
     println!(
@@ -52,6 +58,7 @@ pub fn run() -> Result<()> {
     if totals.failed > 0 {
         bail!("{} tests failed", totals.failed);
     }
+    bench.context("cargo xtask bench --quick")?;
     if totals.passed == 0 {
         bail!("no test ran");
     }

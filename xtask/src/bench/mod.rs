@@ -1,0 +1,442 @@
+//! `cargo xtask bench`: what the operator costs and how it scales, measured on the local cluster
+//! (real API server, Job controller and process-kubelet), real Atlas and real databases. It
+//! prints a table and writes `target/bench/results.json` and `target/bench/scale.svg`. It fails
+//! only when it cannot measure (a resource never Ready, a command failing), never because of a
+//! figure's value: figures are noisy on a shared machine and are for people to read.
+//!
+//! `--quick` is the smoke run `cargo xtask test` includes, so the harness never rots.
+
+mod audit;
+mod plot;
+mod proc;
+mod runner;
+mod scale;
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use scale::{Operator, ScaleFigures, StartFigures, SteadyFigures, StormFigures, Workload};
+
+/// What one run measures.
+#[derive(Clone, Debug, Serialize)]
+pub struct Plan {
+    pub mode: &'static str,
+    /// Numbers of AtlasMigrations, each spread over 10 namespaces.
+    pub sizes: Vec<usize>,
+    pub idle_seconds: u64,
+    /// ConfigMaps edited at once in the change storm (at most the largest size).
+    pub storm: usize,
+    pub runner_runs: usize,
+    /// `release` for the figures; the quick run uses the debug build `cargo xtask test` has.
+    pub profile: &'static str,
+}
+
+impl Plan {
+    pub fn full() -> Plan {
+        Plan {
+            mode: "full",
+            sizes: vec![10, 100, 1000],
+            idle_seconds: 300,
+            storm: 100,
+            runner_runs: 11,
+            profile: "release",
+        }
+    }
+
+    pub fn quick() -> Plan {
+        Plan {
+            mode: "quick",
+            sizes: vec![10],
+            idle_seconds: 15,
+            storm: 10,
+            runner_runs: 3,
+            profile: "debug",
+        }
+    }
+}
+
+/// The smoke run for `cargo xtask test`: about a minute and a half on a running cluster.
+pub fn quick() -> Result<()> {
+    run(Plan::quick())
+}
+
+#[derive(Debug, Serialize)]
+struct Results {
+    plan: Plan,
+    started_at: String,
+    machine: proc::Machine,
+    load_average_at_end: String,
+    /// The whole command, builds and set-up included.
+    wall_seconds: f64,
+    /// The measurements alone.
+    measure_seconds: f64,
+    runner: runner::RunnerFigures,
+    scale: Vec<ScaleFigures>,
+    steady: SteadyFigures,
+    storm: StormFigures,
+    start: StartFigures,
+    notes: BTreeMap<&'static str, String>,
+}
+
+pub fn run(plan: Plan) -> Result<()> {
+    let began = Instant::now();
+    let started_at = jiff::Timestamp::now();
+    let machine = proc::machine();
+    eprintln!(
+        "==> bench ({}): sizes {:?}, {} s idle, storm of {}, {} runner runs, {} build",
+        plan.mode, plan.sizes, plan.idle_seconds, plan.storm, plan.runner_runs, plan.profile
+    );
+    if let Ok(filter) = std::env::var("RUST_LOG")
+        && !filter.contains("atlas_operator=debug")
+    {
+        anyhow::bail!(
+            "RUST_LOG={filter} hides the operator's `reconciled` lines the start figure is read \
+             from; unset it or add atlas_operator=debug"
+        );
+    }
+
+    devcluster::packages::ensure()?;
+    devcluster::tools::ensure_all()?;
+    devcluster::db::up()?;
+    let cluster = devcluster::cluster::up()?;
+    scale::wait_for_earlier_runs(&cluster, Duration::from_secs(400))?;
+    let mut build = vec!["build", "-p", "atlas-operator", "-p", "atlas-runner"];
+    if plan.profile == "release" {
+        build.push("--release");
+    }
+    crate::run::step("build", "cargo", &build)?;
+    let bin_dir = devcluster::target_dir().join(plan.profile);
+    let operator_bin = bin_dir.join("atlas-operator");
+    let runner_bin = bin_dir.join("runner");
+
+    let out = devcluster::target_dir().join("bench");
+    let run_id = run_id();
+    let scratch = out.join(format!("work-{run_id}"));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let _scratch = RemoveOnDrop(scratch.clone());
+    let measuring = Instant::now();
+
+    eprintln!(
+        "==> runner overhead: {} runs each of `runner migrate` and bare `atlas migrate apply`",
+        plan.runner_runs
+    );
+    let runner = runner::measure(&runner_bin, plan.runner_runs, &scratch)?;
+    eprintln!(
+        "    runner {:.0} ms, atlas {:.0} ms (medians)",
+        runner.runner_median_ms, runner.atlas_median_ms
+    );
+
+    let mut scale_figures = Vec::new();
+    let mut tail = None;
+    for (i, &size) in plan.sizes.iter().enumerate() {
+        let last = i + 1 == plan.sizes.len();
+        eprintln!(
+            "==> scale: {size} AtlasMigrations in {} namespaces",
+            scale::NAMESPACES
+        );
+        let phase = Instant::now();
+        let workload = Workload::new(&run_id, size, &scratch, &cluster)?;
+        workload.create_namespaces()?;
+        workload.apply_inputs()?;
+        let operator = Operator::start(
+            &cluster,
+            &operator_bin,
+            &workload,
+            out.join(format!("operator-{size}.log")),
+        )?;
+        operator.wait_leading(Duration::from_secs(60))?;
+        // Let the initial lists and watches finish: "idle" is after them.
+        std::thread::sleep(Duration::from_secs(5));
+        let deadline = Duration::from_secs(120 + size as u64);
+        eprintln!(
+            "    namespaces, inputs and operator ready in {:.0} s",
+            phase.elapsed().as_secs_f64()
+        );
+        let figures = scale::scale(&cluster, &workload, &operator, deadline)?;
+        eprintln!(
+            "    all Ready {:.1} s after apply; RSS {:.1} → peak {:.1} MiB; CPU {:.1} s",
+            figures.all_ready_seconds,
+            figures.rss_idle_mib,
+            figures.rss_peak_mib,
+            figures.cpu_seconds
+        );
+        scale_figures.push(figures);
+        if last {
+            eprintln!(
+                "==> steady state: {size} Ready, {} s idle",
+                plan.idle_seconds
+            );
+            let steady = scale::steady(
+                &cluster,
+                &workload,
+                &operator,
+                Duration::from_secs(plan.idle_seconds),
+            )?;
+            eprintln!(
+                "    {} writes, {} Lease renewals, {:.2} s CPU",
+                steady.writes, steady.lease_writes, steady.cpu_seconds
+            );
+            let edited = plan.storm.min(size);
+            eprintln!("==> change storm: {edited} ConfigMaps edited at once");
+            let storm = scale::storm(&cluster, &workload, &operator, edited, deadline)?;
+            eprintln!(
+                "    all Ready again in {:.1} s; {} Jobs created",
+                storm.all_ready_seconds, storm.jobs_created
+            );
+            eprintln!("==> operator start with {size} resources present");
+            let (operator, start) = scale::restart(
+                &cluster,
+                &operator_bin,
+                &workload,
+                operator,
+                Duration::from_secs(120),
+                out.join(format!("operator-{size}-restart.log")),
+            )?;
+            eprintln!(
+                "    first reconcile {:.2} s, all {:.2} s after the process started",
+                start.first_reconcile_seconds, start.all_reconciled_seconds
+            );
+            drop(operator);
+            tail = Some((steady, storm, start));
+        } else {
+            drop(operator);
+            workload.delete();
+            workload.wait_deleted(Duration::from_secs(180));
+        }
+    }
+    let (steady, storm, start) =
+        tail.expect("the last size ran the steady, storm and start phases");
+
+    let results = Results {
+        plan,
+        started_at: started_at.to_string(),
+        machine,
+        load_average_at_end: proc::load_average(),
+        wall_seconds: began.elapsed().as_secs_f64(),
+        measure_seconds: measuring.elapsed().as_secs_f64(),
+        runner,
+        scale: scale_figures,
+        steady,
+        storm,
+        start,
+        notes: notes(),
+    };
+    let json = out.join("results.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
+    let svg = out.join("scale.svg");
+    plot::draw(&results.scale, &svg)?;
+    print!("{}", table(&results));
+    println!("wrote {} and {}", json.display(), svg.display());
+    Ok(())
+}
+
+/// What limits the figures, kept with them.
+fn notes() -> BTreeMap<&'static str, String> {
+    BTreeMap::from([
+        (
+            "kubelet",
+            format!(
+                "the process-kubelet runs at most {} pods at once, each a bwrap sandbox with the \
+                 runner and three Atlas processes; other agents' tests share those slots",
+                devcluster::kubelet::DEFAULT_MAX_PODS
+            ),
+        ),
+        (
+            "operator",
+            "default flags (--concurrency 4 per kind and namespace, no Job TTL), leader \
+             election on with a Lease of its own"
+                .to_string(),
+        ),
+        (
+            "times",
+            "from the API server's audit log (microseconds): creation = the create of the \
+             AtlasMigration, Job = the operator's create of its Job, Ready = the operator's last \
+             status write"
+                .to_string(),
+        ),
+    ])
+}
+
+/// A migration directory with its `atlas.sum`, computed as Atlas computes it.
+pub fn hashed_dir(files: &[(&str, &str)]) -> Vec<(String, String)> {
+    let owned: Vec<(String, Vec<u8>)> = files
+        .iter()
+        .map(|(name, content)| (name.to_string(), content.as_bytes().to_vec()))
+        .collect();
+    let entries = atlas_runner::sum::entries(&owned);
+    let mut sum = format!("{}\n", atlas_runner::sum::total(&entries));
+    for (name, hash) in &entries {
+        sum.push_str(&format!("{name} {hash}\n"));
+    }
+    let mut dir: Vec<(String, String)> = files
+        .iter()
+        .map(|(name, content)| (name.to_string(), content.to_string()))
+        .collect();
+    dir.push(("atlas.sum".into(), sum));
+    dir
+}
+
+/// Four hex digits, so that this run's namespaces and Lease are its own.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:04x}", (nanos ^ std::process::id()) & 0xffff)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn table(results: &Results) -> String {
+    let mut out = String::new();
+    let m = &results.machine;
+    let _ = writeln!(
+        out,
+        "\natlas-operator bench ({}, {} build) on {} CPUs ({}), {} MiB; load {} → {}",
+        results.plan.mode,
+        results.plan.profile,
+        m.cpus,
+        m.cpu_model,
+        m.memory_mib,
+        m.load_average,
+        results.load_average_at_end
+    );
+    let sizes: Vec<String> = results
+        .scale
+        .iter()
+        .map(|f| f.resources.to_string())
+        .collect();
+    let _ = writeln!(
+        out,
+        "\nscale ({} namespaces)                    {}",
+        scale::NAMESPACES,
+        sizes.iter().map(|s| format!("{s:>14}")).collect::<String>()
+    );
+    let row = |out: &mut String, title: &str, value: &dyn Fn(&ScaleFigures) -> String| {
+        let _ = writeln!(
+            out,
+            "  {title:<38}{}",
+            results
+                .scale
+                .iter()
+                .map(|f| format!("{:>14}", value(f)))
+                .collect::<String>()
+        );
+    };
+    row(&mut out, "kubectl apply (s)", &|f| {
+        format!("{:.1}", f.apply_seconds)
+    });
+    row(&mut out, "apply → all Ready (s)", &|f| {
+        format!("{:.1}", f.all_ready_seconds)
+    });
+    row(&mut out, "creation → Job p50 / p99 (s)", &|f| {
+        format!("{:.2} / {:.2}", f.to_job.p50, f.to_job.p99)
+    });
+    row(&mut out, "creation → Ready p50 / p99 (s)", &|f| {
+        format!("{:.1} / {:.1}", f.to_ready.p50, f.to_ready.p99)
+    });
+    row(&mut out, "operator RSS idle (MiB)", &|f| {
+        format!("{:.1}", f.rss_idle_mib)
+    });
+    row(&mut out, "operator RSS peak (MiB)", &|f| {
+        format!("{:.1}", f.rss_peak_mib)
+    });
+    row(&mut out, "operator RSS after all Ready (MiB)", &|f| {
+        format!("{:.1}", f.rss_after_mib)
+    });
+    row(&mut out, "operator CPU (s)", &|f| {
+        format!("{:.2}", f.cpu_seconds)
+    });
+    row(&mut out, "operator CPU per resource (ms)", &|f| {
+        format!("{:.1}", 1000.0 * f.cpu_seconds / f.resources as f64)
+    });
+    row(&mut out, "Jobs created", &|f| f.jobs_created.to_string());
+    row(&mut out, "API reads / writes per resource", &|f| {
+        format!("{:.1} / {:.1}", f.reads_per_resource, f.writes_per_resource)
+    });
+
+    let s = &results.steady;
+    let _ = writeln!(
+        out,
+        "\nsteady state ({} Ready, {:.0} s idle)\n  writes to its namespaces {}   Lease renewals {}   \
+         reads {}   CPU {:.2} s ({:.2}% of a core)   RSS {:.1} MiB",
+        s.resources,
+        s.idle_seconds,
+        s.writes,
+        s.lease_writes,
+        s.reads,
+        s.cpu_seconds,
+        s.cpu_percent,
+        s.rss_mib
+    );
+    for example in &s.write_examples {
+        let _ = writeln!(out, "    write: {example}");
+    }
+    let c = &results.storm;
+    let _ = writeln!(
+        out,
+        "\nchange storm ({} of {} ConfigMaps edited at once)\n  all Ready again {:.1} s   \
+         edit → Job p50 / p99 {:.2} / {:.2} s   edit → Ready p50 / p99 {:.1} / {:.1} s\n  \
+         Jobs created {} (expected {})   old Jobs deleted {}   operator writes {}   CPU {:.2} s",
+        c.edited,
+        c.resources,
+        c.all_ready_seconds,
+        c.to_job.p50,
+        c.to_job.p99,
+        c.to_ready.p50,
+        c.to_ready.p99,
+        c.jobs_created,
+        c.edited,
+        c.jobs_deleted,
+        c.writes,
+        c.cpu_seconds
+    );
+    let r = &results.runner;
+    let _ = writeln!(
+        out,
+        "\nrunner overhead ({} runs each, {})\n  bare atlas migrate apply {:.0} ms ({:.0}–{:.0})   \
+         runner migrate {:.0} ms ({:.0}–{:.0})   +{:.0} ms, ratio {:.2}\n  peak RSS: runner \
+         {:.1} MiB, atlas {:.1} MiB",
+        r.runs,
+        r.database,
+        r.atlas_median_ms,
+        r.atlas_min_ms,
+        r.atlas_max_ms,
+        r.runner_median_ms,
+        r.runner_min_ms,
+        r.runner_max_ms,
+        r.overhead_ms,
+        r.ratio,
+        r.runner_peak_rss_mib,
+        r.atlas_peak_rss_mib
+    );
+    let st = &results.start;
+    let _ = writeln!(
+        out,
+        "\noperator start ({} resources present)\n  first reconcile {:.2} s   all reconciled \
+         {:.2} s   writes {}   CPU {:.2} s   RSS {:.1} MiB (peak {:.1})",
+        st.resources,
+        st.first_reconcile_seconds,
+        st.all_reconciled_seconds,
+        st.writes,
+        st.cpu_seconds,
+        st.rss_mib,
+        st.rss_peak_mib
+    );
+    let _ = writeln!(
+        out,
+        "\nmeasured in {:.0} s ({:.0} s with builds and set-up)",
+        results.measure_seconds, results.wall_seconds
+    );
+    out
+}

@@ -1,0 +1,984 @@
+//! The operator under load on the shared local cluster: N AtlasMigrations across 10 namespaces of
+//! this run, each with its own migration directory (a ConfigMap) and its own SQLite file, applied
+//! by an operator process of this run that watches only those namespaces and holds a Lease of its
+//! own. Times come from the audit log (microseconds; the objects' timestamps have whole seconds),
+//! counted only for this run's namespaces and Lease: other agents' operators act as the same
+//! service account at the same time.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use atlas_runner::contract::Kind;
+use devcluster::cluster::Cluster;
+use devcluster::cmd;
+use devcluster::operator::{self, OperatorProcess};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::audit::{AuditLog, Request};
+use super::proc::{self, Memory};
+
+pub const NAMESPACES: usize = 10;
+const SECRET: &str = "bench-dbs";
+const LABEL: &str = "atlas-operator-bench";
+/// Writes of a finished apply (the last event, the Job's final status) still land for a moment
+/// after the resource turns Ready.
+const SETTLE: Duration = Duration::from_secs(3);
+
+/// One size's resources and where they live.
+pub struct Workload {
+    pub run: String,
+    pub size: usize,
+    pub namespaces: Vec<String>,
+    sqlite_dir: PathBuf,
+    scratch: PathBuf,
+    cluster: Cluster,
+}
+
+impl Workload {
+    pub fn new(run: &str, size: usize, scratch: &Path, cluster: &Cluster) -> Result<Workload> {
+        let sqlite_dir = scratch.join(format!("sqlite-{run}-{size}"));
+        // A Job's pod gets an emptyDir at /tmp, which would hide a database file under it.
+        if sqlite_dir.starts_with("/tmp") {
+            bail!(
+                "the SQLite files would be in {}, which a Job's pod cannot see (its /tmp is its \
+                 own); set CARGO_TARGET_DIR outside /tmp",
+                sqlite_dir.display()
+            );
+        }
+        Ok(Workload {
+            run: run.to_string(),
+            size,
+            namespaces: (0..NAMESPACES)
+                .map(|i| format!("bench-{run}-{size}-{i}"))
+                .collect(),
+            sqlite_dir,
+            scratch: scratch.to_path_buf(),
+            cluster: cluster.clone(),
+        })
+    }
+
+    /// What every object name and namespace of this size holds (the audit log's cheap filter).
+    pub fn needle(&self) -> String {
+        format!("bench-{}-{}-", self.run, self.size)
+    }
+
+    fn label(&self) -> String {
+        format!("{}-{}", self.run, self.size)
+    }
+
+    fn selector(&self) -> String {
+        format!("{LABEL}={}", self.label())
+    }
+
+    pub fn lease(&self) -> String {
+        operator::lease_name(&self.namespace_refs())
+    }
+
+    pub fn namespace_refs(&self) -> Vec<&str> {
+        self.namespaces.iter().map(String::as_str).collect()
+    }
+
+    fn namespace_of(&self, k: usize) -> &str {
+        &self.namespaces[k % NAMESPACES]
+    }
+
+    fn name(k: usize) -> String {
+        format!("m-{k:04}")
+    }
+
+    fn owns(&self, namespace: &str) -> bool {
+        self.namespaces.iter().any(|ns| ns == namespace)
+    }
+
+    /// The namespaces, each with its `default` service account (a Job's pod needs it).
+    pub fn create_namespaces(&self) -> Result<()> {
+        let cluster = &self.cluster;
+        let items: Vec<Value> = self
+            .namespaces
+            .iter()
+            .map(|ns| {
+                json!({"apiVersion": "v1", "kind": "Namespace",
+                       "metadata": {"name": ns, "labels": {LABEL: self.label()}}})
+            })
+            .collect();
+        apply(cluster, &self.scratch, "namespaces", items)?;
+        for ns in &self.namespaces {
+            kubectl(
+                cluster,
+                &[
+                    "wait",
+                    "--for=create",
+                    "serviceaccount/default",
+                    "-n",
+                    ns,
+                    "--timeout=60s",
+                ],
+                Duration::from_secs(70),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Per namespace a Secret with each resource's database URL; per resource a ConfigMap with
+    /// its migration directory.
+    pub fn apply_inputs(&self) -> Result<()> {
+        let mut urls: BTreeMap<&str, serde_json::Map<String, Value>> = BTreeMap::new();
+        let mut items = Vec::new();
+        for k in 0..self.size {
+            let ns = self.namespace_of(k);
+            let dir = self.sqlite_dir.join(ns);
+            std::fs::create_dir_all(&dir)?;
+            let url = format!(
+                "sqlite://{}",
+                dir.join(format!("{}.db", Self::name(k))).display()
+            );
+            urls.entry(ns)
+                .or_default()
+                .insert(Self::name(k), json!(url));
+            items.push(self.configmap(k, false));
+        }
+        for (ns, data) in urls {
+            items.push(json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": SECRET, "namespace": ns, "labels": {LABEL: self.label()}},
+                "stringData": data}));
+        }
+        // Set-up, not measured: one kubectl per namespace at once (kubectl applies one object
+        // at a time).
+        std::thread::scope(|scope| {
+            let applies: Vec<_> = self
+                .namespaces
+                .iter()
+                .map(|ns| {
+                    let items: Vec<Value> = items
+                        .iter()
+                        .filter(|item| item["metadata"]["namespace"] == ns.as_str())
+                        .cloned()
+                        .collect();
+                    scope.spawn(move || {
+                        apply(&self.cluster, &self.scratch, &format!("inputs-{ns}"), items)
+                    })
+                })
+                .collect();
+            applies
+                .into_iter()
+                .try_for_each(|apply| apply.join().expect("no panic in apply"))
+        })
+    }
+
+    /// Resource `k`'s migration directory: one file, or two after the change storm's edit.
+    fn configmap(&self, k: usize, edited: bool) -> Value {
+        let name = Self::name(k);
+        let first = format!(
+            "-- {}/{name}\ncreate table items (id integer primary key, name text not null);\n",
+            self.namespace_of(k)
+        );
+        let mut files = vec![("1_items.sql", first.as_str())];
+        let second = "alter table items add column note text;\n";
+        if edited {
+            files.push(("2_note.sql", second));
+        }
+        json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": name, "namespace": self.namespace_of(k),
+                         "labels": {LABEL: self.label()}},
+            "data": super::hashed_dir(&files).into_iter().collect::<BTreeMap<_, _>>()})
+    }
+
+    fn migrations(&self) -> Vec<Value> {
+        (0..self.size)
+            .map(|k| {
+                let name = Self::name(k);
+                json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+                    "metadata": {"name": name, "namespace": self.namespace_of(k),
+                                 "labels": {LABEL: self.label()}},
+                    "spec": {"urlFrom": {"secretKeyRef": {"name": SECRET, "key": name}},
+                             "dir": {"configMapRef": {"name": name}}}})
+            })
+            .collect()
+    }
+
+    /// Deletes the namespaces (everything in them goes with them) and the SQLite files.
+    pub fn delete(&self) {
+        let mut args = vec!["delete", "namespace", "--wait=false", "--ignore-not-found"];
+        args.extend(self.namespace_refs());
+        let _ = kubectl(&self.cluster, &args, Duration::from_secs(60));
+        let _ = std::fs::remove_dir_all(&self.sqlite_dir);
+    }
+
+    /// Waits until the namespaces are gone, so their clean-up does not load the next size.
+    pub fn wait_deleted(&self, limit: Duration) {
+        let cluster = &self.cluster;
+        let mut args = vec!["wait".to_string(), "--for=delete".to_string()];
+        args.extend(self.namespaces.iter().map(|ns| format!("namespace/{ns}")));
+        args.push(format!("--timeout={}s", limit.as_secs()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let started = Instant::now();
+        match kubectl(cluster, &args, limit + Duration::from_secs(10)) {
+            Ok(_) => eprintln!(
+                "    namespaces of size {} deleted in {:.0} s",
+                self.size,
+                started.elapsed().as_secs_f64()
+            ),
+            Err(err) => eprintln!("    (namespaces of size {} not gone yet: {err})", self.size),
+        }
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        self.delete();
+    }
+}
+
+/// Waits until the namespaces of earlier runs are gone. The last size's are deleted without
+/// waiting when a run ends, and the process-kubelet removes their finished pods one by one
+/// (minutes for 1,000): pods of this run would wait behind them.
+pub fn wait_for_earlier_runs(cluster: &Cluster, limit: Duration) -> Result<()> {
+    let terminating = |cluster: &Cluster| -> Result<Vec<String>> {
+        let out = kubectl(
+            cluster,
+            &[
+                "get",
+                "namespaces",
+                "-l",
+                LABEL,
+                "-o",
+                "jsonpath={range .items[?(@.status.phase==\"Terminating\")]}{.metadata.name}{\"\\n\"}{end}",
+            ],
+            Duration::from_secs(60),
+        )?;
+        Ok(out.lines().map(str::to_string).collect())
+    };
+    let started = Instant::now();
+    let mut waiting = terminating(cluster)?;
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    eprintln!(
+        "==> waiting for {} namespaces of an earlier run to be deleted",
+        waiting.len()
+    );
+    while !waiting.is_empty() {
+        if started.elapsed() > limit {
+            bail!(
+                "namespaces of an earlier run are still being deleted after {limit:?}: {waiting:?}"
+            );
+        }
+        std::thread::sleep(Duration::from_secs(5));
+        waiting = terminating(cluster)?;
+    }
+    eprintln!("    gone after {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
+/// `kubectl apply --server-side` of `items` as one List, written to a file first.
+fn apply(cluster: &Cluster, scratch: &Path, what: &str, items: Vec<Value>) -> Result<()> {
+    let path = scratch.join(format!("{what}.json"));
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": items});
+    std::fs::write(&path, serde_json::to_vec(&list)?)?;
+    let file = path.display().to_string();
+    kubectl(
+        cluster,
+        &["apply", "--server-side", "-f", &file],
+        Duration::from_secs(600),
+    )?;
+    Ok(())
+}
+
+fn kubectl(cluster: &Cluster, args: &[&str], limit: Duration) -> Result<String> {
+    let mut command = cluster.kubectl();
+    command.args(args);
+    Ok(cmd::output(&mut command, limit)?)
+}
+
+/// The operator of this run, with the time it was started.
+pub struct Operator {
+    process: Option<OperatorProcess>,
+    pub started: jiff::Timestamp,
+    keep_log: PathBuf,
+}
+
+impl Operator {
+    pub fn start(
+        cluster: &Cluster,
+        binary: &Path,
+        workload: &Workload,
+        keep_log: PathBuf,
+    ) -> Result<Operator> {
+        let started = jiff::Timestamp::now();
+        let process = OperatorProcess::start_with(
+            cluster,
+            binary,
+            &workload.namespace_refs(),
+            &["--log-format", "json"],
+        )?;
+        Ok(Operator {
+            process: Some(process),
+            started,
+            keep_log,
+        })
+    }
+
+    fn process(&self) -> &OperatorProcess {
+        self.process.as_ref().expect("running until dropped")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process().pid()
+    }
+
+    pub fn memory(&self) -> Result<Memory> {
+        proc::memory(self.pid()).with_context(|| {
+            format!(
+                "the operator (pid {}) is gone; its log:\n{}",
+                self.pid(),
+                tail(&self.process().log(), 40)
+            )
+        })
+    }
+
+    pub fn cpu_seconds(&self) -> Result<f64> {
+        proc::cpu_seconds(self.pid()).context("the operator is gone")
+    }
+
+    /// Waits for the Lease: from then on the controllers run.
+    pub fn wait_leading(&self, limit: Duration) -> Result<()> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if self
+                .process()
+                .log()
+                .contains("leading: starting the controllers")
+            {
+                return Ok(());
+            }
+            self.memory()?;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bail!(
+            "the operator did not get its Lease within {limit:?}; its log:\n{}",
+            tail(&self.process().log(), 40)
+        )
+    }
+
+    /// `(time, object)` of every `reconciled` line of its log (debug level, JSON format).
+    pub fn reconciled(&self) -> Vec<(jiff::Timestamp, String)> {
+        self.process()
+            .log()
+            .lines()
+            .filter(|line| line.contains("\"reconciled\""))
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter_map(|line| {
+                Some((
+                    line["timestamp"].as_str()?.parse().ok()?,
+                    line["fields"]["object"].as_str()?.to_string(),
+                ))
+            })
+            .collect()
+    }
+
+    pub fn log_tail(&self) -> String {
+        tail(&self.process().log(), 40)
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(process) = self.process.take() {
+            // OperatorProcess removes its log when dropped: keep a copy to read afterwards.
+            let _ = std::fs::copy(process.log_path(), &self.keep_log);
+        }
+    }
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Percentiles of per-resource latencies, in seconds.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    fn of(mut seconds: Vec<f64>) -> Latency {
+        if seconds.is_empty() {
+            return Latency::default();
+        }
+        seconds.sort_by(f64::total_cmp);
+        // Nearest rank: the smallest value with at least p% of the values at or below it.
+        let rank =
+            |p: f64| seconds[((p / 100.0 * seconds.len() as f64).ceil() as usize).max(1) - 1];
+        Latency {
+            p50: rank(50.0),
+            p99: rank(99.0),
+            max: seconds[seconds.len() - 1],
+        }
+    }
+}
+
+/// The operator's requests in this run's namespaces, by verb.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Requests {
+    pub by_verb: BTreeMap<String, usize>,
+    pub reads: usize,
+    pub writes: usize,
+    /// Writes to its Lease (leader election), counted apart.
+    pub lease_writes: usize,
+}
+
+impl Requests {
+    fn count<'a>(requests: impl Iterator<Item = &'a Request>, workload: &Workload) -> Requests {
+        let lease = workload.lease();
+        let user = operator::user();
+        let mut counted = Requests::default();
+        for request in requests.filter(|r| r.user == user) {
+            if request.resource == "leases" && request.name == lease {
+                if request.is_write() {
+                    counted.lease_writes += 1;
+                }
+            } else if workload.owns(&request.namespace) {
+                *counted.by_verb.entry(request.verb.clone()).or_default() += 1;
+                if request.is_write() {
+                    counted.writes += 1;
+                } else {
+                    counted.reads += 1;
+                }
+            }
+        }
+        counted
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ScaleFigures {
+    pub resources: usize,
+    pub namespaces: usize,
+    /// The `kubectl apply` of all resources itself.
+    pub apply_seconds: f64,
+    /// From the start of `kubectl apply` to the last resource's Ready.
+    pub all_ready_seconds: f64,
+    /// Per resource, its creation to its Job's creation.
+    pub to_job: Latency,
+    /// Per resource, its creation to Ready.
+    pub to_ready: Latency,
+    /// Operator running, ConfigMaps and Secrets present, no AtlasMigration yet.
+    pub rss_idle_mib: f64,
+    pub rss_peak_mib: f64,
+    pub rss_after_mib: f64,
+    /// Operator CPU from the apply until all were Ready (and settled).
+    pub cpu_seconds: f64,
+    pub jobs_created: usize,
+    pub requests: Requests,
+    pub reads_per_resource: f64,
+    pub writes_per_resource: f64,
+}
+
+/// Applies the workload's AtlasMigrations and measures until all are Ready.
+pub fn scale(
+    cluster: &Cluster,
+    workload: &Workload,
+    operator: &Operator,
+    deadline: Duration,
+) -> Result<ScaleFigures> {
+    let idle = operator.memory()?;
+    let mut audit = AuditLog::from_now(&cluster.audit_log())?;
+    let cpu_before = operator.cpu_seconds()?;
+    let applied_at = jiff::Timestamp::now();
+    let started = Instant::now();
+    apply(
+        cluster,
+        &workload.scratch,
+        "migrations",
+        workload.migrations(),
+    )?;
+    let apply_seconds = started.elapsed().as_secs_f64();
+    wait_all(
+        cluster,
+        workload,
+        operator,
+        deadline,
+        |row| row.ready == "True",
+        "Ready",
+    )?;
+    std::thread::sleep(SETTLE);
+    let after = operator.memory()?;
+    let cpu_seconds = operator.cpu_seconds()? - cpu_before;
+    let requests = audit.read_new(&workload.needle())?;
+
+    let user = operator::user();
+    let mut created: BTreeMap<(String, String), jiff::Timestamp> = BTreeMap::new();
+    for r in requests.iter().filter(|r| {
+        r.user != user
+            && r.resource == "atlasmigrations"
+            && r.subresource.is_empty()
+            && r.code == 201
+    }) {
+        created
+            .entry((r.namespace.clone(), r.name.clone()))
+            .or_insert(r.at);
+    }
+    let timeline = Timeline::of(&requests, workload);
+    let mut to_job = Vec::new();
+    let mut to_ready = Vec::new();
+    let mut last_ready = applied_at;
+    for (key, at) in &created {
+        if let Some(job) = timeline.first_job.get(key) {
+            to_job.push(seconds(*at, *job));
+        }
+        if let Some(ready) = timeline.last_status.get(key) {
+            to_ready.push(seconds(*at, *ready));
+            last_ready = last_ready.max(*ready);
+        }
+    }
+    if created.len() != workload.size || to_ready.len() != workload.size {
+        bail!(
+            "the audit log shows {} of {} creations and {} Ready status writes: is the audit \
+             log {} complete?",
+            created.len(),
+            workload.size,
+            to_ready.len(),
+            cluster.audit_log().display()
+        );
+    }
+    let counted = Requests::count(requests.iter(), workload);
+    Ok(ScaleFigures {
+        resources: workload.size,
+        namespaces: NAMESPACES,
+        apply_seconds,
+        all_ready_seconds: seconds(applied_at, last_ready),
+        to_job: Latency::of(to_job),
+        to_ready: Latency::of(to_ready),
+        rss_idle_mib: idle.rss_mib(),
+        rss_peak_mib: after.peak_mib(),
+        rss_after_mib: after.rss_mib(),
+        cpu_seconds,
+        jobs_created: timeline.jobs_created,
+        reads_per_resource: counted.reads as f64 / workload.size as f64,
+        writes_per_resource: counted.writes as f64 / workload.size as f64,
+        requests: counted,
+    })
+}
+
+/// Per resource: when the operator first created a Job for it, and when it last wrote its
+/// status (the write that turned it Ready: a Ready resource gets no more).
+struct Timeline {
+    first_job: BTreeMap<(String, String), jiff::Timestamp>,
+    last_status: BTreeMap<(String, String), jiff::Timestamp>,
+    jobs_created: usize,
+    jobs_deleted: usize,
+}
+
+impl Timeline {
+    fn of(requests: &[Request], workload: &Workload) -> Timeline {
+        let user = operator::user();
+        let mut timeline = Timeline {
+            first_job: BTreeMap::new(),
+            last_status: BTreeMap::new(),
+            jobs_created: 0,
+            jobs_deleted: 0,
+        };
+        for r in requests
+            .iter()
+            .filter(|r| r.user == user && workload.owns(&r.namespace))
+        {
+            match (r.verb.as_str(), r.resource.as_str(), r.subresource.as_str()) {
+                ("create", "jobs", "") if r.code == 201 => {
+                    timeline.jobs_created += 1;
+                    if let Some(owner) = job_owner(&r.name) {
+                        timeline
+                            .first_job
+                            .entry((r.namespace.clone(), owner))
+                            .or_insert(r.at);
+                    }
+                }
+                ("delete", "jobs", "") if r.code == 200 => timeline.jobs_deleted += 1,
+                ("patch", "atlasmigrations", "status") => {
+                    timeline
+                        .last_status
+                        .insert((r.namespace.clone(), r.name.clone()), r.at);
+                }
+                _ => {}
+            }
+        }
+        timeline
+    }
+}
+
+/// The resource a Job was made for: `atlasmigration-<name>-<hash8>` (names here are short, so
+/// never cut).
+fn job_owner(job: &str) -> Option<String> {
+    let (head, hash) = job.rsplit_once('-')?;
+    let name = head.strip_prefix(
+        atlas_operator::job::job_name(Kind::Migration, "", "").trim_end_matches('-'),
+    )?;
+    (hash.len() == 8).then(|| name.trim_start_matches('-').to_string())
+}
+
+fn seconds(from: jiff::Timestamp, to: jiff::Timestamp) -> f64 {
+    (to.as_microsecond() - from.as_microsecond()) as f64 / 1e6
+}
+
+/// One resource as `kubectl get` shows it.
+struct Row {
+    key: String,
+    ready: String,
+    reason: String,
+    stalled: String,
+    version: String,
+}
+
+fn rows(cluster: &Cluster, workload: &Workload) -> Result<Vec<Row>> {
+    let jsonpath = "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\t\"}\
+        {.status.conditions[?(@.type==\"Ready\")].status}{\"\\t\"}\
+        {.status.conditions[?(@.type==\"Ready\")].reason}{\"\\t\"}\
+        {.status.conditions[?(@.type==\"Stalled\")].status}{\"\\t\"}\
+        {.status.lastAppliedVersion}{\"\\n\"}{end}";
+    let out = kubectl(
+        cluster,
+        &[
+            "get",
+            "atlasmigrations",
+            "-A",
+            "-l",
+            &workload.selector(),
+            "-o",
+            jsonpath,
+        ],
+        Duration::from_secs(60),
+    )?;
+    Ok(out
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let mut parts = line.split('\t').map(str::to_string);
+            let mut next = || parts.next().unwrap_or_default();
+            Row {
+                key: next(),
+                ready: next(),
+                reason: next(),
+                stalled: next(),
+                version: next(),
+            }
+        })
+        .collect())
+}
+
+/// Polls until `done` holds for every resource of `keys` (all of the workload's when None);
+/// fails at once on a Stalled resource (retrying cannot help it) and at the deadline.
+fn wait_rows(
+    cluster: &Cluster,
+    workload: &Workload,
+    operator: &Operator,
+    deadline: Duration,
+    keys: Option<&BTreeSet<String>>,
+    done: impl Fn(&Row) -> bool,
+    what: &str,
+) -> Result<()> {
+    let expected = keys.map_or(workload.size, BTreeSet::len);
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    // Listing 1,000 objects costs the API server too: poll less often the more there are.
+    let poll = Duration::from_millis(if workload.size > 100 { 2000 } else { 500 });
+    loop {
+        let rows = rows(cluster, workload)?;
+        let relevant: Vec<&Row> = rows
+            .iter()
+            .filter(|row| keys.is_none_or(|keys| keys.contains(&row.key)))
+            .collect();
+        let finished = relevant.iter().filter(|row| done(row)).count();
+        if finished == expected {
+            return Ok(());
+        }
+        if let Some(stalled) = relevant.iter().find(|row| row.stalled == "True") {
+            bail!(
+                "{} is Stalled ({}); the operator's log ends:\n{}",
+                stalled.key,
+                stalled.reason,
+                operator.log_tail()
+            );
+        }
+        if last_report.elapsed() >= Duration::from_secs(10) {
+            let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+            for row in relevant.iter().filter(|row| !done(row)) {
+                *reasons.entry(row.reason.as_str()).or_default() += 1;
+            }
+            eprintln!(
+                "    {:>5.0}s: {finished}/{expected} {what}; the others: {reasons:?}",
+                started.elapsed().as_secs_f64()
+            );
+            last_report = Instant::now();
+        }
+        if started.elapsed() > deadline {
+            bail!(
+                "only {finished} of {expected} resources were {what} after {deadline:?}; the \
+                 operator's log ends:\n{}",
+                operator.log_tail()
+            );
+        }
+        operator.memory()?;
+        std::thread::sleep(poll);
+    }
+}
+
+fn wait_all(
+    cluster: &Cluster,
+    workload: &Workload,
+    operator: &Operator,
+    deadline: Duration,
+    done: impl Fn(&Row) -> bool,
+    what: &str,
+) -> Result<()> {
+    wait_rows(cluster, workload, operator, deadline, None, done, what)
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SteadyFigures {
+    pub resources: usize,
+    pub idle_seconds: f64,
+    /// Writes by the operator to anything in its namespaces: the goal is none.
+    pub writes: usize,
+    /// The first few, to see what they were.
+    pub write_examples: Vec<String>,
+    /// Renewals of its Lease (leader election), which a leader makes by design.
+    pub lease_writes: usize,
+    pub reads: usize,
+    pub cpu_seconds: f64,
+    /// CPU over the idle time, in percent of one core.
+    pub cpu_percent: f64,
+    pub rss_mib: f64,
+}
+
+/// Leaves the operator alone with every resource Ready and counts what it does.
+pub fn steady(
+    cluster: &Cluster,
+    workload: &Workload,
+    operator: &Operator,
+    idle: Duration,
+) -> Result<SteadyFigures> {
+    let mut audit = AuditLog::from_now(&cluster.audit_log())?;
+    let cpu_before = operator.cpu_seconds()?;
+    let started = Instant::now();
+    std::thread::sleep(idle);
+    let cpu_seconds = operator.cpu_seconds()? - cpu_before;
+    let idle_seconds = started.elapsed().as_secs_f64();
+    let memory = operator.memory()?;
+    let requests = audit.read_new(&workload.needle())?;
+    let counted = Requests::count(requests.iter(), workload);
+    let user = operator::user();
+    let write_examples = requests
+        .iter()
+        .filter(|r| r.user == user && workload.owns(&r.namespace) && r.is_write())
+        .take(10)
+        .map(Request::describe)
+        .collect();
+    Ok(SteadyFigures {
+        resources: workload.size,
+        idle_seconds,
+        writes: counted.writes,
+        write_examples,
+        lease_writes: counted.lease_writes,
+        reads: counted.reads,
+        cpu_seconds,
+        cpu_percent: 100.0 * cpu_seconds / idle_seconds,
+        rss_mib: memory.rss_mib(),
+    })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StormFigures {
+    pub resources: usize,
+    pub edited: usize,
+    /// From the start of the `kubectl apply` of the edited ConfigMaps to the last Ready.
+    pub all_ready_seconds: f64,
+    /// Per resource, its ConfigMap's edit to its new Job's creation.
+    pub to_job: Latency,
+    /// Per resource, its ConfigMap's edit to Ready again.
+    pub to_ready: Latency,
+    pub jobs_created: usize,
+    pub jobs_deleted: usize,
+    pub writes: usize,
+    pub cpu_seconds: f64,
+}
+
+/// Edits `edited` ConfigMaps at once (a second migration file) and waits for each resource to
+/// apply it.
+pub fn storm(
+    cluster: &Cluster,
+    workload: &Workload,
+    operator: &Operator,
+    edited: usize,
+    deadline: Duration,
+) -> Result<StormFigures> {
+    let edited = edited.min(workload.size);
+    let keys: BTreeSet<String> = (0..edited)
+        .map(|k| format!("{}/{}", workload.namespace_of(k), Workload::name(k)))
+        .collect();
+    let items = (0..edited).map(|k| workload.configmap(k, true)).collect();
+    let mut audit = AuditLog::from_now(&cluster.audit_log())?;
+    let cpu_before = operator.cpu_seconds()?;
+    let started_at = jiff::Timestamp::now();
+    apply(cluster, &workload.scratch, "storm", items)?;
+    wait_rows(
+        cluster,
+        workload,
+        operator,
+        deadline,
+        Some(&keys),
+        |row| row.ready == "True" && row.version == "2",
+        "Ready at version 2",
+    )?;
+    std::thread::sleep(SETTLE);
+    let cpu_seconds = operator.cpu_seconds()? - cpu_before;
+    let requests = audit.read_new(&workload.needle())?;
+    let user = operator::user();
+    let mut edits: BTreeMap<(String, String), jiff::Timestamp> = BTreeMap::new();
+    for r in requests.iter().filter(|r| {
+        r.user != user && r.resource == "configmaps" && r.verb == "patch" && r.code == 200
+    }) {
+        edits
+            .entry((r.namespace.clone(), r.name.clone()))
+            .or_insert(r.at);
+    }
+    let timeline = Timeline::of(&requests, workload);
+    let mut to_job = Vec::new();
+    let mut to_ready = Vec::new();
+    let mut last = started_at;
+    for (key, at) in &edits {
+        if let Some(job) = timeline.first_job.get(key) {
+            to_job.push(seconds(*at, *job));
+        }
+        if let Some(ready) = timeline.last_status.get(key) {
+            to_ready.push(seconds(*at, *ready));
+            last = last.max(*ready);
+        }
+    }
+    let counted = Requests::count(requests.iter(), workload);
+    Ok(StormFigures {
+        resources: workload.size,
+        edited,
+        all_ready_seconds: seconds(started_at, last),
+        to_job: Latency::of(to_job),
+        to_ready: Latency::of(to_ready),
+        jobs_created: timeline.jobs_created,
+        jobs_deleted: timeline.jobs_deleted,
+        writes: counted.writes,
+        cpu_seconds,
+    })
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StartFigures {
+    pub resources: usize,
+    /// Process start to its first `reconciled` (Lease, lists and watches included).
+    pub first_reconcile_seconds: f64,
+    /// Process start to every resource reconciled once.
+    pub all_reconciled_seconds: f64,
+    /// Writes to its namespaces while it looked at everything again: all was Ready, so none.
+    pub writes: usize,
+    pub cpu_seconds: f64,
+    pub rss_mib: f64,
+    pub rss_peak_mib: f64,
+}
+
+/// Stops `previous`, frees its Lease (a killed leader keeps it until it expires) and starts a
+/// new operator with every resource present: how long until it has looked at all of them.
+pub fn restart(
+    cluster: &Cluster,
+    binary: &Path,
+    workload: &Workload,
+    previous: Operator,
+    deadline: Duration,
+    keep_log: PathBuf,
+) -> Result<(Operator, StartFigures)> {
+    drop(previous);
+    kubectl(
+        cluster,
+        &[
+            "-n",
+            operator::NAMESPACE,
+            "delete",
+            "lease",
+            &workload.lease(),
+            "--ignore-not-found",
+        ],
+        Duration::from_secs(60),
+    )?;
+    let mut audit = AuditLog::from_now(&cluster.audit_log())?;
+    let operator = Operator::start(cluster, binary, workload, keep_log)?;
+    let limit = Instant::now() + deadline;
+    let (first, last) = loop {
+        let mut reconciled = operator.reconciled();
+        reconciled.sort();
+        // When the last resource was first looked at (later lines are reconciles again).
+        let mut seen = BTreeSet::new();
+        let mut all_at = None;
+        for (at, object) in &reconciled {
+            if object.starts_with("AtlasMigration") && seen.insert(object.as_str()) {
+                all_at = Some(*at);
+            }
+        }
+        if seen.len() >= workload.size
+            && let (Some((first, _)), Some(last)) = (reconciled.first(), all_at)
+        {
+            break (*first, last);
+        }
+        if Instant::now() > limit {
+            bail!(
+                "the restarted operator reconciled {} of {} resources in {deadline:?}; its log \
+                 ends:\n{}",
+                seen.len(),
+                workload.size,
+                operator.log_tail()
+            );
+        }
+        operator.memory()?;
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    std::thread::sleep(SETTLE);
+    let memory = operator.memory()?;
+    let cpu_seconds = operator.cpu_seconds()?;
+    let requests = audit.read_new(&workload.needle())?;
+    let counted = Requests::count(requests.iter(), workload);
+    let figures = StartFigures {
+        resources: workload.size,
+        first_reconcile_seconds: seconds(operator.started, first),
+        all_reconciled_seconds: seconds(operator.started, last),
+        writes: counted.writes,
+        cpu_seconds,
+        rss_mib: memory.rss_mib(),
+        rss_peak_mib: memory.peak_mib(),
+    };
+    Ok((operator, figures))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jobs_resource_is_its_name_without_prefix_and_hash() {
+        assert_eq!(
+            job_owner("atlasmigration-m-0042-f6ed89e0").as_deref(),
+            Some("m-0042")
+        );
+        assert_eq!(job_owner("atlasmigration-m-0042"), None);
+        assert_eq!(job_owner("atlasschema-m-0042-f6ed89e0"), None);
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let latency = Latency::of((1..=100).map(f64::from).collect());
+        assert_eq!((latency.p50, latency.p99, latency.max), (50.0, 99.0, 100.0));
+        let one = Latency::of(vec![2.5]);
+        assert_eq!((one.p50, one.p99, one.max), (2.5, 2.5, 2.5));
+        let ten = Latency::of((1..=10).map(f64::from).collect());
+        assert_eq!((ten.p50, ten.p99), (5.0, 10.0));
+    }
+}
