@@ -6,14 +6,15 @@ use std::sync::Arc;
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{AtlasMigration, AtlasSchema};
 use crate::job::{LABEL_KIND, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY};
-use crate::reconcile::{self, Applyable, Context};
+use crate::reconcile::{self, Applyable, Context, ControllerContext};
 
 /// How the controllers run.
 #[derive(Clone, Debug)]
@@ -58,6 +59,16 @@ async fn run_kind<K: Applyable>(
     let controller = Controller::new(api::<K>(&client, ns), resources)
         .with_config(controller::Config::default().concurrency(options.concurrency));
     let store = controller.store();
+    // The kind label keeps each controller's cache to its own kind's Jobs and pods.
+    let (cache, feeds) = crate::cache::watch(
+        api_of::<Job>(&client, ns),
+        api_of::<Pod>(&client, ns),
+        &managed,
+    );
+    let ctx = Arc::new(ControllerContext {
+        shared: ctx,
+        cache: cache.clone(),
+    });
     let cached = store.clone();
     ctx.metrics.count_ready(K::KIND.resource_kind(), move || {
         cached
@@ -67,23 +78,26 @@ async fn run_kind<K: Applyable>(
             .collect()
     });
     controller
-        .owns(
-            api_of::<Job>(&client, ns),
-            watcher::Config::default().labels(&managed),
-        )
+        .owns_stream(feeds.jobs)
         // A pod that cannot start (a missing Secret) changes nothing on its Job: watch pods too.
-        .watches(
-            api_of::<Pod>(&client, ns),
-            watcher::Config::default().labels(&managed),
-            |pod| {
+        // A pod's Job names the resource; the name label is only a fallback, as it is cut when
+        // the name is longer than a label value.
+        .watches_stream(feeds.pods, move |pod| {
+            cache.owner_of_pod::<K>(&pod).or_else(|| {
                 let name = pod.labels().get(LABEL_NAME)?.clone();
                 Some(ObjectRef::<K>::new(&name).within(&pod.namespace()?))
-            },
-        )
+            })
+        })
         // The reverse index: a ConfigMap event wakes the resources of its namespace that name it.
-        .watches(
-            api_of::<ConfigMap>(&client, ns),
-            watcher::Config::default(),
+        // Its metadata is enough (an edit changes the resourceVersion), so no ConfigMap's data
+        // is sent to the operator or decoded only to be dropped.
+        .watches_stream(
+            watcher(
+                api_of::<PartialObjectMeta<ConfigMap>>(&client, ns),
+                watcher::Config::default(),
+            )
+            .default_backoff()
+            .touched_objects(),
             move |cm| {
                 let namespace = cm.namespace();
                 let name = cm.name_any();

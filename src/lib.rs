@@ -2,6 +2,7 @@
 //! apply as a Job in the resource's namespace.
 
 pub mod api;
+pub mod cache;
 pub mod controller;
 pub mod job;
 pub mod metrics;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use atlas_runner::contract::Kind;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::runtime::controller::Action;
@@ -23,6 +23,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::cache::Cache;
 use crate::job::{self, JobSettings, Owner};
 use crate::metrics::{KindLabels, Metrics, OutcomeLabels, ReasonLabels};
 use crate::plan::{ConfigMaps, DevNeed, Plan, PlanError};
@@ -70,6 +71,21 @@ impl Context {
     }
 }
 
+/// What the reconciles of one controller (a kind in a namespace, or in all) share: the
+/// operator's [`Context`] and the cache of that controller's Jobs and pods.
+pub struct ControllerContext {
+    pub shared: Arc<Context>,
+    pub cache: Cache,
+}
+
+impl std::ops::Deref for ControllerContext {
+    type Target = Context;
+
+    fn deref(&self) -> &Context {
+        &self.shared
+    }
+}
+
 /// What the pipeline needs of a kind; implemented by [`crate::api::AtlasMigration`] and
 /// [`crate::api::AtlasSchema`].
 pub trait Applyable:
@@ -95,7 +111,10 @@ fn now() -> Time {
 }
 
 /// One reconcile of one resource, measured.
-pub async fn reconcile<K: Applyable>(resource: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile<K: Applyable>(
+    resource: Arc<K>,
+    ctx: Arc<ControllerContext>,
+) -> Result<Action, Error> {
     let kind = K::KIND.resource_kind();
     let _measure = ctx.metrics.measure(kind);
     let result = reconcile_resource(resource, ctx.clone()).await;
@@ -112,8 +131,9 @@ pub async fn reconcile<K: Applyable>(resource: Arc<K>, ctx: Arc<Context>) -> Res
 
 async fn reconcile_resource<K: Applyable>(
     resource: Arc<K>,
-    ctx: Arc<Context>,
+    ctx: Arc<ControllerContext>,
 ) -> Result<Action, Error> {
+    ctx.cache.ready().await;
     let namespace = resource.namespace().ok_or(Error::Incomplete("namespace"))?;
     let name = resource.name_any();
     let uid = resource.uid().ok_or(Error::Incomplete("uid"))?;
@@ -179,30 +199,26 @@ async fn reconcile_resource<K: Applyable>(
         return Ok(Action::await_change());
     }
 
-    // Build and apply.
+    // Build and apply. The Jobs and pods are read from the cache the watches keep.
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace);
-    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
     let mut plan = plan;
     if plan.dev == DevNeed::Unknown {
         // The target's driver is in a Secret we do not read: the first Job (no sidecar) reports
         // it, and the Job after it brings a dev database of that driver.
         let probe = job::job_name(K::KIND, &name, plan.short_hash());
-        if jobs.get_opt(&probe).await?.is_some() {
-            let probe_pods = pods
-                .list(&ListParams::default().labels(&format!("job-name={probe}")))
-                .await?;
-            if let Some(driver) = probe_pods
-                .items
-                .iter()
-                .filter_map(crate::observe::result_of)
-                .find_map(|result| result.dev_driver)
-            {
-                plan.dev = DevNeed::Found(driver);
-            }
+        if let Some(driver) = ctx
+            .cache
+            .pods_of(&namespace, &probe)
+            .iter()
+            .filter_map(crate::observe::result_of)
+            .find_map(|result| result.dev_driver)
+        {
+            plan.dev = DevNeed::Found(driver);
         }
     }
     let job_name = job::plan_job_name(&plan, &owner);
-    let job = match jobs.get_opt(&job_name).await? {
+    let mut created_now = false;
+    let job = match ctx.cache.job(&namespace, &job_name) {
         Some(job) => job,
         None => {
             if let Some(inputs) = job::inputs_configmap(&plan, &owner) {
@@ -215,13 +231,15 @@ async fn reconcile_resource<K: Applyable>(
             let rendered = job::render(&plan, &owner, &ctx.settings);
             let created = match jobs.create(&PostParams::default(), &rendered).await {
                 Ok(created) => created,
-                // Another reconcile (or a previous operator) made it: the same hash, the same
-                // Job, counted and announced where it was made. Look again in a moment.
+                // Another reconcile (or a previous operator) made it, or the cache has not seen
+                // it yet: the same hash, the same Job, counted and announced where it was made.
+                // Its watch event wakes this resource again.
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     return Ok(Action::requeue(Duration::from_secs(1)));
                 }
                 Err(err) => return Err(err.into()),
             };
+            created_now = true;
             ctx.metrics
                 .jobs_created
                 .get_or_create(&KindLabels {
@@ -236,20 +254,20 @@ async fn reconcile_resource<K: Applyable>(
                 &format!("Created Job {job_name} to apply hash {}", plan.short_hash()),
             )
             .await;
-            created
+            Arc::new(created)
         }
     };
-    delete_older(&ctx, &owner, plan.short_hash()).await?;
+    let older = ctx.cache.older_jobs(&owner, plan.short_hash());
+    if created_now || !older.is_empty() {
+        delete_older(&ctx, &owner, plan.short_hash(), &older).await?;
+    }
 
     // Observe.
-    let pod_list = pods
-        .list(&ListParams::default().labels(&format!("job-name={job_name}")))
-        .await?;
     let observation = crate::observe::observe(
         K::KIND,
         &plan.hash,
         &job,
-        &pod_list.items,
+        &ctx.cache.pods_of(&namespace, &job_name),
         jiff::Timestamp::now().as_second(),
     );
     write_status(&*resource, &ctx, &previous, generation, &observation).await?;
@@ -316,8 +334,26 @@ async fn write_status<K: Applyable>(
     Ok(())
 }
 
-/// Jobs (and inputs ConfigMaps) of older hashes: the latest Job stays for `kubectl logs`.
-async fn delete_older(ctx: &Context, owner: &Owner, short_hash: &str) -> Result<(), Error> {
+/// Deletes the `older` Jobs and the inputs ConfigMaps of other hashes: the latest Job stays for
+/// `kubectl logs`. Called when a new hash got its Job or older Jobs are still there, so a
+/// reconcile that finds nothing to clean up lists nothing.
+async fn delete_older(
+    ctx: &Context,
+    owner: &Owner,
+    short_hash: &str,
+    older: &[String],
+) -> Result<(), Error> {
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    for name in older {
+        match jobs.delete(name, &background).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
     let selector = job::owner_labels(owner.kind, &owner.name)
         .into_iter()
         .map(|(k, v)| format!("{k}={v}"))
@@ -328,19 +364,6 @@ async fn delete_older(ctx: &Context, owner: &Owner, short_hash: &str) -> Result<
         .collect::<Vec<_>>()
         .join(",");
     let params = ListParams::default().labels(&selector);
-    let background = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
-        ..DeleteParams::default()
-    };
-    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
-    for old in jobs.list_metadata(&params).await?.items {
-        if old.owner_references().iter().any(|o| o.uid == owner.uid) {
-            match jobs.delete(&old.name_any(), &background).await {
-                Ok(_) | Err(kube::Error::Api(_)) => {}
-                Err(err) => return Err(err.into()),
-            }
-        }
-    }
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &owner.namespace);
     for old in configmaps.list_metadata(&params).await?.items {
         if old.owner_references().iter().any(|o| o.uid == owner.uid) {
@@ -385,7 +408,11 @@ async fn publish<K: Applyable>(
 }
 
 /// What happens after a failed reconcile: back off and try again.
-pub fn error_policy<K: Applyable>(_resource: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+pub fn error_policy<K: Applyable>(
+    _resource: Arc<K>,
+    error: &Error,
+    _ctx: Arc<ControllerContext>,
+) -> Action {
     tracing::warn!(%error, "reconcile failed");
     Action::requeue(Duration::from_secs(15))
 }

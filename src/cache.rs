@@ -1,0 +1,255 @@
+//! The operator's view of its own Jobs and their pods, kept by the watches that wake the
+//! reconciler, so that a reconcile reads them from memory instead of getting and listing them
+//! from the API server each time (the benchmark counted about 40 lists per resource before;
+//! docs/performance.md).
+//!
+//! Only what the status is computed from is kept: metadata without managed fields, and the
+//! status. The pod spec and Job template are dropped as they arrive, so the cache costs about a
+//! kilobyte per Job and pod.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+
+use crate::job::{LABEL_HASH, Owner};
+
+/// The label the Job controller puts on every pod of a Job.
+const JOB_NAME_LABEL: &str = "job-name";
+
+/// The Jobs and pods the operator made, in the namespaces one controller watches.
+#[derive(Clone)]
+pub struct Cache {
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+}
+
+/// The watch streams that fill a [`Cache`]; the controller polls them (and is woken by them).
+pub struct Feeds {
+    pub jobs: BoxStream<'static, Result<Job, watcher::Error>>,
+    pub pods: BoxStream<'static, Result<Pod, watcher::Error>>,
+}
+
+/// A cache and the streams that fill it: `selector` picks the operator's own Jobs and pods.
+pub fn watch(jobs: Api<Job>, pods: Api<Pod>, selector: &str) -> (Cache, Feeds) {
+    let (job_store, job_writer) = reflector::store();
+    let (pod_store, pod_writer) = reflector::store();
+    let config = watcher::Config::default().labels(selector);
+    let jobs = watcher(jobs, config.clone())
+        .default_backoff()
+        .modify(|job: &mut Job| {
+            job.managed_fields_mut().clear();
+            job.spec = None;
+        })
+        .reflect(job_writer)
+        .touched_objects()
+        .boxed();
+    let pods = watcher(pods, config)
+        .default_backoff()
+        .modify(|pod: &mut Pod| {
+            pod.managed_fields_mut().clear();
+            pod.spec = None;
+        })
+        .reflect(pod_writer)
+        .touched_objects()
+        .boxed();
+    (
+        Cache {
+            jobs: job_store,
+            pods: pod_store,
+        },
+        Feeds { jobs, pods },
+    )
+}
+
+impl Cache {
+    /// Waits until both watches have listed once: before that, a missing Job may only be
+    /// missing from memory, and creating it would be a needless write.
+    pub async fn ready(&self) {
+        // An error means the watch was dropped, which only happens at shutdown.
+        let _ = self.jobs.wait_until_ready().await;
+        let _ = self.pods.wait_until_ready().await;
+    }
+
+    pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<Job>> {
+        self.jobs.get(&ObjectRef::new(name).within(namespace))
+    }
+
+    /// The pods of one Job, in no particular order.
+    pub fn pods_of(&self, namespace: &str, job_name: &str) -> Vec<Pod> {
+        self.pods
+            .state()
+            .into_iter()
+            .filter(|pod| {
+                pod.namespace().as_deref() == Some(namespace)
+                    && pod.labels().get(JOB_NAME_LABEL).map(String::as_str) == Some(job_name)
+            })
+            .map(|pod| (*pod).clone())
+            .collect()
+    }
+
+    /// The names of the owner's Jobs for other hashes than `short_hash`.
+    pub fn older_jobs(&self, owner: &Owner, short_hash: &str) -> Vec<String> {
+        self.jobs
+            .state()
+            .into_iter()
+            .filter(|job| {
+                job.namespace().as_deref() == Some(owner.namespace.as_str())
+                    && job.owner_references().iter().any(|o| o.uid == owner.uid)
+                    && job.labels().get(LABEL_HASH).map(String::as_str) != Some(short_hash)
+            })
+            .map(|job| job.name_any())
+            .collect()
+    }
+
+    /// The resource of kind `K` a pod's Job belongs to, when that Job is known.
+    pub fn owner_of_pod<K>(&self, pod: &Pod) -> Option<ObjectRef<K>>
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        let namespace = pod.namespace()?;
+        let job_name = pod.labels().get(JOB_NAME_LABEL)?;
+        let job = self.job(&namespace, job_name)?;
+        let owner = job
+            .owner_references()
+            .iter()
+            .find(|o| o.kind == K::kind(&()) && o.controller == Some(true))?;
+        Some(ObjectRef::new(&owner.name).within(&namespace))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use atlas_runner::contract::Kind;
+    use kube::runtime::reflector::store::Writer;
+    use serde_json::json;
+
+    fn owner() -> Owner {
+        Owner {
+            kind: Kind::Migration,
+            namespace: "team-a".into(),
+            name: "app".into(),
+            uid: "uid-app".into(),
+        }
+    }
+
+    fn job(namespace: &str, name: &str, hash: &str, owner_uid: &str) -> Job {
+        serde_json::from_value(json!({
+            "metadata": {
+                "name": name, "namespace": namespace,
+                "labels": { LABEL_HASH: hash },
+                "ownerReferences": [{
+                    "apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+                    "name": "app", "uid": owner_uid, "controller": true,
+                }],
+            },
+        }))
+        .unwrap()
+    }
+
+    fn pod(namespace: &str, name: &str, job_name: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": { "name": name, "namespace": namespace, "labels": { JOB_NAME_LABEL: job_name } },
+        }))
+        .unwrap()
+    }
+
+    fn cache(jobs: &[Job], pods: &[Pod]) -> Cache {
+        let mut job_writer: Writer<Job> = Writer::default();
+        let mut pod_writer: Writer<Pod> = Writer::default();
+        for job in jobs {
+            job_writer.apply_watcher_event(&watcher::Event::Apply(job.clone()));
+        }
+        for pod in pods {
+            pod_writer.apply_watcher_event(&watcher::Event::Apply(pod.clone()));
+        }
+        Cache {
+            jobs: job_writer.as_reader(),
+            pods: pod_writer.as_reader(),
+        }
+    }
+
+    #[test]
+    fn older_jobs_are_the_owners_jobs_of_other_hashes() {
+        let cache = cache(
+            &[
+                job("team-a", "atlasmigration-app-aaaa", "aaaa", "uid-app"),
+                job("team-a", "atlasmigration-app-bbbb", "bbbb", "uid-app"),
+                // A resource of the same name, deleted and made again: not ours to clean up.
+                job("team-a", "atlasmigration-app-cccc", "cccc", "uid-earlier"),
+                // The same uid cannot be in another namespace, but a lookalike must not match.
+                job("team-b", "atlasmigration-app-dddd", "dddd", "uid-app"),
+            ],
+            &[],
+        );
+        assert_eq!(
+            cache.older_jobs(&owner(), "bbbb"),
+            vec!["atlasmigration-app-aaaa".to_string()]
+        );
+        assert!(
+            cache
+                .older_jobs(&owner(), "aaaa")
+                .contains(&"atlasmigration-app-bbbb".into())
+        );
+    }
+
+    #[test]
+    fn pods_are_found_by_their_job_and_lead_back_to_the_resource() {
+        let cache = cache(
+            &[job("team-a", "atlasmigration-app-aaaa", "aaaa", "uid-app")],
+            &[
+                pod("team-a", "p1", "atlasmigration-app-aaaa"),
+                pod("team-a", "p2", "atlasmigration-app-aaaa"),
+                pod("team-a", "p3", "atlasmigration-other-ffff"),
+                pod("team-b", "p4", "atlasmigration-app-aaaa"),
+            ],
+        );
+        let mut names: Vec<String> = cache
+            .pods_of("team-a", "atlasmigration-app-aaaa")
+            .iter()
+            .map(|p| p.name_any())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["p1", "p2"]);
+        assert!(cache.job("team-a", "atlasmigration-app-aaaa").is_some());
+        assert!(cache.job("team-b", "atlasmigration-app-aaaa").is_none());
+
+        let owner = cache
+            .owner_of_pod::<crate::api::AtlasMigration>(&pod(
+                "team-a",
+                "p1",
+                "atlasmigration-app-aaaa",
+            ))
+            .unwrap();
+        assert_eq!(
+            (owner.name.as_str(), owner.namespace.as_deref()),
+            ("app", Some("team-a"))
+        );
+        // A schema controller does not take a migration's pod for one of its own.
+        assert!(
+            cache
+                .owner_of_pod::<crate::api::AtlasSchema>(&pod(
+                    "team-a",
+                    "p1",
+                    "atlasmigration-app-aaaa"
+                ))
+                .is_none()
+        );
+        // A pod whose Job the cache has not seen yet names no one.
+        assert!(
+            cache
+                .owner_of_pod::<crate::api::AtlasMigration>(&pod(
+                    "team-a",
+                    "p3",
+                    "atlasmigration-other-ffff"
+                ))
+                .is_none()
+        );
+    }
+}
