@@ -16,7 +16,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
-use crate::plan::{INLINE_PLACEHOLDER, INPUTS_DIR, InputSource, Plan};
+use crate::plan::{DevOverride, INLINE_PLACEHOLDER, INPUTS_DIR, InputSource, Plan};
 
 /// Labels on every object the operator makes; the controller finds a resource's Jobs by them.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -82,7 +82,7 @@ pub const DEV_WAIT_SECONDS: u64 = 120;
 
 /// The dev database sidecar of a driver: its container and the URL the runner reaches it at.
 /// Credentials never leave the pod: the server listens on the pod's loopback only and trusts it.
-fn dev_sidecar(driver: &str, image: &str) -> (Container, Vec<Volume>, String) {
+fn dev_sidecar(driver: &str, image: &str, over: &DevOverride) -> (Container, Vec<Volume>, String) {
     let (port, data_path, run_path, env, url) = match driver {
         "postgres" => (
             5432,
@@ -117,7 +117,8 @@ fn dev_sidecar(driver: &str, image: &str) -> (Container, Vec<Volume>, String) {
     };
     let container = Container {
         name: DEV_CONTAINER.into(),
-        image: Some(image.into()),
+        image: Some(over.image.clone().unwrap_or_else(|| image.into())),
+        image_pull_policy: over.image_pull_policy.clone(),
         // A native sidecar: started before the runner, stopped after it.
         restart_policy: Some("Always".into()),
         env: Some(
@@ -151,17 +152,21 @@ fn dev_sidecar(driver: &str, image: &str) -> (Container, Vec<Volume>, String) {
                 ..Default::default()
             },
         ]),
-        resources: Some(ResourceRequirements {
-            requests: Some(BTreeMap::from([
-                ("cpu".to_string(), Quantity("100m".into())),
-                ("memory".to_string(), Quantity("256Mi".into())),
-            ])),
-            limits: Some(BTreeMap::from([(
-                "memory".to_string(),
-                Quantity("1Gi".into()),
-            )])),
-            ..Default::default()
-        }),
+        resources: Some(
+            over.resources
+                .clone()
+                .unwrap_or_else(|| ResourceRequirements {
+                    requests: Some(BTreeMap::from([
+                        ("cpu".to_string(), Quantity("100m".into())),
+                        ("memory".to_string(), Quantity("256Mi".into())),
+                    ])),
+                    limits: Some(BTreeMap::from([(
+                        "memory".to_string(),
+                        Quantity("1Gi".into()),
+                    )])),
+                    ..Default::default()
+                }),
+        ),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
             read_only_root_filesystem: Some(true),
@@ -333,7 +338,7 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
             .get(driver)
             .cloned()
             .unwrap_or_else(|| format!("{driver}:latest"));
-        dev_sidecar(driver, &image)
+        dev_sidecar(driver, &image, &plan.dev_override)
     });
     let mut description = plan.job.clone();
     if sidecar.is_some() {
@@ -445,6 +450,16 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
     };
     let mut pod_labels = owner_labels(owner.kind, &owner.name);
     pod_labels.insert(LABEL_HASH.into(), plan.short_hash().into());
+    // `spec.devDB.metadata` was for the dev database's pod, which is this pod when it brings one.
+    let mut pod_annotations = BTreeMap::new();
+    if init_containers.is_some() {
+        for (key, value) in &plan.dev_override.labels {
+            pod_labels
+                .entry(key.clone())
+                .or_insert_with(|| value.clone());
+        }
+        pod_annotations.extend(plan.dev_override.annotations.clone());
+    }
     Job {
         metadata: metadata(name, owner, plan),
         spec: Some(JobSpec {
@@ -478,6 +493,7 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
+                    annotations: (!pod_annotations.is_empty()).then_some(pod_annotations),
                     ..Default::default()
                 }),
                 spec: Some(PodSpec {

@@ -14,12 +14,12 @@ use atlas_runner::contract::{
 };
 use atlas_runner::reason::Reason;
 use k8s_openapi::api::core::v1::{
-    ConfigMap, ConfigMapKeySelector, EnvVar, EnvVarSource, SecretKeySelector,
+    ConfigMap, ConfigMapKeySelector, EnvVar, EnvVarSource, ResourceRequirements, SecretKeySelector,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::api::common::{SecretRef, TargetSpec};
+use crate::api::common::{DevDb, SecretRef, TargetSpec};
 use crate::api::{AtlasMigration, AtlasSchema};
 
 /// Where the inputs are mounted in the runner's container.
@@ -103,6 +103,50 @@ pub struct Plan {
     pub backoff_limit: i32,
     /// The apply needs a dev database and the spec gives none: the Job gets one as a sidecar.
     pub dev: DevNeed,
+    /// What `spec.devDB` changes about that sidecar.
+    pub dev_override: DevOverride,
+}
+
+/// The parts of `spec.devDB` (the Go operator's dev database pod) that apply to a dev database
+/// running as a sidecar of the Job's pod. The rest of that pod spec (its own containers' env,
+/// volumes, scheduling) described a Deployment this operator never makes: the sidecar's
+/// credentials and storage are the operator's, so the runner can reach it on the pod's loopback.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DevOverride {
+    /// The first container's image: pick the target server's version.
+    pub image: Option<String>,
+    pub image_pull_policy: Option<String>,
+    /// The first container's resources, instead of the operator's defaults.
+    pub resources: Option<ResourceRequirements>,
+    /// `devDB.metadata`: added to the Job's pod (for example a service mesh's opt-out), never
+    /// replacing the operator's own labels.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Reads `spec.devDB`; a spec that is not a pod spec is refused, naming what is wrong.
+fn dev_override(dev_db: Option<&DevDb>) -> Result<DevOverride, PlanError> {
+    let Some(dev_db) = dev_db else {
+        return Ok(DevOverride::default());
+    };
+    let container = match dev_db.pod_spec() {
+        None => None,
+        Some(Ok(pod)) => pod.containers.into_iter().next(),
+        Some(Err(err)) => {
+            return Err(PlanError::spec(
+                Reason::GettingDevDb,
+                format!("spec.devDB.spec is not a pod spec: {err}"),
+            ));
+        }
+    };
+    let metadata = dev_db.metadata.clone().unwrap_or_default();
+    Ok(DevOverride {
+        image: container.as_ref().and_then(|c| c.image.clone()),
+        image_pull_policy: container.as_ref().and_then(|c| c.image_pull_policy.clone()),
+        resources: container.and_then(|c| c.resources),
+        labels: metadata.labels.unwrap_or_default(),
+        annotations: metadata.annotations.unwrap_or_default(),
+    })
 }
 
 impl Plan {
@@ -612,6 +656,7 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
         inputs: Some(inputs),
         backoff_limit: spec.backoff_limit.unwrap_or(20),
         dev: DevNeed::None,
+        dev_override: DevOverride::default(),
     })
 }
 
@@ -784,6 +829,7 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
         inputs: Some(inputs),
         backoff_limit: spec.backoff_limit.unwrap_or(20),
         dev,
+        dev_override: dev_override(spec.dev.dev_db.as_ref())?,
     })
 }
 

@@ -194,3 +194,72 @@ fn a_schema_without_a_dev_url_gets_a_dev_database_sidecar() {
         plan::DevNeed::None
     );
 }
+
+/// `spec.devDB`, the Go operator's dev database pod, shapes the sidecar where it can: the first
+/// container's image, pull policy and resources, and the pod's labels and annotations.
+#[test]
+fn dev_db_overrides_the_sidecar_image_resources_and_pod_metadata() {
+    let mut resource: AtlasSchema =
+        serde_json::from_value(doc("examples/mysql-schema/schema.yaml", "AtlasSchema")).unwrap();
+    resource.spec.target.url_from = None;
+    resource.spec.target.url = Some("mysql://root:pass@mysql:3306/myapp".into());
+    resource.spec.dev.dev_db = Some(
+        serde_json::from_value(json!({
+            "metadata": {
+                "labels": { "team": "payments", "db.atlasgo.io/name": "not-the-owner" },
+                "annotations": { "sidecar.istio.io/inject": "false" },
+            },
+            "spec": { "containers": [{
+                "name": "mysql",
+                "image": "mysql:8.0.36",
+                "imagePullPolicy": "IfNotPresent",
+                "resources": { "limits": { "memory": "2Gi" } },
+            }]},
+        }))
+        .unwrap(),
+    );
+    let plan = plan::schema(&resource, &ConfigMaps::new()).unwrap();
+    let owner = owner(Kind::Schema, "atlasschema-mysql");
+    let rendered = job::render(&plan, &owner, &settings());
+    let template = rendered.spec.unwrap().template;
+    let metadata = template.metadata.unwrap();
+    let labels = metadata.labels.unwrap();
+    assert_eq!(labels["team"], "payments");
+    // The operator's own labels find its pods: a devDB label cannot take them over.
+    assert_eq!(labels["db.atlasgo.io/name"], "atlasschema-mysql");
+    assert_eq!(
+        metadata.annotations.unwrap()["sidecar.istio.io/inject"],
+        "false"
+    );
+    let sidecar = &template.spec.unwrap().init_containers.unwrap()[0];
+    assert_eq!(sidecar.image.as_deref(), Some("mysql:8.0.36"));
+    assert_eq!(sidecar.image_pull_policy.as_deref(), Some("IfNotPresent"));
+    let resources = sidecar.resources.clone().unwrap();
+    assert_eq!(resources.limits.unwrap()["memory"].0, "2Gi");
+    assert!(resources.requests.is_none());
+
+    // With an explicit dev URL there is no sidecar, and no dev database metadata on the pod.
+    let mut explicit = resource.clone();
+    explicit.spec.dev.dev_url = Some("mysql://root:pass@dev:3306/dev".into());
+    let plan = plan::schema(&explicit, &ConfigMaps::new()).unwrap();
+    let template = job::render(&plan, &owner, &settings())
+        .spec
+        .unwrap()
+        .template;
+    let metadata = template.metadata.unwrap();
+    assert!(!metadata.labels.unwrap().contains_key("team"));
+    assert!(metadata.annotations.is_none());
+
+    // A devDB.spec that is not a pod spec is refused before any Job, saying why.
+    let mut broken = resource.clone();
+    broken.spec.dev.dev_db =
+        Some(serde_json::from_value(json!({ "spec": { "containers": "mysql:8" } })).unwrap());
+    let err = plan::schema(&broken, &ConfigMaps::new()).unwrap_err();
+    assert_eq!(err.reason.as_str(), "GettingDevDB");
+    assert!(
+        err.message.starts_with("spec.devDB.spec is not a pod spec"),
+        "{}",
+        err.message
+    );
+    assert!(!err.waits_for_object);
+}

@@ -144,8 +144,9 @@ pub struct DevDatabaseSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub dev_url_from: Option<SecretRef>,
-    /// Overrides for the throwaway dev database's pod. Accepted for compatibility with the Go
-    /// operator's manifests.
+    /// The Go operator's dev database pod. Here the dev database is a sidecar of each Job's pod:
+    /// the first container's `image`, `imagePullPolicy` and `resources` shape it, and
+    /// `metadata` is added to the Job's pod; the rest has no effect.
     #[serde(rename = "devDB", default, skip_serializing_if = "Option::is_none")]
     pub dev_db: Option<DevDb>,
 }
@@ -153,12 +154,13 @@ pub struct DevDatabaseSpec {
 /// The dev database's pod, as the Go operator accepts it.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct DevDb {
-    /// Labels and annotations for the dev database's pod.
+    /// Labels and annotations for the dev database's pod: added to the Job's pod that runs it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<DevDbMetadata>,
-    /// A Kubernetes pod spec for the dev database. Stored as given (the API server does not
-    /// check it against the pod schema, which would make the CRD hundreds of kilobytes); the
-    /// operator reads it as a pod spec when it uses it. When set, `devURL` must be set too.
+    /// A Kubernetes pod spec for the dev database; its first container's image,
+    /// imagePullPolicy and resources are used. Stored as given (the API server does not check
+    /// it against the pod schema, which would make the CRD hundreds of kilobytes); a value that
+    /// is not a pod spec fails the apply with reason GettingDevDB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "preserved_object")]
     pub spec: Option<serde_json::Map<String, serde_json::Value>>,
