@@ -36,6 +36,8 @@ pub const MANAGER: &str = "atlas-operator";
 /// Job, pod and ConfigMap watches wake the reconciler on every change that matters.
 const RESYNC_IN_PROGRESS: Duration = Duration::from_secs(30);
 const RESYNC_WAITING: Duration = Duration::from_secs(60);
+/// How soon a resource is looked at again when the caches had not listed yet at its reconcile.
+const CACHE_NOT_READY: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -133,7 +135,10 @@ async fn reconcile_resource<K: Applyable>(
     resource: Arc<K>,
     ctx: Arc<ControllerContext>,
 ) -> Result<Action, Error> {
-    ctx.cache.ready().await;
+    if !ctx.cache.is_ready() {
+        // The Job and pod watches are still listing (the controller polls them meanwhile).
+        return Ok(Action::requeue(CACHE_NOT_READY));
+    }
     let namespace = resource.namespace().ok_or(Error::Incomplete("namespace"))?;
     let name = resource.name_any();
     let uid = resource.uid().ok_or(Error::Incomplete("uid"))?;
