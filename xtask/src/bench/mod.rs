@@ -116,7 +116,14 @@ pub fn run(plan: Plan) -> Result<()> {
 
     let out = devcluster::target_dir().join("bench");
     let run_id = run_id();
-    let scratch = out.join(format!("work-{run_id}"));
+    // A Job's pod has an emptyDir at /tmp that hides what is below it on the host, so a clone
+    // under /tmp keeps the SQLite files (which the pods open) in /var/tmp instead.
+    let scratch_root = if out.starts_with("/tmp") {
+        PathBuf::from("/var/tmp/atlas-operator-bench")
+    } else {
+        out.clone()
+    };
+    let scratch = scratch_root.join(format!("work-{run_id}"));
     std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
     let _scratch = RemoveOnDrop(scratch.clone());
     let measuring = Instant::now();

@@ -44,7 +44,7 @@ impl Workload {
         if sqlite_dir.starts_with("/tmp") {
             bail!(
                 "the SQLite files would be in {}, which a Job's pod cannot see (its /tmp is its \
-                 own); set CARGO_TARGET_DIR outside /tmp",
+                 own)",
                 sqlite_dir.display()
             );
         }
