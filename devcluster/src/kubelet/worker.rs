@@ -40,6 +40,8 @@ const BACKOFF_START: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// The longest the task sleeps without looking at the pod again.
 const TICK: Duration = Duration::from_secs(1);
+/// How long a finished pod's task sleeps when nothing tells it its pod changed.
+const SETTLED_WAKE: Duration = Duration::from_secs(3600);
 const API_LIMIT: Duration = Duration::from_secs(20);
 const DEADLINE_REASON: &str = "DeadlineExceeded";
 const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
@@ -174,6 +176,8 @@ pub struct Worker {
     /// The finished pod's emptyDirs are removed.
     emptied: bool,
     delete_sent: bool,
+    /// The last status write failed: it is tried again at the next tick.
+    status_unwritten: bool,
     exits_tx: mpsc::UnboundedSender<Exit>,
     exits_rx: mpsc::UnboundedReceiver<Exit>,
     probes_tx: mpsc::UnboundedSender<Probed>,
@@ -243,6 +247,7 @@ impl Worker {
             frozen: false,
             emptied: false,
             delete_sent: false,
+            status_unwritten: false,
             exits_tx,
             exits_rx,
             probes_tx,
@@ -319,6 +324,12 @@ impl Worker {
     }
 
     fn next_wake(&self) -> Instant {
+        if self.settled() {
+            // Only a change to the pod (its deletion) can give it more to do. Ticking every
+            // finished pod each second made a node with 1,000 of them spend its time building
+            // statuses that had not changed, and starved its pod watch (docs/performance.md).
+            return Instant::now() + SETTLED_WAKE;
+        }
         let mut wake = Instant::now() + TICK;
         let candidates = self
             .runs()
@@ -330,6 +341,16 @@ impl Worker {
             wake = wake.min(at);
         }
         wake.max(Instant::now() + Duration::from_millis(20))
+    }
+
+    /// Finished, cleaned up and reported: nothing left to do until the pod object changes.
+    fn settled(&self) -> bool {
+        self.phase.is_some_and(|(phase, ..)| phase.is_terminal())
+            && !matches!(self.ending, Some(Ending::Deleted))
+            && self.pod.metadata.deletion_timestamp.is_none()
+            && !self.any_running()
+            && self.emptied
+            && !self.status_unwritten
     }
 
     fn any_running(&self) -> bool {
@@ -1114,13 +1135,21 @@ impl Worker {
         let params = PatchParams::default();
         let patch = Patch::Strategic(&body);
         let call = api.patch_status(&self.name, &params, &patch);
+        self.status_unwritten = true;
         match tokio::time::timeout(API_LIMIT, call).await {
             Ok(Ok(_)) => self.written = Some(status),
             // Gone already: the watch will say so.
             Ok(Err(kube::Error::Api(err))) if err.code == 404 => self.written = Some(status),
-            Ok(Err(err)) => tracing::warn!(pod = %self.key(), %err, "writing the pod's status"),
-            Err(_) => tracing::warn!(pod = %self.key(), "writing the pod's status timed out"),
+            Ok(Err(err)) => {
+                tracing::warn!(pod = %self.key(), %err, "writing the pod's status");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(pod = %self.key(), "writing the pod's status timed out");
+                return;
+            }
         }
+        self.status_unwritten = false;
     }
 }
 
