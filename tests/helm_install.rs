@@ -18,8 +18,8 @@ use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator;
 use serde_json::{Value, json};
 use support::e2e::{
-    SEED_SQL, SEED_SUM, apply_json, cluster, configmap, get, hashed, is_ready, kubectl, ready,
-    secret, seed_migration,
+    SEED_SQL, SEED_SUM, apply_json, cluster, condition, configmap, eventually, get, hashed,
+    is_ready, kubectl, ready, secret, seed_migration,
 };
 use support::repo_path;
 
@@ -39,27 +39,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// Polls `check` until it returns a value; panics with `context()` when `limit` passes.
-fn eventually<T>(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
 }
 
 /// The objects `kubectl get … -o name` lists, one `kind.group/name` each.
@@ -115,13 +94,6 @@ fn env_value(pod: &Value, name: &str) -> Option<String> {
         .find(|var| var["name"] == name)?["value"]
         .as_str()
         .map(String::from)
-}
-
-fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
 }
 
 /// The chart's values for this cluster: the operator's image, CRDs left to `kubectl apply`

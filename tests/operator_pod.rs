@@ -12,7 +12,7 @@ use devcluster::cluster::{Cluster, TestNamespace};
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator;
 use serde_json::{Value, json};
-use support::e2e::{SEED_SQL, SEED_SUM, apply_json, cluster};
+use support::e2e::{SEED_SQL, SEED_SUM, apply_json, cluster, condition, eventually};
 
 /// The operator's image as a chart names it; the kubelet runs the built `atlas-operator` for
 /// any image whose repository ends with `atlas-operator`.
@@ -33,34 +33,6 @@ fn apply(ns: &TestNamespace, manifest: &Value) {
 
 fn get_json(ns: &TestNamespace, what: &str) -> Value {
     serde_json::from_str(&kubectl(ns, &["get", what, "-o", "json"])).unwrap()
-}
-
-fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
-    object["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == kind)
-}
-
-/// Polls `check` until it returns a value; panics with `context()` when `limit` passes.
-fn eventually<T>(
-    what: &str,
-    limit: Duration,
-    mut check: impl FnMut() -> Option<T>,
-    context: impl Fn() -> String,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {limit:?} waiting for {what}\n{}",
-            context()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// The ClusterRoleBinding of this test's service account to the shipped ClusterRole; removed

@@ -57,11 +57,37 @@ pub fn get(ns: &TestNamespace, what: &str) -> Option<Value> {
         .and_then(|text| serde_json::from_str(&text).ok())
 }
 
-pub fn ready(object: &Value) -> Option<&Value> {
+/// The condition of type `kind` in an object's status.
+pub fn condition<'a>(object: &'a Value, kind: &str) -> Option<&'a Value> {
     object["status"]["conditions"]
         .as_array()?
         .iter()
-        .find(|c| c["type"] == "Ready")
+        .find(|c| c["type"] == kind)
+}
+
+pub fn ready(object: &Value) -> Option<&Value> {
+    condition(object, "Ready")
+}
+
+/// Polls `check` until it returns a value; panics with `context()` when `limit` passes.
+pub fn eventually<T>(
+    what: &str,
+    limit: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    context: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}\n{}",
+            context()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 pub fn is_ready(object: &Value) -> bool {
