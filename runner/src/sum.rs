@@ -62,6 +62,16 @@ pub fn total(entries: &[(String, String)]) -> String {
     format!("h1:{}", base64(&hasher.finalize()))
 }
 
+/// The whole `atlas.sum` of a directory, as `atlas migrate hash` writes it.
+pub fn file(files: &[(String, Vec<u8>)]) -> String {
+    let entries = entries(files);
+    let mut text = format!("{}\n", total(&entries));
+    for (name, hash) in &entries {
+        text.push_str(&format!("{name} {hash}\n"));
+    }
+    text
+}
+
 fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
@@ -112,6 +122,7 @@ mod tests {
             "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc="
         );
         assert_eq!(first_mismatch(&seed()), None);
+        assert_eq!(file(&seed()), SEED_SUM);
     }
 
     #[test]

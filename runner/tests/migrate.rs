@@ -47,11 +47,7 @@ fn hashed(files: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
         .collect();
-    let entries = sum::entries(&owned);
-    let mut text = format!("{}\n", sum::total(&entries));
-    for (name, hash) in &entries {
-        text.push_str(&format!("{name} {hash}\n"));
-    }
+    let text = sum::file(&owned);
     owned.push(("atlas.sum".into(), text.into_bytes()));
     owned
         .into_iter()

@@ -151,11 +151,7 @@ pub fn hashed(files: &[(&str, &str)]) -> Value {
         .iter()
         .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec()))
         .collect();
-    let entries = atlas_runner::sum::entries(&owned);
-    let mut sum = format!("{}\n", atlas_runner::sum::total(&entries));
-    for (name, hash) in &entries {
-        sum.push_str(&format!("{name} {hash}\n"));
-    }
+    let sum = atlas_runner::sum::file(&owned);
     let mut data = serde_json::Map::new();
     for (name, content) in files {
         data.insert(name.to_string(), json!(content));

@@ -176,11 +176,7 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
         .iter()
         .map(|(n, c)| (n.clone(), c.clone().into_bytes()))
         .collect();
-    let entries = atlas_runner::sum::entries(&owned);
-    let mut sum = format!("{}\n", atlas_runner::sum::total(&entries));
-    for (name, hash) in &entries {
-        sum.push_str(&format!("{name} {hash}\n"));
-    }
+    let sum = atlas_runner::sum::file(&owned);
     files.insert("atlas.sum".into(), sum);
     let configmap = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "migrationdir", "namespace": NAMESPACE}, "data": files});

@@ -275,11 +275,7 @@ pub fn hashed_dir(files: &[(&str, &str)]) -> Vec<(String, String)> {
         .iter()
         .map(|(name, content)| (name.to_string(), content.as_bytes().to_vec()))
         .collect();
-    let entries = atlas_runner::sum::entries(&owned);
-    let mut sum = format!("{}\n", atlas_runner::sum::total(&entries));
-    for (name, hash) in &entries {
-        sum.push_str(&format!("{name} {hash}\n"));
-    }
+    let sum = atlas_runner::sum::file(&owned);
     let mut dir: Vec<(String, String)> = files
         .iter()
         .map(|(name, content)| (name.to_string(), content.to_string()))
