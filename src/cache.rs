@@ -131,7 +131,7 @@ impl Cache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atlas_runner::contract::Kind;
+    use contract::Kind;
     use kube::runtime::reflector::store::Writer;
     use serde_json::json;
 

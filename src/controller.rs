@@ -34,13 +34,6 @@ fn api<K: Applyable>(client: &Client, namespace: Option<&str>) -> Api<K> {
     }
 }
 
-fn kind_label<K: Applyable>() -> &'static str {
-    match K::KIND {
-        atlas_runner::Kind::Migration => "atlasmigration",
-        atlas_runner::Kind::Schema => "atlasschema",
-    }
-}
-
 async fn run_kind<K: Applyable>(
     client: Client,
     namespace: Option<String>,
@@ -50,7 +43,7 @@ async fn run_kind<K: Applyable>(
     let ns = namespace.as_deref();
     let managed = format!(
         "{LABEL_MANAGED_BY}={MANAGED_BY},{LABEL_KIND}={}",
-        kind_label::<K>()
+        K::KIND.label()
     );
     let mut resources = watcher::Config::default().any_semantic();
     if let Some(selector) = &options.label_selector {

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use atlas_runner::contract::{self, EXIT_DEFINITIVE, Kind};
+use contract::{self, EXIT_DEFINITIVE, Kind};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
@@ -205,17 +205,10 @@ pub struct Owner {
     pub uid: String,
 }
 
-fn prefix(kind: Kind) -> &'static str {
-    match kind {
-        Kind::Migration => "atlasmigration",
-        Kind::Schema => "atlasschema",
-    }
-}
-
 /// `<kind>-<name>-<hash8>`, at most 63 characters (a Job's name goes into its pods' labels).
 /// A long name is cut; the hash, which covers the full name, keeps Jobs apart.
 pub fn job_name(kind: Kind, name: &str, short_hash: &str) -> String {
-    let prefix = prefix(kind);
+    let prefix = kind.label();
     let room = 63 - prefix.len() - short_hash.len() - 2;
     let mut cut: String = name.chars().take(room).collect();
     while cut.ends_with(['-', '.']) {
@@ -245,7 +238,7 @@ pub fn label_value(text: &str) -> String {
 pub fn owner_labels(kind: Kind, name: &str) -> BTreeMap<String, String> {
     BTreeMap::from([
         (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-        (LABEL_KIND.to_string(), prefix(kind).to_string()),
+        (LABEL_KIND.to_string(), kind.label().to_string()),
         (LABEL_NAME.to_string(), label_value(name)),
     ])
 }
@@ -340,16 +333,16 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
             .unwrap_or_else(|| format!("{driver}:latest"));
         dev_sidecar(driver, &image, &plan.dev_override)
     });
-    let mut description = plan.job.clone();
+    let mut task = plan.task.clone();
     if sidecar.is_some() {
-        description.dev_url_env = Some(crate::plan::ENV_DEV_URL.into());
-        description.dev_wait_seconds = Some(DEV_WAIT_SECONDS);
+        task.dev_url_env = Some(crate::plan::ENV_DEV_URL.into());
+        task.dev_wait_seconds = Some(DEV_WAIT_SECONDS);
     }
     let inline_name = inputs_name(plan, owner);
     let mut env = vec![
         EnvVar {
-            name: contract::JOB_ENV.into(),
-            value: Some(serde_json::to_string(&description).expect("a job description serializes")),
+            name: contract::TASK_ENV.into(),
+            value: Some(task.encode()),
             ..Default::default()
         },
         EnvVar {
@@ -423,10 +416,7 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
         None => (None, Vec::new()),
     };
     volumes.extend(dev_volumes);
-    let command = match owner.kind {
-        Kind::Migration => "migrate",
-        Kind::Schema => "schema",
-    };
+    let command = owner.kind.command();
     let container = Container {
         name: RUNNER_CONTAINER.into(),
         image: Some(settings.runner_image.clone()),

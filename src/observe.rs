@@ -3,8 +3,8 @@
 //! leaves the container waiting with `CreateContainerConfigError`, which we report within
 //! seconds instead of at the Job's deadline). Pure.
 
-use atlas_runner::contract::{Kind, Outcome, RunResult};
-use atlas_runner::reason::Reason;
+use contract::Reason;
+use contract::{DecodeError, Kind, Outcome, RunResult};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
@@ -15,20 +15,6 @@ use crate::status::Observation;
 const CONFIG_ERRORS: &[&str] = &["CreateContainerConfigError"];
 /// Waiting reasons that mean the image cannot be had.
 const IMAGE_ERRORS: &[&str] = &["ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
-
-fn input_reason(kind: Kind) -> Reason {
-    match kind {
-        Kind::Migration => Reason::ReadingMigrationData,
-        Kind::Schema => Reason::ReadSchema,
-    }
-}
-
-fn failure_reason(kind: Kind) -> Reason {
-    match kind {
-        Kind::Migration => Reason::Migrating,
-        Kind::Schema => Reason::ApplyingSchema,
-    }
-}
 
 fn runner_status(pod: &Pod) -> Option<&ContainerStatus> {
     pod.status
@@ -41,8 +27,14 @@ fn runner_status(pod: &Pod) -> Option<&ContainerStatus> {
 
 /// The runner's result in a pod's termination message, if it wrote one.
 pub fn result_of(pod: &Pod) -> Option<RunResult> {
+    decoded_result(pod)?.ok()
+}
+
+/// The termination message read as a result; None when the runner has not finished or left
+/// nothing there.
+fn decoded_result(pod: &Pod) -> Option<Result<RunResult, DecodeError>> {
     let terminated = runner_status(pod)?.state.as_ref()?.terminated.as_ref()?;
-    serde_json::from_str(terminated.message.as_deref()?.trim()).ok()
+    Some(RunResult::decode(terminated.message.as_deref()?))
 }
 
 /// What the termination message says when it is not a result (FallbackToLogsOnError puts the
@@ -82,6 +74,21 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
         .iter()
         .rev()
         .find_map(|p| result_of(p).map(|r| (r, *p)));
+
+    // A runner of another contract version (the images are out of step): its result cannot
+    // be trusted field by field, and another attempt of the same Job cannot help.
+    if newest_result.is_none()
+        && let Some(err) = pods.iter().rev().find_map(|p| match decoded_result(p) {
+            Some(Err(err @ DecodeError::UnknownVersion { .. })) => Some(err),
+            _ => None,
+        })
+    {
+        return Observation::Failed {
+            reason: kind.failure_reason(),
+            message: format!("the result of Job {name} cannot be read: {err}"),
+            stalled: true,
+        };
+    }
 
     if job_condition(job, "Complete").is_some() {
         return match newest_result {
@@ -125,7 +132,7 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
                     .map(|m| format!(": {m}"))
                     .unwrap_or_default();
                 Observation::Failed {
-                    reason: failure_reason(kind),
+                    reason: kind.failure_reason(),
                     message: format!(
                         "Job {name} failed ({}{}){detail}",
                         failed.reason.as_deref().unwrap_or("Failed"),
@@ -192,7 +199,7 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
         let message = waiting.message.clone().unwrap_or_default();
         if CONFIG_ERRORS.contains(&reason) {
             return Observation::Failed {
-                reason: input_reason(kind),
+                reason: kind.input_reason(),
                 message: format!(
                     "the Job's pod cannot start: {message} (create it, or fix the reference; \
                      the Job starts by itself once it exists)"
@@ -202,7 +209,7 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
         }
         if IMAGE_ERRORS.contains(&reason) {
             return Observation::Failed {
-                reason: failure_reason(kind),
+                reason: kind.failure_reason(),
                 message: format!("the runner image cannot be pulled ({reason}): {message}"),
                 stalled: false,
             };
@@ -249,7 +256,7 @@ mod tests {
     }
 
     fn result(outcome: &str, reason: &str, message: &str) -> String {
-        json!({"version": 1, "outcome": outcome, "reason": reason, "message": message,
+        json!({"version": contract::CONTRACT_VERSION, "outcome": outcome, "reason": reason, "message": message,
                "currentVersion": "20230316085611", "durationMs": 10})
         .to_string()
     }
@@ -284,7 +291,7 @@ mod tests {
     /// resource is still on its way (the next Job brings the dev database), not applied.
     #[test]
     fn a_job_that_found_the_dev_driver_is_progress() {
-        let found = json!({"version": 1, "outcome": "needs-dev-database", "reason": "GettingDevDB",
+        let found = json!({"version": contract::CONTRACT_VERSION, "outcome": "needs-dev-database", "reason": "GettingDevDB",
             "message": "no dev database", "devDriver": "mysql", "durationMs": 10});
         let obs = observe(
             Kind::Schema,
@@ -322,6 +329,32 @@ mod tests {
                 stalled: true
             }
         );
+    }
+
+    #[test]
+    fn a_result_of_another_contract_version_is_refused() {
+        // An older runner image next to this operator: its result parses, but is not trusted.
+        let old = json!({"version": contract::CONTRACT_VERSION - 1, "outcome": "applied",
+                         "reason": "Applied", "message": "", "durationMs": 10})
+        .to_string();
+        let obs = observe(
+            Kind::Migration,
+            "h",
+            &job(json!([{"type": "Complete", "status": "True"}]), 0),
+            &[pod(terminated(&old, 0))],
+            0,
+        );
+        let Observation::Failed {
+            reason,
+            message,
+            stalled,
+        } = obs
+        else {
+            panic!("{obs:?}")
+        };
+        assert_eq!(reason, Reason::Migrating);
+        assert!(stalled);
+        assert!(message.contains("out of step"), "{message}");
     }
 
     #[test]

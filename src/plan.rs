@@ -1,5 +1,5 @@
 //! The pipeline's validate step: a resource and the ConfigMaps it refers to, turned into a
-//! [`Plan`] of everything its Job needs (the runner's job description, the pod's environment,
+//! [`Plan`] of everything its Job needs (the runner's task, the pod's environment,
 //! the mounted inputs) and the desired hash. Pure: no API call, so every rule is unit-tested.
 //!
 //! Secret values are never read: a Secret reaches the pod as an environment variable from
@@ -9,10 +9,11 @@
 
 use std::collections::BTreeMap;
 
-use atlas_runner::contract::{
-    self, CONTRACT_VERSION, Credentials, Desired, Kind, MigrationJob, SchemaJob, Target, Value,
+use contract::Reason;
+use contract::{
+    self, CONTRACT_VERSION, Credentials, Desired, Kind, MigrateApply, SchemaApply, Target, Value,
+    Work,
 };
-use atlas_runner::reason::Reason;
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapKeySelector, EnvVar, EnvVarSource, ResourceRequirements, SecretKeySelector,
 };
@@ -93,7 +94,8 @@ pub struct Plan {
     /// sha256 (hex) over the canonical spec, the referenced ConfigMaps' data and the resource's
     /// identity: a change to any of them is a new Job.
     pub hash: String,
-    pub job: contract::Job,
+    /// The runner's task.
+    pub task: contract::Task,
     pub env: Vec<EnvVar>,
     /// The data of the operator-made inputs ConfigMap; empty when none is needed.
     pub inline: BTreeMap<String, String>,
@@ -152,10 +154,7 @@ fn dev_override(dev_db: Option<&DevDb>) -> Result<DevOverride, PlanError> {
 impl Plan {
     /// The reason a problem with the resource's inputs is reported under.
     pub fn input_reason(&self) -> Reason {
-        match self.kind {
-            Kind::Migration => Reason::ReadingMigrationData,
-            Kind::Schema => Reason::ReadSchema,
-        }
+        self.kind.input_reason()
     }
 }
 
@@ -260,14 +259,6 @@ fn hash<S: Serialize>(
     // serde_json writes struct fields in declaration order and BTreeMaps sorted: canonical.
     let bytes = serde_json::to_vec(&input).expect("a spec serializes");
     hex(&Sha256::digest(bytes))
-}
-
-/// An enum's name as the manifest spells it (`linear-skip`, `none`): the runner passes it on.
-fn wire_name<T: Serialize>(value: T) -> String {
-    serde_json::to_value(value)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -622,9 +613,8 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
         .protected_flows
         .as_ref()
         .and_then(|p| p.migrate_down.as_ref());
-    let job = contract::Job {
+    let task = contract::Task {
         version: CONTRACT_VERSION,
-        kind: Kind::Migration,
         resource: format!("{namespace}/{name}"),
         target,
         dev_url_env,
@@ -637,20 +627,19 @@ pub fn migration(resource: &AtlasMigration, configmaps: &ConfigMaps) -> Result<P
         vars: project.vars,
         custom_config_env: project.custom_config_env,
         inputs_digest,
-        migration: Some(MigrationJob {
+        work: Work::Migration(MigrateApply {
             dir: INPUTS_DIR.into(),
             revisions_schema: spec.revisions_schema.clone(),
             baseline: spec.baseline.clone(),
-            exec_order: spec.exec_order.map(wire_name),
+            exec_order: spec.exec_order.map(Into::into),
             tx_mode: None,
             allow_migrate_down: protected.and_then(|m| m.allow).unwrap_or(false),
         }),
-        schema: None,
     };
     Ok(Plan {
         kind: Kind::Migration,
         hash: hash(Kind::Migration, &resource.metadata, spec, configmaps),
-        job,
+        task,
         env,
         inline,
         inputs: Some(inputs),
@@ -770,9 +759,8 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
         })
         .unwrap_or_default();
     let concurrent = diff.and_then(|d| d.concurrent_index.as_ref());
-    let job = contract::Job {
+    let task = contract::Task {
         version: CONTRACT_VERSION,
-        kind: Kind::Schema,
         resource: format!("{namespace}/{name}"),
         target,
         dev_url_env,
@@ -785,12 +773,11 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
         vars: project.vars,
         custom_config_env: project.custom_config_env,
         inputs_digest: contract::digest_files([(file.as_str(), content.as_bytes())]),
-        migration: None,
-        schema: Some(SchemaJob {
+        work: Work::Schema(SchemaApply {
             desired: Desired::File(format!("{INPUTS_DIR}/{file}")),
             exclude: spec.exclude.clone().unwrap_or_default(),
             schemas: spec.schemas.clone().unwrap_or_default(),
-            tx_mode: spec.tx_mode.map(wire_name),
+            tx_mode: spec.tx_mode.map(Into::into),
             lint_destructive: policy
                 .and_then(|p| p.lint.as_ref())
                 .and_then(|l| l.destructive.as_ref())
@@ -801,7 +788,7 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
             concurrent_index_drop: concurrent.and_then(|c| c.drop),
         }),
     };
-    let dev = if job.dev_url_env.is_some() {
+    let dev = if task.dev_url_env.is_some() {
         DevNeed::None
     } else {
         let scheme = match (&spec.target.url, &spec.target.credentials) {
@@ -823,7 +810,7 @@ pub fn schema(resource: &AtlasSchema, configmaps: &ConfigMaps) -> Result<Plan, P
     Ok(Plan {
         kind: Kind::Schema,
         hash: hash(Kind::Schema, &resource.metadata, spec, configmaps),
-        job,
+        task,
         env,
         inline,
         inputs: Some(inputs),

@@ -10,7 +10,7 @@
 //! - Failed: `Ready=False` with the runner's reason and message; `Stalled=True` when retrying
 //!   cannot help until the spec (or a ConfigMap) changes.
 
-use atlas_runner::reason::Reason;
+use contract::Reason;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{AtlasMigrationStatus, AtlasSchemaStatus};
@@ -260,7 +260,7 @@ pub enum ArgoHealth {
     Degraded,
 }
 
-pub fn argo_health(kind: atlas_runner::Kind, conditions: &[Condition]) -> ArgoHealth {
+pub fn argo_health(kind: contract::Kind, conditions: &[Condition]) -> ArgoHealth {
     let Some(ready) = conditions.iter().find(|c| c.type_ == READY) else {
         return ArgoHealth::Progressing;
     };
@@ -268,10 +268,8 @@ pub fn argo_health(kind: atlas_runner::Kind, conditions: &[Condition]) -> ArgoHe
         return ArgoHealth::Healthy;
     }
     let progressing = match kind {
-        atlas_runner::Kind::Migration => ready.reason == RECONCILING,
-        atlas_runner::Kind::Schema => {
-            ready.message == RECONCILING || ready.message == "GettingDevDB"
-        }
+        contract::Kind::Migration => ready.reason == RECONCILING,
+        contract::Kind::Schema => ready.message == RECONCILING || ready.message == "GettingDevDB",
     };
     if progressing {
         ArgoHealth::Progressing
@@ -283,7 +281,7 @@ pub fn argo_health(kind: atlas_runner::Kind, conditions: &[Condition]) -> ArgoHe
 #[cfg(test)]
 mod tests {
     use super::*;
-    use atlas_runner::Kind;
+    use contract::Kind;
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).unwrap())

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use atlas_operator::status::{self, ArgoHealth};
-use atlas_runner::Kind;
+use contract::Kind;
 use devcluster::cluster::TestNamespace;
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator::OperatorProcess;

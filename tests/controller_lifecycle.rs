@@ -13,7 +13,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use atlas_operator::status::{self, ArgoHealth};
-use atlas_runner::Kind;
+use contract::Kind;
 use devcluster::cluster::TestNamespace;
 use devcluster::db::{Engine, TestDatabase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

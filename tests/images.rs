@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use atlas_operator::api::{AtlasMigration, AtlasSchema};
 use atlas_operator::job::{self, JobSettings, Owner};
 use atlas_operator::plan::{self, ConfigMaps};
-use atlas_runner::contract::Kind;
+use contract::Kind;
 use devcluster::kubelet::image::{Process, Programs};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use atlas_operator::api::{AtlasMigration, AtlasSchema};
 use atlas_operator::job::{self, JobSettings, Owner};
 use atlas_operator::plan::{self, ConfigMaps};
-use atlas_runner::contract::Kind;
+use contract::Kind;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;
 use support::{repo_path, yaml_documents};

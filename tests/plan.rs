@@ -8,8 +8,7 @@ use atlas_operator::api::{AtlasMigration, AtlasSchema};
 use atlas_operator::plan::{
     self, ConfigMaps, ENV_PASSWORD, ENV_URL, INLINE_PLACEHOLDER, InputSource,
 };
-use atlas_runner::contract::{self, Desired, Target, Value};
-use atlas_runner::reason::Reason;
+use contract::{self, Desired, Reason, Target, Value, Work};
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;
 use support::{repo_path, yaml_documents};
@@ -47,7 +46,7 @@ fn seed_migration_plans_a_secret_url_and_the_configmap() {
     let configmaps = seed_configmap();
     let plan = plan::migration(&seed_migration(), &configmaps).unwrap();
     assert_eq!(plan.hash.len(), 64);
-    assert_eq!(plan.job.target, Target::UrlEnv(ENV_URL.into()));
+    assert_eq!(plan.task.target, Target::UrlEnv(ENV_URL.into()));
     let url = &plan.env[0];
     assert_eq!(url.name, ENV_URL);
     assert!(url.value.is_none(), "a URL is never a literal in the Job");
@@ -72,11 +71,11 @@ fn seed_migration_plans_a_secret_url_and_the_configmap() {
     assert!(plan.inline.is_empty());
     let data = configmaps["migrationdir"].data.clone().unwrap();
     assert_eq!(
-        plan.job.inputs_digest,
+        plan.task.inputs_digest,
         contract::digest_files(data.iter().map(|(n, c)| (n.as_str(), c.as_bytes())))
     );
     assert_eq!(plan.backoff_limit, 20);
-    assert_eq!(plan.job.resource, "tenant-a/atlasmigration-sample");
+    assert_eq!(plan.task.resource, "tenant-a/atlasmigration-sample");
 }
 
 #[test]
@@ -148,7 +147,7 @@ fn the_inline_directory_goes_into_the_inputs_configmap() {
     assert!(plan.inline["atlas.sum"].starts_with("h1:FwM0"));
     // The same files as the ConfigMap variant: the runner checks the same digest.
     let from_cm = plan::migration(&seed_migration(), &seed_configmap()).unwrap();
-    assert_eq!(plan.job.inputs_digest, from_cm.job.inputs_digest);
+    assert_eq!(plan.task.inputs_digest, from_cm.task.inputs_digest);
 }
 
 #[test]
@@ -165,7 +164,7 @@ fn plain_text_secrets_in_the_spec_stay_out_of_the_job_spec() {
     assert!(!env.contains("Sentinel-1"), "{env}");
     assert!(env.contains(INLINE_PLACEHOLDER), "{env}");
     assert!(
-        !serde_json::to_string(&plan.job)
+        !serde_json::to_string(&plan.task)
             .unwrap()
             .contains("Sentinel-1")
     );
@@ -181,8 +180,8 @@ fn plain_text_secrets_in_the_spec_stay_out_of_the_job_spec() {
     }))
     .unwrap();
     let plan = plan::migration(&credentials, &seed_configmap()).unwrap();
-    let Target::Credentials(parts) = &plan.job.target else {
-        panic!("{:?}", plan.job.target)
+    let Target::Credentials(parts) = &plan.task.target else {
+        panic!("{:?}", plan.task.target)
     };
     assert_eq!(parts.user, Some(Value::Literal("root".into())));
     assert_eq!(parts.password_env.as_deref(), Some(ENV_PASSWORD));
@@ -216,7 +215,9 @@ fn seed_schemas_plan_their_policies() {
     .unwrap();
     let plan = plan::schema(&mysql, &ConfigMaps::new()).unwrap();
     assert!(plan.inline["schema.sql"].contains("short_bio"));
-    let schema = plan.job.schema.as_ref().unwrap();
+    let Work::Schema(schema) = &plan.task.work else {
+        panic!("{:?}", plan.task.work)
+    };
     assert_eq!(
         schema.desired,
         Desired::File("/atlas/inputs/schema.sql".into())
@@ -230,7 +231,9 @@ fn seed_schemas_plan_their_policies() {
     ))
     .unwrap();
     let plan = plan::schema(&policy, &ConfigMaps::new()).unwrap();
-    let schema = plan.job.schema.as_ref().unwrap();
+    let Work::Schema(schema) = &plan.task.work else {
+        panic!("{:?}", plan.task.work)
+    };
     assert!(schema.lint_destructive);
     assert_eq!(schema.skip, ["drop_index"]);
     assert_eq!(schema.exclude, ["ignore_me"]);
@@ -272,13 +275,13 @@ fn custom_configs_and_vars_are_planned_by_reference() {
     ]);
     let plan = plan::migration(&resource, &seed_configmap()).unwrap();
     assert_eq!(
-        plan.job.custom_config_env.as_deref(),
+        plan.task.custom_config_env.as_deref(),
         Some(plan::ENV_CUSTOM_CONFIG)
     );
     assert!(plan.inline.values().any(|v| v.contains("variable \"a\"")));
-    assert_eq!(plan.job.vars[0].value, Value::Literal("plain".into()));
-    let Value::Env(secret_env) = &plan.job.vars[1].value else {
-        panic!("{:?}", plan.job.vars[1]);
+    assert_eq!(plan.task.vars[0].value, Value::Literal("plain".into()));
+    let Value::Env(secret_env) = &plan.task.vars[1].value else {
+        panic!("{:?}", plan.task.vars[1]);
     };
     let env = plan.env.iter().find(|e| &e.name == secret_env).unwrap();
     let selector = env

@@ -5,7 +5,7 @@ use hcl::expr::{Expression, FuncCall};
 use hcl::{Block, Body};
 
 use crate::atlas::{DEV_URL_ENV, URL_ENV};
-use crate::contract::{MigrationJob, SchemaJob};
+use contract::{MigrateApply, SchemaApply};
 
 fn getenv(name: &str) -> Expression {
     Expression::from(FuncCall::builder("getenv").arg(name).build())
@@ -16,7 +16,7 @@ fn strings(values: &[String]) -> Expression {
 }
 
 /// `env "<name>" { url = getenv(…) … migration { … } }` for `atlas migrate apply`.
-pub fn migration(env_name: &str, dir_url: &str, job: &MigrationJob) -> Body {
+pub fn migration(env_name: &str, dir_url: &str, job: &MigrateApply) -> Body {
     let mut migration = Block::builder("migration").add_attribute(("dir", dir_url));
     if let Some(schema) = &job.revisions_schema {
         migration = migration.add_attribute(("revisions_schema", schema.as_str()));
@@ -38,7 +38,7 @@ pub const DESIRED_ENV: &str = "desired";
 
 /// Two envs for `atlas schema apply` and its lint: `<name>` { url, dev, src, schemas, exclude,
 /// diff { … } } for the target, and [`DESIRED_ENV`] { url = <desired file>, dev, … }.
-pub fn schema(env_name: &str, desired_url: &str, job: &SchemaJob) -> Body {
+pub fn schema(env_name: &str, desired_url: &str, job: &SchemaApply) -> Body {
     let target = scope(Block::builder("env").add_label(env_name), job)
         .add_attribute(("url", getenv(URL_ENV)))
         .add_attribute(("src", desired_url))
@@ -79,7 +79,7 @@ pub fn schema(env_name: &str, desired_url: &str, job: &SchemaJob) -> Body {
 }
 
 /// `schemas` and `exclude`: what Atlas looks at, on both sides.
-fn scope(mut env: hcl::structure::BlockBuilder, job: &SchemaJob) -> hcl::structure::BlockBuilder {
+fn scope(mut env: hcl::structure::BlockBuilder, job: &SchemaApply) -> hcl::structure::BlockBuilder {
     if !job.schemas.is_empty() {
         env = env.add_attribute(("schemas", strings(&job.schemas)));
     }
@@ -115,7 +115,7 @@ mod tests {
 
     #[test]
     fn migration_config_reads_the_url_from_the_environment() {
-        let job = MigrationJob {
+        let job = MigrateApply {
             dir: "/migrations".into(),
             revisions_schema: Some("atlas".into()),
             baseline: Some("20230101000000".into()),
@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn schema_config_quotes_what_it_must() {
-        let job = SchemaJob {
+        let job = SchemaApply {
             exclude: vec!["ignore_me".into(), "a\"b".into()],
             skip: vec!["drop_index".into()],
             concurrent_index_create: Some(true),

@@ -108,21 +108,21 @@ fn set_attribute(body: &mut Body, attribute: Attribute) {
 /// The text of the `atlas.hcl` to run with: `generated` alone, or merged into the user's own.
 /// Variables' values go into `run`'s Atlas environment (secret ones into its redactor too).
 pub fn project_file(
-    job: &crate::contract::Job,
+    task: &contract::Task,
     generated: Body,
     run: &mut crate::run::Run,
 ) -> Result<String, String> {
-    let body = match &job.custom_config_env {
+    let body = match &task.custom_config_env {
         None => generated,
         Some(name) => {
             let custom = std::env::var(name).map_err(|_| {
                 format!("the custom Atlas config is missing from the pod's environment ({name})")
             })?;
             let mut vars = Vec::new();
-            for (index, var) in job.vars.iter().enumerate() {
+            for (index, var) in task.vars.iter().enumerate() {
                 let value = match &var.value {
-                    crate::contract::Value::Literal(value) => value.clone(),
-                    crate::contract::Value::Env(from) => {
+                    contract::Value::Literal(value) => value.clone(),
+                    contract::Value::Env(from) => {
                         let value = std::env::var(from).map_err(|_| {
                             format!("the value of var `{}` is missing ({from})", var.key)
                         })?;
@@ -156,7 +156,7 @@ pub fn has_block(body: &Body, identifier: &str, label: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::MigrationJob;
+    use contract::MigrateApply;
 
     const CUSTOM: &str = r#"
 variable "schema" {
@@ -187,7 +187,7 @@ env "other" {
 "#;
 
     fn generated() -> Body {
-        let job = MigrationJob {
+        let job = MigrateApply {
             dir: "/migrations".into(),
             ..Default::default()
         };

@@ -8,7 +8,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::contract::digest_files;
+use contract::digest_files;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InputError {

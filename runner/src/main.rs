@@ -1,5 +1,5 @@
-//! `runner`: the process in an atlas-operator Job pod. It reads the job description from
-//! `RUNNER_JOB`, runs one Atlas apply, prints a readable log for `kubectl logs`, and writes a
+//! `runner`: the process in an atlas-operator Job pod. It reads its task from `RUNNER_TASK`,
+//! runs one Atlas apply, prints a readable log for `kubectl logs`, and writes a
 //! compact JSON result to the termination message. Its exit code tells the Job controller whether
 //! retrying can help (see `contract::EXIT_*`).
 
@@ -8,11 +8,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use atlas_runner::atlas::Atlas;
-use atlas_runner::contract::{self, CONTRACT_VERSION, Job, Kind, RunResult};
-use atlas_runner::reason::Reason;
 use atlas_runner::run::Run;
 use atlas_runner::{migrate, schema, wait};
 use clap::{Parser, Subcommand};
+use contract::{CONTRACT_VERSION, Kind, RunResult, Task, Work};
 
 #[derive(Parser)]
 #[command(
@@ -89,56 +88,43 @@ fn main() -> ExitCode {
             };
         }
     };
-    let result = match read_job(kind) {
-        Ok(job) => {
+    let result = match read_task(kind) {
+        Ok(task) => {
             run.log(&format!(
                 "runner {} (contract v{CONTRACT_VERSION}): {} {}",
                 env!("CARGO_PKG_VERSION"),
                 kind.resource_kind(),
-                job.resource
+                task.resource
             ));
             run.atlas_version = run.atlas.version();
-            match kind {
-                Kind::Migration => migrate::run(&job, &mut run),
-                Kind::Schema => schema::run(&job, &mut run),
+            match &task.work {
+                Work::Migration(options) => migrate::run(&task, options, &mut run),
+                Work::Schema(options) => schema::run(&task, options, &mut run),
             }
         }
-        Err(message) => {
-            let reason = match kind {
-                Kind::Migration => Reason::ReadingMigrationData,
-                Kind::Schema => Reason::ReadSchema,
-            };
-            run.failed(reason, &message, false)
-        }
+        Err(message) => run.failed(kind.input_reason(), &message, false),
     };
     finish(&cli.termination_log, &run, result)
 }
 
-/// The job description, refused when it is for another kind or another contract version.
-fn read_job(kind: Kind) -> Result<Job, String> {
-    let text = std::env::var(contract::JOB_ENV).map_err(|_| {
+/// The task, refused when it is for another kind or another contract version.
+fn read_task(kind: Kind) -> Result<Task, String> {
+    let text = std::env::var(contract::TASK_ENV).map_err(|_| {
         format!(
             "{} is not set: this pod was not made by atlas-operator",
-            contract::JOB_ENV
+            contract::TASK_ENV
         )
     })?;
-    let job: Job = serde_json::from_str(&text)
-        .map_err(|err| format!("{} is not a job description: {err}", contract::JOB_ENV))?;
-    if job.version != CONTRACT_VERSION {
+    let task = Task::decode(&text)
+        .map_err(|err| format!("{} cannot be read: {err}", contract::TASK_ENV))?;
+    if task.kind() != kind {
         return Err(format!(
-            "the job description is for contract v{}, this runner speaks v{CONTRACT_VERSION}: \
-             the operator and runner images are out of step",
-            job.version
-        ));
-    }
-    if job.kind != kind {
-        return Err(format!(
-            "the job description is for an {}, not an {}",
-            job.kind.resource_kind(),
+            "the task is for an {}, not an {}",
+            task.kind().resource_kind(),
             kind.resource_kind()
         ));
     }
-    Ok(job)
+    Ok(task)
 }
 
 fn finish(path: &PathBuf, run: &Run, result: RunResult) -> ExitCode {

@@ -11,11 +11,11 @@ use serde::Deserialize;
 
 use crate::atlas::{self, URL_ENV};
 use crate::config;
-use crate::contract::{Job, MigrationJob, Outcome, RunResult};
 use crate::inputs::{self, WorkDir};
-use crate::reason::Reason;
 use crate::run::Run;
 use crate::target;
+use contract::Reason;
+use contract::{ExecOrder, MigrateApply, Outcome, RunResult, Task};
 
 /// How long the reachability check waits for the database's TCP port.
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
@@ -102,20 +102,14 @@ fn database_version(status: &Status) -> Option<&str> {
         .max_by_key(|v| version_key(v))
 }
 
-pub fn run(job: &Job, run: &mut Run) -> RunResult {
-    let Some(options) = &job.migration else {
-        return run.failed(
-            Reason::ReadingMigrationData,
-            "the job description has no migration options",
-            false,
-        );
-    };
-    if let Some(order) = options.exec_order.as_deref().filter(|o| *o != "linear") {
+pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
+    if let Some(order) = options.exec_order.filter(|o| *o != ExecOrder::Linear) {
         return run.failed(
             Reason::Migrating,
             &format!(
-                "execOrder {order} needs Atlas v0.14 or newer; this runner's Atlas CLI is {} \
+                "execOrder {} needs Atlas v0.14 or newer; this runner's Atlas CLI is {} \
                  (the community build it is made with): use execOrder linear",
+                order.as_str(),
                 run.atlas_version.as_deref().unwrap_or("older")
             ),
             false,
@@ -127,7 +121,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
         Ok(files) => files,
         Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), false),
     };
-    if let Err(err) = inputs::verify(&files, &job.inputs_digest) {
+    if let Err(err) = inputs::verify(&files, &task.inputs_digest) {
         return run.failed(Reason::ReadingMigrationData, &err.to_string(), false);
     }
     let work = match WorkDir::create(&run.tmp) {
@@ -144,7 +138,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
         options.dir
     ));
 
-    let url = match target::url(&job.target, &mut run.redactor) {
+    let url = match target::url(&task.target, &mut run.redactor) {
         Ok(url) => url,
         Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), false),
     };
@@ -154,8 +148,12 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
     run.atlas.env(URL_ENV, url);
 
     let config_path = work.path().join("atlas.hcl");
-    let body = config::migration(&job.env_name, &format!("file://{}", dir.display()), options);
-    let text = match crate::custom::project_file(job, body, run) {
+    let body = config::migration(
+        &task.env_name,
+        &format!("file://{}", dir.display()),
+        options,
+    );
+    let text = match crate::custom::project_file(task, body, run) {
         Ok(text) => text,
         Err(err) => return run.failed(Reason::ReadingMigrationData, &err, false),
     };
@@ -165,7 +163,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
     let config_url = format!("file://{}", config_path.display());
     let base = [
         "--env",
-        job.env_name.as_str(),
+        task.env_name.as_str(),
         "--config",
         config_url.as_str(),
     ];
@@ -214,7 +212,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
 
 /// A database newer than the directory is a "migrate down": refused unless allowed, and then
 /// refused anyway when this Atlas build cannot do it.
-fn refuse_migrate_down(run: &Run, status: &Status, options: &MigrationJob) -> Option<RunResult> {
+fn refuse_migrate_down(run: &Run, status: &Status, options: &MigrateApply) -> Option<RunResult> {
     let current = database_version(status)?;
     let latest = status
         .available

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::atlas::Atlas;
-use crate::contract::{CONTRACT_VERSION, Outcome, RunResult};
-use crate::reason::Reason;
 use crate::redact::Redactor;
+use contract::Reason;
+use contract::{CONTRACT_VERSION, Outcome, RunResult};
 
 pub struct Run {
     pub atlas: Atlas,

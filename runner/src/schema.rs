@@ -8,13 +8,13 @@ use serde::Deserialize;
 
 use crate::atlas::{self, DEV_URL_ENV, URL_ENV};
 use crate::config::{self, DESIRED_ENV};
-use crate::contract::{Desired, Job, Outcome, RunResult, SchemaJob};
 use crate::inputs::{self, WorkDir};
 use crate::lint::{self, Realm, Skips};
 use crate::migrate::CONNECT_LIMIT;
-use crate::reason::Reason;
 use crate::run::Run;
 use crate::target;
+use contract::Reason;
+use contract::{Desired, Outcome, RunResult, SchemaApply, Task};
 
 /// `atlas schema apply --format '{{ json . }}'`, the parts we read.
 #[derive(Debug, Default, Deserialize)]
@@ -44,14 +44,7 @@ struct StatementError {
     text: String,
 }
 
-pub fn run(job: &Job, run: &mut Run) -> RunResult {
-    let Some(options) = &job.schema else {
-        return run.failed(
-            Reason::ReadSchema,
-            "the job description has no schema options",
-            false,
-        );
-    };
+pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
     if let Some(unknown) = options
         .skip
         .iter()
@@ -96,7 +89,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
         }
     };
     let files = vec![file];
-    if let Err(err) = inputs::verify(&files, &job.inputs_digest) {
+    if let Err(err) = inputs::verify(&files, &task.inputs_digest) {
         return run.failed(Reason::ReadSchema, &err.to_string(), false);
     }
     let work = match WorkDir::create(&run.tmp) {
@@ -109,12 +102,12 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
     }
     let desired_url = format!("file://{}", desired_path.display());
 
-    let url = match target::url(&job.target, &mut run.redactor) {
+    let url = match target::url(&task.target, &mut run.redactor) {
         Ok(url) => url,
         Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), false),
     };
     // The dev database: given, or (SQLite) in memory. Atlas needs one to read a desired schema.
-    let dev_url = match &job.dev_url_env {
+    let dev_url = match &task.dev_url_env {
         Some(name) => match target::dev_url(name, &mut run.redactor) {
             Ok(url) => url,
             Err(err) => return run.failed(Reason::GettingDevDb, &err.to_string(), false),
@@ -140,7 +133,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
     if let Err(err) = target::check_reachable(&url, CONNECT_LIMIT) {
         return run.failed(Reason::ApplyingSchema, &err.to_string(), true);
     }
-    let dev_ready = match job.dev_wait_seconds {
+    let dev_ready = match task.dev_wait_seconds {
         Some(seconds) => {
             target::wait_reachable(&dev_url, Duration::from_secs(seconds)).map_err(|err| {
                 format!("the dev database did not accept connections within {seconds}s: {err}")
@@ -154,9 +147,9 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
     run.atlas.env(URL_ENV, url);
     run.atlas.env(DEV_URL_ENV, dev_url);
 
-    let body = config::schema(&job.env_name, &desired_url, options);
+    let body = config::schema(&task.env_name, &desired_url, options);
     let config_path = work.path().join("atlas.hcl");
-    match crate::custom::project_file(job, body, run) {
+    match crate::custom::project_file(task, body, run) {
         Ok(text) => {
             if let Err(err) = std::fs::write(&config_path, text) {
                 return run.failed(Reason::ReadSchema, &err.to_string(), true);
@@ -167,7 +160,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
     let config_url = format!("file://{}", config_path.display());
 
     if options.lint_destructive
-        && let Some(refused) = lint(run, &job.env_name, &config_url, options)
+        && let Some(refused) = lint(run, &task.env_name, &config_url, options)
     {
         return refused;
     }
@@ -176,7 +169,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
         "schema",
         "apply",
         "--env",
-        job.env_name.as_str(),
+        task.env_name.as_str(),
         "--config",
         config_url.as_str(),
         "--auto-approve",
@@ -237,7 +230,7 @@ pub fn run(job: &Job, run: &mut Run) -> RunResult {
 
 /// Inspects the database and the desired schema, and refuses the apply when the difference
 /// drops something.
-fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaJob) -> Option<RunResult> {
+fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaApply) -> Option<RunResult> {
     let inspect = |env: &str| -> Result<Realm, Box<RunResult>> {
         let args = [
             "schema",

@@ -4,9 +4,9 @@
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
-use crate::contract::{Target, Value};
 use crate::redact::Redactor;
 use crate::url::{Parts, assemble};
+use contract::{Target, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {

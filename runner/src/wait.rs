@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 
 use crate::atlas::URL_ENV;
 use crate::config;
-use crate::contract::MigrationJob;
 use crate::inputs::{self, WorkDir};
 use crate::migrate::Status;
 use crate::run::Run;
+use contract::MigrateApply;
 
 pub struct WaitOptions {
     pub dir: String,
@@ -45,7 +45,7 @@ pub fn run(options: &WaitOptions, run: &mut Run) -> Result<String, WaitError> {
         std::env::var(&options.url_env).map_err(|_| WaitError::NoUrl(options.url_env.clone()))?;
     run.redactor.add(url.clone());
     run.atlas.env(URL_ENV, url);
-    let job = MigrationJob {
+    let job = MigrateApply {
         dir: options.dir.clone(),
         revisions_schema: options.revisions_schema.clone(),
         ..Default::default()

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use atlas_runner::contract::{
-    self, CONTRACT_VERSION, Credentials, EXIT_DEFINITIVE, EXIT_OK, EXIT_TRANSIENT, Job, Kind,
-    MigrationJob, Outcome, RunResult, Target, Value,
-};
-use atlas_runner::reason::Reason;
 use atlas_runner::sum;
+use contract::Reason;
+use contract::{
+    self, CONTRACT_VERSION, Credentials, EXIT_DEFINITIVE, EXIT_OK, EXIT_TRANSIENT, ExecOrder,
+    MigrateApply, Outcome, RunResult, Target, Task, Value, Work,
+};
 use devcluster::db::{Engine, TestDatabase};
 
 const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
@@ -73,10 +73,9 @@ fn digest(files: &[(String, String)]) -> String {
     contract::digest_files(files.iter().map(|(n, c)| (n.as_str(), c.as_bytes())))
 }
 
-fn job(dir: &Path, files: &[(String, String)], target: Target) -> Job {
-    Job {
+fn task(dir: &Path, files: &[(String, String)], target: Target) -> Task {
+    Task {
         version: CONTRACT_VERSION,
-        kind: Kind::Migration,
         resource: "tests/migration".into(),
         target,
         dev_url_env: None,
@@ -85,11 +84,17 @@ fn job(dir: &Path, files: &[(String, String)], target: Target) -> Job {
         vars: vec![],
         custom_config_env: None,
         inputs_digest: digest(files),
-        migration: Some(MigrationJob {
+        work: Work::Migration(MigrateApply {
             dir: dir.display().to_string(),
             ..Default::default()
         }),
-        schema: None,
+    }
+}
+
+fn migrate_apply(task: &mut Task) -> &mut MigrateApply {
+    match &mut task.work {
+        Work::Migration(options) => options,
+        other => panic!("not a migration: {other:?}"),
     }
 }
 
@@ -107,7 +112,7 @@ struct Ran {
     took: Duration,
 }
 
-fn run_runner(job: &Job, env: &[(&str, &str)], scratch: &Path, extra: &[&str]) -> Ran {
+fn run_runner(task: &Task, env: &[(&str, &str)], scratch: &Path, extra: &[&str]) -> Ran {
     let result_path = scratch.join("termination-log");
     let tmp = scratch.join("tmp");
     std::fs::create_dir_all(&tmp).unwrap();
@@ -121,7 +126,7 @@ fn run_runner(job: &Job, env: &[(&str, &str)], scratch: &Path, extra: &[&str]) -
         .arg("--tmp")
         .arg(&tmp)
         .args(extra)
-        .env(contract::JOB_ENV, serde_json::to_string(job).unwrap())
+        .env(contract::TASK_ENV, task.encode())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -152,9 +157,9 @@ fn seed_directory_applies_then_is_a_no_op() {
     let scratch = Scratch::new("seed");
     let dir = scratch.0.join("dir");
     write_dir(&dir, &seed_files());
-    let job = job(&dir, &seed_files(), url_target());
+    let task = task(&dir, &seed_files(), url_target());
 
-    let first = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    let first = run_runner(&task, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
     assert_eq!(first.code, EXIT_OK, "{}", first.stdout);
     assert_eq!(first.result.outcome, Outcome::Applied);
     assert_eq!(first.result.reason, Reason::Applied);
@@ -175,7 +180,7 @@ fn seed_directory_applies_then_is_a_no_op() {
         .unwrap();
     assert_eq!(default.trim(), "nextval('users_seq'::regclass)");
 
-    let second = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    let second = run_runner(&task, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
     assert_eq!(second.code, EXIT_OK);
     assert_eq!(second.result.outcome, Outcome::NoOp);
     assert_eq!(
@@ -198,7 +203,7 @@ fn a_configmap_volume_works_as_the_directory() {
         std::os::unix::fs::symlink(format!("..data/{name}"), volume.join(&name)).unwrap();
     }
     let ran = run_runner(
-        &job(&volume, &seed_files(), url_target()),
+        &task(&volume, &seed_files(), url_target()),
         &[("DATABASE_URL", &db.url)],
         &scratch.0,
         &[],
@@ -219,7 +224,7 @@ fn tampered_atlas_sum_applies_nothing_and_names_the_file() {
     let dir = scratch.0.join("dir");
     write_dir(&dir, &files);
     let ran = run_runner(
-        &job(&dir, &files, url_target()),
+        &task(&dir, &files, url_target()),
         &[("DATABASE_URL", &db.url)],
         &scratch.0,
         &[],
@@ -252,7 +257,7 @@ fn broken_statement_in_file_two_of_three_keeps_file_one() {
     let dir = scratch.0.join("dir");
     write_dir(&dir, &files);
     let ran = run_runner(
-        &job(&dir, &files, url_target()),
+        &task(&dir, &files, url_target()),
         &[("DATABASE_URL", &db.url)],
         &scratch.0,
         &[],
@@ -290,7 +295,7 @@ fn unreachable_database_is_transient() {
     let dir = scratch.0.join("dir");
     write_dir(&dir, &seed_files());
     let ran = run_runner(
-        &job(&dir, &seed_files(), url_target()),
+        &task(&dir, &seed_files(), url_target()),
         &[("DATABASE_URL", &url)],
         &scratch.0,
         &[],
@@ -314,7 +319,7 @@ fn a_database_that_never_answers_does_not_hang_the_runner() {
     let dir = scratch.0.join("dir");
     write_dir(&dir, &seed_files());
     let ran = run_runner(
-        &job(&dir, &seed_files(), url_target()),
+        &task(&dir, &seed_files(), url_target()),
         &[("DATABASE_URL", &url)],
         &scratch.0,
         &["--timeout-seconds", "3"],
@@ -337,7 +342,7 @@ fn wrong_password_is_definitive_and_redacted() {
     let dir = scratch.0.join("dir");
     write_dir(&dir, &seed_files());
     let ran = run_runner(
-        &job(&dir, &seed_files(), url_target()),
+        &task(&dir, &seed_files(), url_target()),
         &[("DATABASE_URL", &url)],
         &scratch.0,
         &[],
@@ -367,7 +372,7 @@ fn an_enormous_error_still_fits_the_termination_message() {
     let dir = scratch.0.join("dir");
     write_dir(&dir, &files);
     let ran = run_runner(
-        &job(&dir, &files, url_target()),
+        &task(&dir, &files, url_target()),
         &[("DATABASE_URL", &db.url)],
         &scratch.0,
         &[],
@@ -390,7 +395,7 @@ fn an_enormous_error_still_fits_the_termination_message() {
 fn missing_mounted_directory_and_changed_inputs_are_refused() {
     let scratch = Scratch::new("missing");
     let ran = run_runner(
-        &job(&scratch.0.join("nowhere"), &seed_files(), url_target()),
+        &task(&scratch.0.join("nowhere"), &seed_files(), url_target()),
         &[("DATABASE_URL", "postgres://root:pass@127.0.0.1:1/x")],
         &scratch.0,
         &[],
@@ -409,7 +414,7 @@ fn missing_mounted_directory_and_changed_inputs_are_refused() {
     let mut edited = seed_files();
     edited[0].1.push_str("-- edited\n");
     let ran = run_runner(
-        &job(&dir, &edited, url_target()),
+        &task(&dir, &edited, url_target()),
         &[("DATABASE_URL", "postgres://root:pass@127.0.0.1:1/x")],
         &scratch.0,
         &[],
@@ -453,7 +458,7 @@ fn credentials_with_url_special_characters_work_and_never_show() {
         parameters: BTreeMap::from([("sslmode".to_string(), "disable".to_string())]),
     });
     let ran = run_runner(
-        &job(&dir, &seed_files(), target),
+        &task(&dir, &seed_files(), target),
         &[("DB_PASSWORD", password)],
         &scratch.0,
         &[],
@@ -482,7 +487,7 @@ fn the_password_is_not_on_atlas_command_line() {
         format!("postgres://root:Sentinel-Cmdline-42@127.0.0.1:{port}/postgres?sslmode=disable");
     let dir = scratch.0.join("dir");
     write_dir(&dir, &seed_files());
-    let job = job(&dir, &seed_files(), url_target());
+    let task = task(&dir, &seed_files(), url_target());
     let atlas = devcluster::tools::path("atlas").unwrap();
     let watcher = std::thread::spawn(move || {
         let mut seen = Vec::new();
@@ -502,7 +507,7 @@ fn the_password_is_not_on_atlas_command_line() {
         seen
     });
     let ran = run_runner(
-        &job,
+        &task,
         &[("DATABASE_URL", &url)],
         &scratch.0,
         &["--timeout-seconds", "3"],
@@ -535,9 +540,9 @@ fn baseline_skips_the_files_up_to_it() {
     ]);
     let dir = scratch.0.join("dir");
     write_dir(&dir, &files);
-    let mut job = job(&dir, &files, url_target());
-    job.migration.as_mut().unwrap().baseline = Some("2".into());
-    let ran = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    let mut task = task(&dir, &files, url_target());
+    migrate_apply(&mut task).baseline = Some("2".into());
+    let ran = run_runner(&task, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
     assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
     assert_eq!(ran.result.current_version.as_deref(), Some("3"));
     assert_eq!(ran.result.files_applied, 1);
@@ -554,9 +559,9 @@ fn revisions_schema_holds_the_revisions_table() {
     let scratch = Scratch::new("revisions");
     let dir = scratch.0.join("dir");
     write_dir(&dir, &seed_files());
-    let mut job = job(&dir, &seed_files(), url_target());
-    job.migration.as_mut().unwrap().revisions_schema = Some("atlas_meta".into());
-    let ran = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+    let mut task = task(&dir, &seed_files(), url_target());
+    migrate_apply(&mut task).revisions_schema = Some("atlas_meta".into());
+    let ran = run_runner(&task, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
     assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
     let where_ = db
         .query("select table_schema from information_schema.tables where table_name = 'atlas_schema_revisions'")
@@ -573,9 +578,9 @@ fn a_custom_config_and_its_vars_reach_atlas() {
     let scratch = Scratch::new("custom");
     let dir = scratch.0.join("dir");
     write_dir(&dir, &seed_files());
-    let mut job = job(&dir, &seed_files(), url_target());
-    job.custom_config_env = Some("CUSTOM_CONFIG".into());
-    job.vars = vec![contract::Var {
+    let mut task = task(&dir, &seed_files(), url_target());
+    task.custom_config_env = Some("CUSTOM_CONFIG".into());
+    task.vars = vec![contract::Var {
         key: "meta".into(),
         value: Value::Env("VAR_META".into()),
     }];
@@ -597,7 +602,7 @@ env "k8s" {
         ("CUSTOM_CONFIG", custom),
         ("VAR_META", "tenant_meta"),
     ];
-    let ran = run_runner(&job, &env, &scratch.0, &[]);
+    let ran = run_runner(&task, &env, &scratch.0, &[]);
     assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
     let where_ = db
         .query("select table_schema from information_schema.tables where table_name = 'atlas_schema_revisions'")
@@ -606,8 +611,8 @@ env "k8s" {
     assert!(!ran.stdout.contains("tenant_meta"), "{}", ran.stdout);
 
     // A variable the config does not declare is the user's to fix, said plainly.
-    job.vars[0].key = "undeclared".into();
-    let refused = run_runner(&job, &env, &scratch.0, &[]);
+    task.vars[0].key = "undeclared".into();
+    let refused = run_runner(&task, &env, &scratch.0, &[]);
     assert_eq!(refused.code, EXIT_DEFINITIVE);
     assert_eq!(refused.result.reason, Reason::ReadingMigrationData);
     assert!(
@@ -631,7 +636,7 @@ fn migrating_down_is_protected() {
     let dir = scratch.0.join("both");
     write_dir(&dir, &both);
     let ran = run_runner(
-        &job(&dir, &both, url_target()),
+        &task(&dir, &both, url_target()),
         &[("DATABASE_URL", &db.url)],
         &scratch.0,
         &[],
@@ -641,7 +646,7 @@ fn migrating_down_is_protected() {
     let first = hashed(&[("1_a.sql", "create table a (id int);\n")]);
     let dir = scratch.0.join("first");
     write_dir(&dir, &first);
-    let mut down = job(&dir, &first, url_target());
+    let mut down = task(&dir, &first, url_target());
     let ran = run_runner(&down, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
     assert_eq!(ran.code, EXIT_DEFINITIVE);
     assert_eq!(ran.result.reason, Reason::ProtectedFlowError);
@@ -653,7 +658,7 @@ fn migrating_down_is_protected() {
     assert_eq!(ran.result.current_version.as_deref(), Some("2"));
 
     // Allowed, but this Atlas build has no `migrate down`: said plainly, nothing dropped.
-    down.migration.as_mut().unwrap().allow_migrate_down = true;
+    migrate_apply(&mut down).allow_migrate_down = true;
     let ran = run_runner(&down, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
     assert_eq!(ran.result.reason, Reason::ProtectedFlowError);
     assert!(
@@ -672,10 +677,10 @@ fn exec_order_this_atlas_cannot_do_is_said_plainly() {
     let scratch = Scratch::new("execorder");
     let dir = scratch.0.join("dir");
     write_dir(&dir, &seed_files());
-    let mut job = job(&dir, &seed_files(), url_target());
-    job.migration.as_mut().unwrap().exec_order = Some("non-linear".into());
+    let mut task = task(&dir, &seed_files(), url_target());
+    migrate_apply(&mut task).exec_order = Some(ExecOrder::NonLinear);
     let ran = run_runner(
-        &job,
+        &task,
         &[("DATABASE_URL", "postgres://root:pass@127.0.0.1:1/x")],
         &scratch.0,
         &[],
@@ -707,7 +712,7 @@ fn mariadb_and_sqlite_migrate_too() {
     let dir = scratch.0.join("dir");
     write_dir(&dir, &files);
     let ran = run_runner(
-        &job(&dir, &files, url_target()),
+        &task(&dir, &files, url_target()),
         &[("DATABASE_URL", &db.url)],
         &scratch.0,
         &[],
@@ -725,14 +730,14 @@ fn mariadb_and_sqlite_migrate_too() {
     write_dir(&dir, &sqlite_files);
     let url = format!("sqlite://{}", scratch.0.join("app.db").display());
     let ran = run_runner(
-        &job(&dir, &sqlite_files, url_target()),
+        &task(&dir, &sqlite_files, url_target()),
         &[("DATABASE_URL", &url)],
         &scratch.0,
         &[],
     );
     assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
     let again = run_runner(
-        &job(&dir, &sqlite_files, url_target()),
+        &task(&dir, &sqlite_files, url_target()),
         &[("DATABASE_URL", &url)],
         &scratch.0,
         &[],

@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use atlas_runner::contract::{
-    self, CONTRACT_VERSION, Desired, EXIT_DEFINITIVE, EXIT_OK, Job, Kind, Outcome, RunResult,
-    SchemaJob, Target,
+use contract::Reason;
+use contract::{
+    self, CONTRACT_VERSION, Desired, EXIT_DEFINITIVE, EXIT_OK, Outcome, RunResult, SchemaApply,
+    Target, Task, Work,
 };
-use atlas_runner::reason::Reason;
 use devcluster::db::{Engine, TestDatabase};
 
 const SEED_SCHEMA: &str = "create table users (\n  id int not null auto_increment,\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
@@ -33,12 +33,11 @@ impl Drop for Scratch {
     }
 }
 
-fn job(file: &Path, options: SchemaJob) -> Job {
+fn task(file: &Path, options: SchemaApply) -> Task {
     let content = std::fs::read(file).unwrap();
     let name = file.file_name().unwrap().to_str().unwrap();
-    Job {
+    Task {
         version: CONTRACT_VERSION,
-        kind: Kind::Schema,
         resource: "tests/schema".into(),
         target: Target::UrlEnv("DATABASE_URL".into()),
         dev_url_env: Some("DEV_URL".into()),
@@ -47,8 +46,7 @@ fn job(file: &Path, options: SchemaJob) -> Job {
         vars: vec![],
         custom_config_env: None,
         inputs_digest: contract::digest_files([(name, content.as_slice())]),
-        migration: None,
-        schema: Some(SchemaJob {
+        work: Work::Schema(SchemaApply {
             desired: Desired::File(file.display().to_string()),
             ..options
         }),
@@ -67,7 +65,7 @@ struct Ran {
     stdout: String,
 }
 
-fn run_runner(job: &Job, env: &[(&str, &str)], scratch: &Scratch) -> Ran {
+fn run_runner(task: &Task, env: &[(&str, &str)], scratch: &Scratch) -> Ran {
     let result_path = scratch.0.join("termination-log");
     let _ = std::fs::remove_file(&result_path);
     let output = Command::new(env!("CARGO_BIN_EXE_runner"))
@@ -78,7 +76,7 @@ fn run_runner(job: &Job, env: &[(&str, &str)], scratch: &Scratch) -> Ran {
         .arg(devcluster::tools::path("atlas").expect("run `cargo xtask tools` first"))
         .arg("--tmp")
         .arg(&scratch.0)
-        .env(contract::JOB_ENV, serde_json::to_string(job).unwrap())
+        .env(contract::TASK_ENV, task.encode())
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
@@ -107,15 +105,15 @@ fn seed_schema_applies_to_mariadb_then_is_a_no_op() {
     let db = TestDatabase::create(Engine::MariaDb, "schema_seed").unwrap();
     let dev = TestDatabase::create(Engine::MariaDb, "schema_seed_dev").unwrap();
     let scratch = Scratch::new("seed");
-    let job = job(
+    let task = task(
         &desired(&scratch, "schema.sql", SEED_SCHEMA),
-        SchemaJob::default(),
+        SchemaApply::default(),
     );
     let env = [
         ("DATABASE_URL", db.url.as_str()),
         ("DEV_URL", dev.url.as_str()),
     ];
-    let first = run_runner(&job, &env, &scratch);
+    let first = run_runner(&task, &env, &scratch);
     assert_eq!(first.code, EXIT_OK, "{}", first.result.message);
     assert_eq!(first.result.outcome, Outcome::Applied);
     assert!(
@@ -124,7 +122,7 @@ fn seed_schema_applies_to_mariadb_then_is_a_no_op() {
         first.stdout
     );
     assert_eq!(describe(&db, "users"), ["id", "name", "email", "short_bio"]);
-    let second = run_runner(&job, &env, &scratch);
+    let second = run_runner(&task, &env, &scratch);
     assert_eq!(second.code, EXIT_OK);
     assert_eq!(second.result.outcome, Outcome::NoOp);
 }
@@ -136,12 +134,12 @@ fn destructive_change_under_the_lint_policy_applies_nothing() {
     db.query("create table users (id int primary key, bio text); create table old_logs (id int)")
         .unwrap();
     let scratch = Scratch::new("lint");
-    let lint = SchemaJob {
+    let lint = SchemaApply {
         lint_destructive: true,
-        ..SchemaJob::default()
+        ..SchemaApply::default()
     };
     // Drops a column and a table, and adds one: nothing of it may happen.
-    let job = job(
+    let task = task(
         &desired(
             &scratch,
             "schema.sql",
@@ -150,7 +148,7 @@ fn destructive_change_under_the_lint_policy_applies_nothing() {
         lint,
     );
     let ran = run_runner(
-        &job,
+        &task,
         &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
         &scratch,
     );
@@ -178,19 +176,19 @@ fn drop_in_names_and_comments_is_not_destructive() {
     let dev = TestDatabase::create(Engine::MariaDb, "schema_names_dev").unwrap();
     db.query("create table stats (id int primary key)").unwrap();
     let scratch = Scratch::new("names");
-    let job = job(
+    let task = task(
         &desired(
             &scratch,
             "schema.sql",
             "-- drop table stats would be bad\ncreate table stats (id int primary key, drop_count int);\n",
         ),
-        SchemaJob {
+        SchemaApply {
             lint_destructive: true,
-            ..SchemaJob::default()
+            ..SchemaApply::default()
         },
     );
     let ran = run_runner(
-        &job,
+        &task,
         &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
         &scratch,
     );
@@ -208,22 +206,22 @@ fn skip_drop_index_keeps_the_index_and_exclude_keeps_the_table() {
     )
     .unwrap();
     let scratch = Scratch::new("skip");
-    let job = job(
+    let task = task(
         &desired(
             &scratch,
             "schema.sql",
             "create table users (id int primary key, email text, name text);\n",
         ),
-        SchemaJob {
+        SchemaApply {
             skip: vec!["drop_index".into()],
             // The URL names no schema, so Atlas sees `public.ignore_me`: patterns are qualified.
             exclude: vec!["public.ignore_me".into()],
             lint_destructive: true,
-            ..SchemaJob::default()
+            ..SchemaApply::default()
         },
     );
     let ran = run_runner(
-        &job,
+        &task,
         &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
         &scratch,
     );
@@ -247,12 +245,12 @@ fn broken_desired_schema_is_read_schema() {
     let db = TestDatabase::create(Engine::Postgres, "schema_broken").unwrap();
     let dev = TestDatabase::create(Engine::Postgres, "schema_broken_dev").unwrap();
     let scratch = Scratch::new("broken");
-    let job = job(
+    let task = task(
         &desired(&scratch, "schema.sql", "create tabel users (id int);\n"),
-        SchemaJob::default(),
+        SchemaApply::default(),
     );
     let ran = run_runner(
-        &job,
+        &task,
         &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
         &scratch,
     );
@@ -269,10 +267,13 @@ fn broken_desired_schema_is_read_schema() {
 fn hcl_schema_applies_to_sqlite_with_an_in_memory_dev_database() {
     let scratch = Scratch::new("sqlite");
     let hcl = "schema \"main\" {}\ntable \"users\" {\n  schema = schema.main\n  column \"id\" {\n    type = integer\n  }\n  primary_key {\n    columns = [column.id]\n  }\n}\n";
-    let mut job = job(&desired(&scratch, "schema.hcl", hcl), SchemaJob::default());
-    job.dev_url_env = None;
+    let mut task = task(
+        &desired(&scratch, "schema.hcl", hcl),
+        SchemaApply::default(),
+    );
+    task.dev_url_env = None;
     let url = format!("sqlite://{}", scratch.0.join("app.db").display());
-    let ran = run_runner(&job, &[("DATABASE_URL", &url)], &scratch);
+    let ran = run_runner(&task, &[("DATABASE_URL", &url)], &scratch);
     assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
     assert_eq!(ran.result.outcome, Outcome::Applied);
 }
@@ -281,12 +282,12 @@ fn hcl_schema_applies_to_sqlite_with_an_in_memory_dev_database() {
 fn no_dev_database_for_a_server_target_is_getting_dev_db() {
     let db = TestDatabase::create(Engine::MariaDb, "schema_nodev").unwrap();
     let scratch = Scratch::new("nodev");
-    let mut job = job(
+    let mut task = task(
         &desired(&scratch, "schema.sql", SEED_SCHEMA),
-        SchemaJob::default(),
+        SchemaApply::default(),
     );
-    job.dev_url_env = None;
-    let ran = run_runner(&job, &[("DATABASE_URL", &db.url)], &scratch);
+    task.dev_url_env = None;
+    let ran = run_runner(&task, &[("DATABASE_URL", &db.url)], &scratch);
     // Not a failure: the driver tells the controller which dev database to add to the next Job.
     assert_eq!(ran.code, EXIT_OK);
     assert_eq!(ran.result.outcome, Outcome::NeedsDevDatabase);
@@ -304,15 +305,15 @@ fn a_dev_database_that_never_comes_up_is_getting_dev_db_after_the_wait() {
         .local_addr()
         .unwrap()
         .port();
-    let mut job = job(
+    let mut task = task(
         &desired(&scratch, "schema.sql", SEED_SCHEMA),
-        SchemaJob::default(),
+        SchemaApply::default(),
     );
-    job.dev_wait_seconds = Some(2);
+    task.dev_wait_seconds = Some(2);
     let dev = format!("mysql://root@127.0.0.1:{port}/dev");
     let started = std::time::Instant::now();
     let ran = run_runner(
-        &job,
+        &task,
         &[("DATABASE_URL", &db.url), ("DEV_URL", &dev)],
         &scratch,
     );

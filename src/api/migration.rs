@@ -132,6 +132,16 @@ pub enum ExecOrder {
     NonLinear,
 }
 
+impl From<ExecOrder> for contract::ExecOrder {
+    fn from(order: ExecOrder) -> Self {
+        match order {
+            ExecOrder::Linear => contract::ExecOrder::Linear,
+            ExecOrder::LinearSkip => contract::ExecOrder::LinearSkip,
+            ExecOrder::NonLinear => contract::ExecOrder::NonLinear,
+        }
+    }
+}
+
 /// Flows of a deployment that need explicit permission.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

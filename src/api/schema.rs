@@ -115,6 +115,16 @@ pub enum TxMode {
     None,
 }
 
+impl From<TxMode> for contract::TxMode {
+    fn from(mode: TxMode) -> Self {
+        match mode {
+            TxMode::File => contract::TxMode::File,
+            TxMode::All => contract::TxMode::All,
+            TxMode::None => contract::TxMode::None,
+        }
+    }
+}
+
 /// Policies that direct how Atlas plans and checks a schema change.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Policy {

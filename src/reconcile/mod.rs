@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use atlas_runner::contract::Kind;
+use contract::Kind;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -166,7 +166,7 @@ async fn reconcile_resource<K: Applyable>(
 
     // Validate.
     let plan = resource.plan(&configmaps).and_then(|plan| {
-        if plan.job.custom_config_env.is_some() && !ctx.allow_custom_config {
+        if plan.task.custom_config_env.is_some() && !ctx.allow_custom_config {
             return Err(PlanError {
                 reason: plan.input_reason(),
                 message: crate::plan::CUSTOM_CONFIG_REFUSED.into(),
@@ -393,7 +393,7 @@ async fn publish<K: Applyable>(
 ) {
     let mut note = note.to_string();
     if note.len() > 1000 {
-        note = atlas_runner::contract::cut_with_marker(&note, 1000);
+        note = contract::cut_with_marker(&note, 1000);
     }
     let event = Event {
         type_,

@@ -1,6 +1,6 @@
 //! The pipeline's kind-specific parts for AtlasSchema.
 
-use atlas_runner::contract::Kind;
+use contract::Kind;
 
 use super::Applyable;
 use crate::api::AtlasSchema;

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use atlas_runner::contract::{self, CONTRACT_VERSION, Job, Kind, MigrationJob, Outcome, Target};
+use contract::{self, CONTRACT_VERSION, MigrateApply, Outcome, Target, Task, Work};
 use devcluster::db::{Engine, TestDatabase};
 use serde::Serialize;
 
@@ -49,22 +49,21 @@ pub fn measure(runner: &Path, runs: usize, scratch: &Path) -> Result<RunnerFigur
     }
     // Through JSON, naming only what a migration needs: optional fields keep their defaults as
     // the contract grows.
-    let job: Job = serde_json::from_value(serde_json::json!({
+    let task: Task = serde_json::from_value(serde_json::json!({
         "version": CONTRACT_VERSION,
-        "kind": Kind::Migration,
         "resource": "bench/runner-overhead",
         "target": Target::UrlEnv("DATABASE_URL".into()),
         "envName": "k8s",
         "inputsDigest": contract::digest_files(
             files.iter().map(|(n, c)| (n.as_str(), c.as_bytes())),
         ),
-        "migration": MigrationJob {
+        "work": Work::Migration(MigrateApply {
             dir: dir.display().to_string(),
             ..Default::default()
-        },
+        }),
     }))
-    .context("the runner's job description")?;
-    let job_json = serde_json::to_string(&job)?;
+    .context("the runner's task")?;
+    let task_json = task.encode();
 
     let mut runner_times = Vec::new();
     let mut atlas_times = Vec::new();
@@ -85,7 +84,7 @@ pub fn measure(runner: &Path, runs: usize, scratch: &Path) -> Result<RunnerFigur
                     .arg(&atlas)
                     .arg("--tmp")
                     .arg(&tmp)
-                    .env(contract::JOB_ENV, &job_json)
+                    .env(contract::TASK_ENV, &task_json)
                     .env("DATABASE_URL", &db.url)
                     // As the runner image sets them (devcluster's image table).
                     .env("ATLAS_NO_UPDATE_NOTIFIER", "1")

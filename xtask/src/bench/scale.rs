@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use atlas_runner::contract::Kind;
+use contract::Kind;
 use devcluster::cluster::Cluster;
 use devcluster::cmd;
 use devcluster::operator::{self, OperatorProcess};
