@@ -17,7 +17,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 
-use crate::job::{LABEL_HASH, Owner};
+use crate::reconcile::build::{LABEL_HASH, Owner};
 
 /// The label the Job controller puts on every pod of a Job.
 const JOB_NAME_LABEL: &str = "job-name";
@@ -129,6 +129,30 @@ impl Cache {
 }
 
 #[cfg(test)]
+impl Cache {
+    /// A cache as the watches leave it after their first list of these objects.
+    pub(crate) fn listed(jobs: &[Job], pods: &[Pod]) -> Cache {
+        use kube::runtime::reflector::store::Writer;
+        fn listed<K>(objects: &[K]) -> Writer<K>
+        where
+            K: Resource<DynamicType = ()> + Clone + 'static,
+        {
+            let mut writer = Writer::default();
+            writer.apply_watcher_event(&watcher::Event::Init);
+            for object in objects {
+                writer.apply_watcher_event(&watcher::Event::InitApply(object.clone()));
+            }
+            writer.apply_watcher_event(&watcher::Event::InitDone);
+            writer
+        }
+        Cache {
+            jobs: listed(jobs).as_reader(),
+            pods: listed(pods).as_reader(),
+        }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use contract::Kind;
@@ -165,24 +189,8 @@ mod tests {
         .unwrap()
     }
 
-    /// A cache as the watches leave it after their first list.
     fn cache(jobs: &[Job], pods: &[Pod]) -> Cache {
-        fn listed<K>(objects: &[K]) -> Writer<K>
-        where
-            K: Resource<DynamicType = ()> + Clone + 'static,
-        {
-            let mut writer = Writer::default();
-            writer.apply_watcher_event(&watcher::Event::Init);
-            for object in objects {
-                writer.apply_watcher_event(&watcher::Event::InitApply(object.clone()));
-            }
-            writer.apply_watcher_event(&watcher::Event::InitDone);
-            writer
-        }
-        let cache = Cache {
-            jobs: listed(jobs).as_reader(),
-            pods: listed(pods).as_reader(),
-        };
+        let cache = Cache::listed(jobs, pods);
         assert!(cache.is_ready());
         cache
     }

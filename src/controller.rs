@@ -13,8 +13,8 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{AtlasMigration, AtlasSchema};
-use crate::job::{LABEL_KIND, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY};
-use crate::reconcile::{self, Applyable, Context, ControllerContext};
+use crate::reconcile::build::{LABEL_KIND, LABEL_MANAGED_BY, LABEL_NAME, MANAGED_BY};
+use crate::reconcile::{self, AtlasResource, Context, ControllerContext};
 
 /// How the controllers run.
 #[derive(Clone, Debug)]
@@ -27,14 +27,14 @@ pub struct Options {
     pub label_selector: Option<String>,
 }
 
-fn api<K: Applyable>(client: &Client, namespace: Option<&str>) -> Api<K> {
+fn api<K: AtlasResource>(client: &Client, namespace: Option<&str>) -> Api<K> {
     match namespace {
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     }
 }
 
-async fn run_kind<K: Applyable>(
+async fn run_kind<K: AtlasResource>(
     client: Client,
     namespace: Option<String>,
     ctx: Arc<Context>,
@@ -67,7 +67,7 @@ async fn run_kind<K: Applyable>(
         cached
             .state()
             .iter()
-            .map(|resource| ready_status(&resource.computed_status()))
+            .map(|resource| ready_status(&resource.common_status()))
             .collect()
     });
     controller
@@ -116,7 +116,7 @@ async fn run_kind<K: Applyable>(
         .await;
 }
 
-fn ready_status(status: &crate::status::Computed) -> String {
+fn ready_status(status: &crate::reconcile::status::CommonStatus) -> String {
     status
         .conditions
         .iter()

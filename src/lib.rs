@@ -4,11 +4,7 @@
 pub mod api;
 pub mod cache;
 pub mod controller;
-pub mod job;
 pub mod metrics;
-pub mod observe;
-pub mod plan;
 pub mod reconcile;
 pub mod run;
 pub mod server;
-pub mod status;

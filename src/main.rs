@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use atlas_operator::controller::Options;
-use atlas_operator::job::JobSettings;
+use atlas_operator::reconcile::build::JobSettings;
 use atlas_operator::run::{self, LeaderElection, RunConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 

@@ -9,9 +9,9 @@ use kube::Client;
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 
 use crate::controller::{self, Options};
-use crate::job::JobSettings;
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
+use crate::reconcile::build::JobSettings;
 use crate::server::{self, AppState};
 
 /// Leader election: one operator of several acts; the others stand by, ready to take over.
@@ -58,7 +58,7 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         }
     });
     let mut ctx = Context::new(client.clone(), config.settings.clone(), metrics);
-    ctx.allow_custom_config = config.allow_custom_config;
+    ctx.allowed.custom_config = config.allow_custom_config;
     let ctx = Arc::new(ctx);
 
     let Some(election) = config.leader_election else {

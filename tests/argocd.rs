@@ -11,7 +11,7 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use atlas_operator::status::{self, ArgoHealth};
+use atlas_operator::reconcile::status::{self, ArgoHealth};
 use contract::Kind;
 use devcluster::cluster::TestNamespace;
 use devcluster::db::{Engine, TestDatabase};

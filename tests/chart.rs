@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
-use atlas_operator::job::JobSettings;
+use atlas_operator::reconcile::build::JobSettings;
 use serde_json::{Value, json};
 use support::{repo_path, yaml_documents};
 

@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use atlas_operator::status::{self, ArgoHealth};
+use atlas_operator::reconcile::status::{self, ArgoHealth};
 use contract::Kind;
 use devcluster::cluster::TestNamespace;
 use devcluster::db::{Engine, TestDatabase};

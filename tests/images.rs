@@ -2,7 +2,7 @@
 //! what a build would get wrong silently: the final stage is distroless/static with a numeric
 //! non-root user and no shell needed, every base image is pinned, the Atlas CLI is the official
 //! build at a stated version, and the binaries sit where the chart's Deployment, the Jobs of
-//! `src/job.rs` and the process-kubelet's emulation of the images (devcluster) expect them.
+//! `src/reconcile/build/` and the process-kubelet's emulation of the images (devcluster) expect them.
 
 mod support;
 
@@ -10,8 +10,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use atlas_operator::api::{AtlasMigration, AtlasSchema};
-use atlas_operator::job::{self, JobSettings, Owner};
-use atlas_operator::plan::{self, ConfigMaps};
+use atlas_operator::reconcile::build::{self, JobSettings, Owner};
+use atlas_operator::reconcile::dereference::ConfigMaps;
 use contract::Kind;
 use devcluster::kubelet::image::{Process, Programs};
 use k8s_openapi::api::batch::v1::Job;
@@ -294,13 +294,13 @@ fn seed_jobs() -> Vec<Job> {
     let schema: AtlasSchema =
         serde_json::from_value(doc("examples/schema-policy/schema.yaml", "AtlasSchema")).unwrap();
     vec![
-        job::render(
-            &plan::migration(&migration, &configmaps).unwrap(),
+        build::render(
+            &support::plan(&migration, &configmaps).unwrap(),
             &owner(Kind::Migration, "m"),
             &settings,
         ),
-        job::render(
-            &plan::schema(&schema, &ConfigMaps::new()).unwrap(),
+        build::render(
+            &support::plan(&schema, &ConfigMaps::new()).unwrap(),
             &owner(Kind::Schema, "s"),
             &settings,
         ),
@@ -323,7 +323,7 @@ fn the_runner_image_runs_what_the_jobs_ask_for() {
         let container = pod
             .containers
             .iter()
-            .find(|c| c.name == job::RUNNER_CONTAINER)
+            .find(|c| c.name == build::RUNNER_CONTAINER)
             .unwrap();
         assert!(container.command.is_none(), "the image's ENTRYPOINT runs");
         let args = container.args.clone().unwrap();

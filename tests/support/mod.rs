@@ -97,3 +97,22 @@ pub fn kustomize_files(dir: &Path) -> Vec<PathBuf> {
     }
     files
 }
+
+/// The validate step for a resource and the ConfigMaps a dereference would have found (no Job
+/// has run for it yet), with custom configs allowed.
+pub fn plan<K: atlas_operator::reconcile::AtlasResource>(
+    resource: &K,
+    configmaps: &atlas_operator::reconcile::dereference::ConfigMaps,
+) -> Result<atlas_operator::reconcile::validate::Plan, atlas_operator::reconcile::validate::PlanError>
+{
+    use atlas_operator::reconcile::dereference::Dereferenced;
+    use atlas_operator::reconcile::validate::{self, Allowed};
+    let found = Dereferenced::new(resource, configmaps.clone());
+    validate::validate(
+        resource,
+        &found,
+        Allowed {
+            custom_config: true,
+        },
+    )
+}

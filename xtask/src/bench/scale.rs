@@ -616,7 +616,7 @@ impl Timeline {
 fn job_owner(job: &str) -> Option<String> {
     let (head, hash) = job.rsplit_once('-')?;
     let name = head.strip_prefix(
-        atlas_operator::job::job_name(Kind::Migration, "", "").trim_end_matches('-'),
+        atlas_operator::reconcile::build::job_name(Kind::Migration, "", "").trim_end_matches('-'),
     )?;
     (hash.len() == 8).then(|| name.trim_start_matches('-').to_string())
 }

@@ -1,13 +1,14 @@
 //! The build step: the Job rendered for a plan, snapshot-tested (review a change with
-//! `cargo insta review`, or `INSTA_UPDATE=always cargo test --test job` and read the diff).
+//! `cargo insta review`, or `INSTA_UPDATE=always cargo test --test build` and read the diff).
 
 mod support;
 
 use std::collections::BTreeMap;
 
 use atlas_operator::api::{AtlasMigration, AtlasSchema};
-use atlas_operator::job::{self, JobSettings, Owner};
-use atlas_operator::plan::{self, ConfigMaps};
+use atlas_operator::reconcile::build::{self, JobSettings, Owner};
+use atlas_operator::reconcile::dereference::ConfigMaps;
+use atlas_operator::reconcile::validate;
 use contract::Kind;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;
@@ -51,10 +52,10 @@ fn seed_migration_job() {
     ))
     .unwrap();
     let configmaps: ConfigMaps = BTreeMap::from([("migrationdir".to_string(), cm)]);
-    let plan = plan::migration(&resource, &configmaps).unwrap();
+    let plan = support::plan(&resource, &configmaps).unwrap();
     let owner = owner(Kind::Migration, "atlasmigration-sample");
-    assert!(job::inputs_configmap(&plan, &owner).is_none());
-    let rendered = job::render(&plan, &owner, &settings());
+    assert!(build::inputs_configmap(&plan, &owner).is_none());
+    let rendered = build::render(&plan, &owner, &settings());
     insta::assert_yaml_snapshot!(rendered);
 }
 
@@ -62,11 +63,11 @@ fn seed_migration_job() {
 fn seed_schema_job_and_its_inputs() {
     let resource: AtlasSchema =
         serde_json::from_value(doc("examples/schema-policy/schema.yaml", "AtlasSchema")).unwrap();
-    let plan = plan::schema(&resource, &ConfigMaps::new()).unwrap();
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
     let owner = owner(Kind::Schema, "atlasschema-mysql");
-    let rendered = job::render(&plan, &owner, &settings());
+    let rendered = build::render(&plan, &owner, &settings());
     insta::assert_yaml_snapshot!(rendered);
-    let inputs = job::inputs_configmap(&plan, &owner).unwrap();
+    let inputs = build::inputs_configmap(&plan, &owner).unwrap();
     assert_eq!(inputs.immutable, Some(true));
     insta::assert_yaml_snapshot!(inputs);
 }
@@ -75,8 +76,8 @@ fn seed_schema_job_and_its_inputs() {
 fn the_pod_is_restricted() {
     let resource: AtlasSchema =
         serde_json::from_value(doc("examples/mysql-schema/schema.yaml", "AtlasSchema")).unwrap();
-    let plan = plan::schema(&resource, &ConfigMaps::new()).unwrap();
-    let rendered = job::render(&plan, &owner(Kind::Schema, "s"), &settings());
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
+    let rendered = build::render(&plan, &owner(Kind::Schema, "s"), &settings());
     let pod = rendered.spec.unwrap().template.spec.unwrap();
     assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
     assert_eq!(pod.automount_service_account_token, Some(false));
@@ -108,12 +109,12 @@ fn a_password_written_in_the_spec_is_not_in_the_job() {
     .unwrap();
     resource.spec.target.url_from = None;
     resource.spec.target.url = Some("postgres://root:Sentinel-Job-7@db:5432/app".into());
-    let plan = plan::migration(&resource, &ConfigMaps::new()).unwrap();
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
     let owner = owner(Kind::Migration, "m");
-    let rendered = serde_json::to_string(&job::render(&plan, &owner, &settings())).unwrap();
+    let rendered = serde_json::to_string(&build::render(&plan, &owner, &settings())).unwrap();
     assert!(!rendered.contains("Sentinel-Job-7"), "{rendered}");
     // It reaches the pod from the inputs ConfigMap, which the volume does not mount.
-    let inputs = job::inputs_configmap(&plan, &owner).unwrap();
+    let inputs = build::inputs_configmap(&plan, &owner).unwrap();
     assert!(
         inputs
             .data
@@ -130,16 +131,16 @@ fn a_password_written_in_the_spec_is_not_in_the_job() {
 #[test]
 fn job_names_fit_and_stay_apart() {
     let long = "a".repeat(80);
-    let name = job::job_name(Kind::Migration, &long, "0123abcd");
+    let name = build::job_name(Kind::Migration, &long, "0123abcd");
     assert!(name.len() <= 63, "{name}");
     assert!(name.starts_with("atlasmigration-aaa") && name.ends_with("-0123abcd"));
     assert_eq!(
-        job::job_name(Kind::Schema, "atlasschema-mysql", "89ab01cd"),
+        build::job_name(Kind::Schema, "atlasschema-mysql", "89ab01cd"),
         "atlasschema-atlasschema-mysql-89ab01cd"
     );
-    let label = job::label_value(&long);
+    let label = build::label_value(&long);
     assert!(label.len() <= 63);
-    assert_ne!(label, job::label_value(&"a".repeat(81)));
+    assert_ne!(label, build::label_value(&"a".repeat(81)));
 }
 
 /// An AtlasSchema on a server database with no dev URL: its Job brings a dev database sidecar.
@@ -150,9 +151,9 @@ fn a_schema_without_a_dev_url_gets_a_dev_database_sidecar() {
     // A literal URL: the driver is known without reading a Secret.
     resource.spec.target.url_from = None;
     resource.spec.target.url = Some("mysql://root:pass@mysql:3306/myapp".into());
-    let plan = plan::schema(&resource, &ConfigMaps::new()).unwrap();
-    assert_eq!(plan.dev, plan::DevNeed::Sidecar("mysql".into()));
-    let rendered = job::render(
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
+    assert_eq!(plan.dev, validate::DevNeed::Sidecar("mysql".into()));
+    let rendered = build::render(
         &plan,
         &owner(Kind::Schema, "atlasschema-mysql"),
         &settings(),
@@ -162,10 +163,10 @@ fn a_schema_without_a_dev_url_gets_a_dev_database_sidecar() {
     // From a Secret, the driver is unknown: the first Job has no sidecar and finds it.
     let seed: AtlasSchema =
         serde_json::from_value(doc("examples/mysql-schema/schema.yaml", "AtlasSchema")).unwrap();
-    let mut plan = plan::schema(&seed, &ConfigMaps::new()).unwrap();
-    assert_eq!(plan.dev, plan::DevNeed::Unknown);
+    let mut plan = support::plan(&seed, &ConfigMaps::new()).unwrap();
+    assert_eq!(plan.dev, validate::DevNeed::Unknown);
     let owner = owner(Kind::Schema, "atlasschema-mysql");
-    let first = job::render(&plan, &owner, &settings());
+    let first = build::render(&plan, &owner, &settings());
     assert!(
         first
             .spec
@@ -176,8 +177,8 @@ fn a_schema_without_a_dev_url_gets_a_dev_database_sidecar() {
             .init_containers
             .is_none()
     );
-    plan.dev = plan::DevNeed::Found("mysql".into());
-    let second = job::render(&plan, &owner, &settings());
+    plan.dev = validate::DevNeed::Found("mysql".into());
+    let second = build::render(&plan, &owner, &settings());
     let name = second.metadata.name.clone().unwrap();
     assert!(name.ends_with("-dev") && name.len() <= 63, "{name}");
     let pod = second.spec.unwrap().template.spec.unwrap();
@@ -190,8 +191,8 @@ fn a_schema_without_a_dev_url_gets_a_dev_database_sidecar() {
     let mut explicit = resource.clone();
     explicit.spec.dev.dev_url = Some("mysql://root:pass@dev:3306/dev".into());
     assert_eq!(
-        plan::schema(&explicit, &ConfigMaps::new()).unwrap().dev,
-        plan::DevNeed::None
+        support::plan(&explicit, &ConfigMaps::new()).unwrap().dev,
+        validate::DevNeed::None
     );
 }
 
@@ -218,9 +219,9 @@ fn dev_db_overrides_the_sidecar_image_resources_and_pod_metadata() {
         }))
         .unwrap(),
     );
-    let plan = plan::schema(&resource, &ConfigMaps::new()).unwrap();
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
     let owner = owner(Kind::Schema, "atlasschema-mysql");
-    let rendered = job::render(&plan, &owner, &settings());
+    let rendered = build::render(&plan, &owner, &settings());
     let template = rendered.spec.unwrap().template;
     let metadata = template.metadata.unwrap();
     let labels = metadata.labels.unwrap();
@@ -241,8 +242,8 @@ fn dev_db_overrides_the_sidecar_image_resources_and_pod_metadata() {
     // With an explicit dev URL there is no sidecar, and no dev database metadata on the pod.
     let mut explicit = resource.clone();
     explicit.spec.dev.dev_url = Some("mysql://root:pass@dev:3306/dev".into());
-    let plan = plan::schema(&explicit, &ConfigMaps::new()).unwrap();
-    let template = job::render(&plan, &owner, &settings())
+    let plan = support::plan(&explicit, &ConfigMaps::new()).unwrap();
+    let template = build::render(&plan, &owner, &settings())
         .spec
         .unwrap()
         .template;
@@ -254,7 +255,7 @@ fn dev_db_overrides_the_sidecar_image_resources_and_pod_metadata() {
     let mut broken = resource.clone();
     broken.spec.dev.dev_db =
         Some(serde_json::from_value(json!({ "spec": { "containers": "mysql:8" } })).unwrap());
-    let err = plan::schema(&broken, &ConfigMaps::new()).unwrap_err();
+    let err = support::plan(&broken, &ConfigMaps::new()).unwrap_err();
     assert_eq!(err.reason.as_str(), "GettingDevDB");
     assert!(
         err.message.starts_with("spec.devDB.spec is not a pod spec"),

@@ -1,12 +1,14 @@
-//! The validate step: seed manifests and their ConfigMaps turned into what the Job needs.
+//! The validate step (src/reconcile/validate): seed manifests and their ConfigMaps turned into what the Job needs.
 
 mod support;
 
 use std::collections::BTreeMap;
 
 use atlas_operator::api::{AtlasMigration, AtlasSchema};
-use atlas_operator::plan::{
-    self, ConfigMaps, ENV_PASSWORD, ENV_URL, INLINE_PLACEHOLDER, InputSource,
+use atlas_operator::reconcile::dereference::{self, ConfigMaps};
+use atlas_operator::reconcile::hash;
+use atlas_operator::reconcile::validate::{
+    self, ENV_PASSWORD, ENV_URL, INLINE_PLACEHOLDER, InputSource,
 };
 use contract::{self, Desired, Reason, Target, Value, Work};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -44,7 +46,7 @@ fn seed_migration() -> AtlasMigration {
 #[test]
 fn seed_migration_plans_a_secret_url_and_the_configmap() {
     let configmaps = seed_configmap();
-    let plan = plan::migration(&seed_migration(), &configmaps).unwrap();
+    let plan = support::plan(&seed_migration(), &configmaps).unwrap();
     assert_eq!(plan.hash.len(), 64);
     assert_eq!(plan.task.target, Target::UrlEnv(ENV_URL.into()));
     let url = &plan.env[0];
@@ -82,15 +84,15 @@ fn seed_migration_plans_a_secret_url_and_the_configmap() {
 fn the_hash_follows_the_spec_and_the_configmap_and_nothing_else() {
     let resource = seed_migration();
     let configmaps = seed_configmap();
-    let base = plan::migration(&resource, &configmaps).unwrap().hash;
-    assert_eq!(base, plan::migration(&resource, &configmaps).unwrap().hash);
+    let base = support::plan(&resource, &configmaps).unwrap().hash;
+    assert_eq!(base, support::plan(&resource, &configmaps).unwrap().hash);
 
     // Status and metadata noise do not change it.
     let mut noisy = resource.clone();
     noisy.metadata.resource_version = Some("42".into());
     noisy.metadata.labels = Some(BTreeMap::from([("team".into(), "a".into())]));
     noisy.status = Some(Default::default());
-    assert_eq!(base, plan::migration(&noisy, &configmaps).unwrap().hash);
+    assert_eq!(base, support::plan(&noisy, &configmaps).unwrap().hash);
 
     // A new file in the ConfigMap does.
     let mut edited = configmaps.clone();
@@ -101,28 +103,28 @@ fn the_hash_follows_the_spec_and_the_configmap_and_nothing_else() {
         .as_mut()
         .unwrap()
         .insert("20230316085612.sql".into(), "select 1;\n".into());
-    assert_ne!(base, plan::migration(&resource, &edited).unwrap().hash);
+    assert_ne!(base, support::plan(&resource, &edited).unwrap().hash);
 
     // So does the spec, and the same spec under another name.
     let mut changed = resource.clone();
     changed.spec.baseline = Some("1".into());
-    assert_ne!(base, plan::migration(&changed, &configmaps).unwrap().hash);
+    assert_ne!(base, support::plan(&changed, &configmaps).unwrap().hash);
     let mut renamed = resource.clone();
     renamed.metadata.name = Some("other".into());
-    assert_ne!(base, plan::migration(&renamed, &configmaps).unwrap().hash);
+    assert_ne!(base, support::plan(&renamed, &configmaps).unwrap().hash);
 
     // The reapply annotation is the documented way to apply again with an unchanged spec.
     let mut reapply = resource.clone();
     reapply.metadata.annotations = Some(BTreeMap::from([(
-        plan::REAPPLY_ANNOTATION.to_string(),
+        hash::REAPPLY_ANNOTATION.to_string(),
         "2026-11-23".to_string(),
     )]));
-    assert_ne!(base, plan::migration(&reapply, &configmaps).unwrap().hash);
+    assert_ne!(base, support::plan(&reapply, &configmaps).unwrap().hash);
 }
 
 #[test]
 fn a_missing_configmap_waits_for_it() {
-    let err = plan::migration(&seed_migration(), &ConfigMaps::new()).unwrap_err();
+    let err = support::plan(&seed_migration(), &ConfigMaps::new()).unwrap_err();
     assert_eq!(err.reason, Reason::ReadingMigrationData);
     assert!(err.waits_for_object);
     assert_eq!(err.message, "ConfigMap migrationdir not found");
@@ -136,7 +138,7 @@ fn the_inline_directory_goes_into_the_inputs_configmap() {
         |_| true,
     ))
     .unwrap();
-    let plan = plan::migration(&inline, &ConfigMaps::new()).unwrap();
+    let plan = support::plan(&inline, &ConfigMaps::new()).unwrap();
     assert_eq!(
         plan.inputs,
         Some(InputSource::Inline {
@@ -146,7 +148,7 @@ fn the_inline_directory_goes_into_the_inputs_configmap() {
     assert!(plan.inline.contains_key("20230316085611.sql"));
     assert!(plan.inline["atlas.sum"].starts_with("h1:FwM0"));
     // The same files as the ConfigMap variant: the runner checks the same digest.
-    let from_cm = plan::migration(&seed_migration(), &seed_configmap()).unwrap();
+    let from_cm = support::plan(&seed_migration(), &seed_configmap()).unwrap();
     assert_eq!(plan.task.inputs_digest, from_cm.task.inputs_digest);
 }
 
@@ -155,7 +157,7 @@ fn plain_text_secrets_in_the_spec_stay_out_of_the_job_spec() {
     let mut resource = seed_migration();
     resource.spec.target.url_from = None;
     resource.spec.target.url = Some("postgres://root:Sentinel-1@db/app".into());
-    let plan = plan::migration(&resource, &seed_configmap()).unwrap();
+    let plan = support::plan(&resource, &seed_configmap()).unwrap();
     assert_eq!(
         plan.inline["atlas-operator.target-url"],
         "postgres://root:Sentinel-1@db/app"
@@ -179,7 +181,7 @@ fn plain_text_secrets_in_the_spec_stay_out_of_the_job_spec() {
         }
     }))
     .unwrap();
-    let plan = plan::migration(&credentials, &seed_configmap()).unwrap();
+    let plan = support::plan(&credentials, &seed_configmap()).unwrap();
     let Target::Credentials(parts) = &plan.task.target else {
         panic!("{:?}", plan.task.target)
     };
@@ -187,7 +189,7 @@ fn plain_text_secrets_in_the_spec_stay_out_of_the_job_spec() {
     assert_eq!(parts.password_env.as_deref(), Some(ENV_PASSWORD));
     assert_eq!(parts.port, Some(5432));
     credentials.spec.target.credentials.as_mut().unwrap().host = None;
-    let err = plan::migration(&credentials, &seed_configmap()).unwrap_err();
+    let err = support::plan(&credentials, &seed_configmap()).unwrap_err();
     assert_eq!(err.message, "credentials need host or hostFrom");
 }
 
@@ -199,7 +201,7 @@ fn cloud_sources_this_build_cannot_reach_are_refused_plainly() {
         |_| true,
     ))
     .unwrap();
-    let err = plan::migration(&argocd, &ConfigMaps::new()).unwrap_err();
+    let err = support::plan(&argocd, &ConfigMaps::new()).unwrap_err();
     assert_eq!(err.reason, Reason::ReadingMigrationData);
     assert!(!err.waits_for_object);
     assert!(err.message.contains("Atlas Cloud"), "{}", err.message);
@@ -213,7 +215,7 @@ fn seed_schemas_plan_their_policies() {
         |_| true,
     ))
     .unwrap();
-    let plan = plan::schema(&mysql, &ConfigMaps::new()).unwrap();
+    let plan = support::plan(&mysql, &ConfigMaps::new()).unwrap();
     assert!(plan.inline["schema.sql"].contains("short_bio"));
     let Work::Schema(schema) = &plan.task.work else {
         panic!("{:?}", plan.task.work)
@@ -230,7 +232,7 @@ fn seed_schemas_plan_their_policies() {
         |_| true,
     ))
     .unwrap();
-    let plan = plan::schema(&policy, &ConfigMaps::new()).unwrap();
+    let plan = support::plan(&policy, &ConfigMaps::new()).unwrap();
     let Work::Schema(schema) = &plan.task.work else {
         panic!("{:?}", plan.task.work)
     };
@@ -248,16 +250,16 @@ fn a_schema_from_a_configmap_key_needs_the_key() {
                  "schema": {"configMapKeyRef": {"name": "desired", "key": "schema.hcl"}}}
     }))
     .unwrap();
-    let err = plan::schema(&resource, &ConfigMaps::new()).unwrap_err();
+    let err = support::plan(&resource, &ConfigMaps::new()).unwrap_err();
     assert!(err.waits_for_object);
     let cm: ConfigMap = serde_json::from_value(json!({
         "metadata": {"name": "desired"}, "data": {"other.hcl": "x"}
     }))
     .unwrap();
     let configmaps = BTreeMap::from([("desired".to_string(), cm)]);
-    let err = plan::schema(&resource, &configmaps).unwrap_err();
+    let err = support::plan(&resource, &configmaps).unwrap_err();
     assert_eq!(err.message, "ConfigMap desired has no key schema.hcl");
-    assert_eq!(plan::schema_configmaps(&resource), ["desired"]);
+    assert_eq!(dereference::schema_configmaps(&resource), ["desired"]);
 }
 
 /// A custom atlas.hcl travels to the runner by reference (the inputs ConfigMap or the user's
@@ -273,10 +275,10 @@ fn custom_configs_and_vars_are_planned_by_reference() {
         )
         .unwrap(),
     ]);
-    let plan = plan::migration(&resource, &seed_configmap()).unwrap();
+    let plan = support::plan(&resource, &seed_configmap()).unwrap();
     assert_eq!(
         plan.task.custom_config_env.as_deref(),
-        Some(plan::ENV_CUSTOM_CONFIG)
+        Some(validate::ENV_CUSTOM_CONFIG)
     );
     assert!(plan.inline.values().any(|v| v.contains("variable \"a\"")));
     assert_eq!(plan.task.vars[0].value, Value::Literal("plain".into()));
@@ -301,17 +303,17 @@ fn custom_configs_and_vars_are_planned_by_reference() {
         serde_json::from_value(json!({"secretKeyRef": {"name": "hcl", "key": "atlas.hcl"}}))
             .unwrap(),
     );
-    let plan = plan::migration(&from_secret, &seed_configmap()).unwrap();
+    let plan = support::plan(&from_secret, &seed_configmap()).unwrap();
     let env = plan
         .env
         .iter()
-        .find(|e| e.name == plan::ENV_CUSTOM_CONFIG)
+        .find(|e| e.name == validate::ENV_CUSTOM_CONFIG)
         .unwrap();
     assert!(env.value_from.as_ref().unwrap().secret_key_ref.is_some());
 
     let mut both = from_secret.clone();
     both.spec.project.config = Some("env \"k8s\" {}".into());
-    let err = plan::migration(&both, &seed_configmap()).unwrap_err();
+    let err = support::plan(&both, &seed_configmap()).unwrap_err();
     assert!(
         err.message.contains("only one of config and configFrom"),
         "{}",
@@ -322,7 +324,7 @@ fn custom_configs_and_vars_are_planned_by_reference() {
     vars_alone.spec.project.vars = Some(vec![
         serde_json::from_value(json!({"key": "a", "value": "b"})).unwrap(),
     ]);
-    let err = plan::migration(&vars_alone, &seed_configmap()).unwrap_err();
+    let err = support::plan(&vars_alone, &seed_configmap()).unwrap_err();
     assert_eq!(err.reason, Reason::ReadingMigrationData);
     assert!(
         err.message.contains("custom Atlas config"),

@@ -44,7 +44,7 @@ pub enum Observation {
 
 /// The status fields both kinds share, computed from an observation.
 #[derive(Clone, Debug, PartialEq, Default)]
-pub struct Computed {
+pub struct CommonStatus {
     pub conditions: Vec<Condition>,
     pub observed_generation: Option<i64>,
     pub observed_hash: Option<String>,
@@ -83,13 +83,25 @@ fn set(
     }
 }
 
+/// Whether `status` already says that `hash` is applied, for this generation, and Ready: then
+/// the reconcile has nothing to do and writes nothing.
+pub fn is_current(status: &CommonStatus, hash: &str, generation: Option<i64>) -> bool {
+    let ready = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == READY && c.status == "True");
+    ready
+        && status.observed_hash.as_deref() == Some(hash)
+        && status.observed_generation == generation
+}
+
 /// The next status, from the previous one and what was observed.
 pub fn compute(
-    previous: &Computed,
+    previous: &CommonStatus,
     generation: Option<i64>,
     observation: &Observation,
     now: Time,
-) -> Computed {
+) -> CommonStatus {
     let mut next = previous.clone();
     next.observed_generation = generation;
     let conditions = &mut next.conditions;
@@ -196,9 +208,9 @@ pub fn compute(
     next
 }
 
-impl From<&AtlasMigrationStatus> for Computed {
+impl From<&AtlasMigrationStatus> for CommonStatus {
     fn from(status: &AtlasMigrationStatus) -> Self {
-        Computed {
+        CommonStatus {
             conditions: status.conditions.clone().unwrap_or_default(),
             observed_generation: status.observed_generation,
             observed_hash: status.observed_hash.clone(),
@@ -209,9 +221,9 @@ impl From<&AtlasMigrationStatus> for Computed {
     }
 }
 
-impl From<&AtlasSchemaStatus> for Computed {
+impl From<&AtlasSchemaStatus> for CommonStatus {
     fn from(status: &AtlasSchemaStatus) -> Self {
-        Computed {
+        CommonStatus {
             conditions: status.conditions.clone().unwrap_or_default(),
             observed_generation: status.observed_generation,
             observed_hash: status.observed_hash.clone(),
@@ -222,7 +234,7 @@ impl From<&AtlasSchemaStatus> for Computed {
     }
 }
 
-impl Computed {
+impl CommonStatus {
     /// Into an AtlasMigration's status, keeping the fields the controller does not compute.
     pub fn into_migration(self, previous: &AtlasMigrationStatus) -> AtlasMigrationStatus {
         AtlasMigrationStatus {
@@ -287,7 +299,7 @@ mod tests {
         Time(jiff::Timestamp::from_second(seconds).unwrap())
     }
 
-    fn ready(computed: &Computed) -> &Condition {
+    fn ready(computed: &CommonStatus) -> &Condition {
         computed
             .conditions
             .iter()
@@ -312,7 +324,7 @@ mod tests {
 
     #[test]
     fn a_running_job_is_progressing_for_argocd_for_both_kinds() {
-        let computed = compute(&Computed::default(), Some(1), &in_progress(), at(10));
+        let computed = compute(&CommonStatus::default(), Some(1), &in_progress(), at(10));
         let ready = ready(&computed);
         assert_eq!(
             (
@@ -342,7 +354,7 @@ mod tests {
 
     #[test]
     fn applied_is_healthy_with_hash_time_and_version() {
-        let running = compute(&Computed::default(), Some(1), &in_progress(), at(10));
+        let running = compute(&CommonStatus::default(), Some(1), &in_progress(), at(10));
         let done = compute(&running, Some(1), &applied(), at(20));
         assert_eq!(ready(&done).status, "True");
         assert_eq!(ready(&done).reason, "Applied");
@@ -359,7 +371,7 @@ mod tests {
 
     #[test]
     fn observing_the_same_thing_again_changes_nothing() {
-        let done = compute(&Computed::default(), Some(1), &applied(), at(20));
+        let done = compute(&CommonStatus::default(), Some(1), &applied(), at(20));
         let again = compute(&done, Some(1), &applied(), at(99));
         assert_eq!(again, done, "a second reconcile must have nothing to write");
         let failed = Observation::Failed {
@@ -376,7 +388,7 @@ mod tests {
     #[test]
     fn a_definitive_failure_is_degraded_and_stalled() {
         let failed = compute(
-            &Computed::default(),
+            &CommonStatus::default(),
             Some(1),
             &Observation::Failed {
                 reason: Reason::Migrating,
@@ -405,7 +417,7 @@ mod tests {
     #[test]
     fn waiting_for_a_dev_database_stays_progressing_for_schemas() {
         let waiting = compute(
-            &Computed::default(),
+            &CommonStatus::default(),
             Some(1),
             &Observation::Failed {
                 reason: Reason::GettingDevDb,
@@ -418,6 +430,16 @@ mod tests {
             argo_health(Kind::Schema, &waiting.conditions),
             ArgoHealth::Progressing
         );
+    }
+
+    #[test]
+    fn only_ready_for_this_hash_and_generation_is_current() {
+        let done = compute(&CommonStatus::default(), Some(3), &applied(), at(10));
+        assert!(is_current(&done, "h1", Some(3)));
+        assert!(!is_current(&done, "def", Some(3)), "another hash");
+        assert!(!is_current(&done, "h1", Some(4)), "a newer generation");
+        let running = compute(&done, Some(3), &in_progress(), at(11));
+        assert!(!is_current(&running, "h1", Some(3)), "not Ready");
     }
 
     #[test]

@@ -8,8 +8,8 @@ use contract::{DecodeError, Kind, Outcome, RunResult};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
-use crate::job::RUNNER_CONTAINER;
-use crate::status::Observation;
+use crate::reconcile::build::RUNNER_CONTAINER;
+use crate::reconcile::status::Observation;
 
 /// Kubelet waiting reasons that mean the pod cannot start until an object or key appears.
 const CONFIG_ERRORS: &[&str] = &["CreateContainerConfigError"];
@@ -155,7 +155,10 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
             .status
             .as_ref()
             .and_then(|s| s.init_container_statuses.as_ref())
-            .and_then(|all| all.iter().find(|c| c.name == crate::job::DEV_CONTAINER))
+            .and_then(|all| {
+                all.iter()
+                    .find(|c| c.name == crate::reconcile::build::DEV_CONTAINER)
+            })
             .and_then(|c| c.state.as_ref());
         if let Some(state) = dev {
             let problem = match (&state.waiting, &state.terminated) {

@@ -1,0 +1,127 @@
+//! The pipeline's apply step: the Job for the plan's hash (and its inputs ConfigMap) created if
+//! the cache does not have it, and the Jobs of older hashes deleted. The name is a function of
+//! the resource and the hash, so a second reconcile of the same hash finds the same Job.
+
+use std::sync::Arc;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+
+use super::build::{self, Owner};
+use super::events::publish;
+use super::validate::Plan;
+use super::{AtlasResource, Context, ControllerContext, Error};
+use crate::metrics::KindLabels;
+
+/// What the apply step left in place.
+pub(super) enum Applied {
+    /// The plan's Job, as the cache has it or as it was just created.
+    Job(Arc<Job>),
+    /// The Job exists but the cache has not seen it yet (another reconcile, or a previous
+    /// operator, made it): its watch event wakes the resource again.
+    NotYetCached,
+}
+
+pub(super) async fn apply<K: AtlasResource>(
+    ctx: &ControllerContext,
+    resource: &K,
+    plan: &Plan,
+    owner: &Owner,
+) -> Result<Applied, Error> {
+    let job_name = build::plan_job_name(plan, owner);
+    let mut created_now = false;
+    let job = match ctx.cache.job(&owner.namespace, &job_name) {
+        Some(job) => job,
+        None => {
+            if let Some(inputs) = build::inputs_configmap(plan, owner) {
+                let configmaps: Api<ConfigMap> =
+                    Api::namespaced(ctx.client.clone(), &owner.namespace);
+                match configmaps.create(&PostParams::default(), &inputs).await {
+                    Ok(_) => {}
+                    // Immutable and named by the hash: an existing one holds the same data.
+                    Err(kube::Error::Api(status)) if status.code == 409 => {}
+                    Err(err) => return Err(err.into()),
+                }
+            }
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+            let rendered = build::render(plan, owner, &ctx.settings);
+            let created = match jobs.create(&PostParams::default(), &rendered).await {
+                Ok(created) => created,
+                // The same hash, the same Job: counted and announced where it was made.
+                Err(kube::Error::Api(status)) if status.code == 409 => {
+                    return Ok(Applied::NotYetCached);
+                }
+                Err(err) => return Err(err.into()),
+            };
+            created_now = true;
+            ctx.metrics
+                .jobs_created
+                .get_or_create(&KindLabels {
+                    kind: K::KIND.resource_kind().into(),
+                })
+                .inc();
+            publish(
+                ctx,
+                resource,
+                EventType::Normal,
+                "JobCreated",
+                &format!("Created Job {job_name} to apply hash {}", plan.short_hash()),
+            )
+            .await;
+            Arc::new(created)
+        }
+    };
+    let older = ctx.cache.older_jobs(owner, plan.short_hash());
+    if created_now || !older.is_empty() {
+        delete_older(ctx, owner, plan.short_hash(), &older).await?;
+    }
+    Ok(Applied::Job(job))
+}
+
+/// Deletes the `older` Jobs and the inputs ConfigMaps of other hashes: the latest Job stays for
+/// `kubectl logs`. Called when a new hash got its Job or older Jobs are still there, so a
+/// reconcile that finds nothing to clean up lists nothing.
+async fn delete_older(
+    ctx: &Context,
+    owner: &Owner,
+    short_hash: &str,
+    older: &[String],
+) -> Result<(), Error> {
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    for name in older {
+        match jobs.delete(name, &background).await {
+            Ok(_) | Err(kube::Error::Api(_)) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let selector = build::owner_labels(owner.kind, &owner.name)
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .chain(std::iter::once(format!(
+            "{}!={short_hash}",
+            build::LABEL_HASH
+        )))
+        .collect::<Vec<_>>()
+        .join(",");
+    let params = ListParams::default().labels(&selector);
+    let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    for old in configmaps.list_metadata(&params).await?.items {
+        if old.owner_references().iter().any(|o| o.uid == owner.uid) {
+            match configmaps
+                .delete(&old.name_any(), &DeleteParams::default())
+                .await
+            {
+                Ok(_) | Err(kube::Error::Api(_)) => {}
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,68 @@
+//! The pipeline's status step, its write: the status [`super::status::compute`] gives is
+//! patched only when it differs from the current one, with an event for each change of `Ready`.
+//! So a reconcile that finds nothing new writes nothing.
+
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+
+use super::events::publish;
+use super::status::{self, CommonStatus, Observation};
+use super::{AtlasResource, Context, Error, MANAGER};
+use crate::metrics::ReasonLabels;
+
+/// Writes the status when it differs from the current one, with an event for each transition.
+pub(super) async fn write_status<K: AtlasResource>(
+    resource: &K,
+    ctx: &Context,
+    previous: &CommonStatus,
+    generation: Option<i64>,
+    observation: &Observation,
+) -> Result<(), Error> {
+    let next = status::compute(previous, generation, observation, super::now());
+    if next == *previous {
+        return Ok(());
+    }
+    let api: Api<K> = Api::namespaced(
+        ctx.client.clone(),
+        &resource.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({ "status": resource.status_json(next.clone()) });
+    api.patch_status(
+        &resource.name_any(),
+        &PatchParams::apply(MANAGER),
+        &Patch::Merge(&patch),
+    )
+    .await?;
+    let ready_before = previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    let ready_after = next
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
+    if ready_before != ready_after {
+        match observation {
+            Observation::Applied { message, .. } => {
+                publish(ctx, resource, EventType::Normal, "Applied", message).await
+            }
+            Observation::Failed {
+                reason, message, ..
+            } => {
+                ctx.metrics
+                    .failures
+                    .get_or_create(&ReasonLabels {
+                        kind: K::KIND.resource_kind().into(),
+                        reason: reason.as_str().into(),
+                    })
+                    .inc();
+                publish(ctx, resource, EventType::Warning, reason.as_str(), message).await
+            }
+            Observation::InProgress { .. } => {}
+        }
+    }
+    Ok(())
+}

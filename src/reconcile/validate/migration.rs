@@ -1,0 +1,126 @@
+//! The rules of an AtlasMigration: its migration directory and the options of `migrate apply`.
+
+use std::collections::BTreeMap;
+
+use contract::{CONTRACT_VERSION, Kind, MigrateApply, Work};
+
+use super::project::project_config;
+use super::target::{Targeted, dev_url, target};
+use super::{DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, identity};
+use crate::api::AtlasMigration;
+use crate::reconcile::dereference::Dereferenced;
+
+/// The plan of an AtlasMigration.
+pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan, PlanError> {
+    let configmaps = &found.configmaps;
+    let reason = Kind::Migration.input_reason();
+    let spec = &resource.spec;
+    let (namespace, name) = identity(&resource.metadata);
+    let Targeted {
+        target,
+        mut env,
+        mut inline,
+    } = target(&spec.target, reason)?;
+    let dev_url_env = dev_url(&spec.dev, &mut env, &mut inline)?;
+    let project = project_config(&spec.project, reason, &mut env, &mut inline)?;
+
+    let dir = &spec.dir;
+    let (inputs, files): (InputSource, BTreeMap<String, String>) =
+        match (&dir.config_map_ref, &dir.local, &dir.remote) {
+            (Some(reference), None, None) => {
+                let cm = configmaps.get(&reference.name).ok_or_else(|| {
+                    PlanError::missing(reason, format!("ConfigMap {} not found", reference.name))
+                })?;
+                let data = cm.data.clone().unwrap_or_default();
+                if data.is_empty() {
+                    return Err(PlanError::spec(
+                        reason,
+                        format!("ConfigMap {} holds no migration files", reference.name),
+                    ));
+                }
+                (
+                    InputSource::ConfigMap {
+                        name: reference.name.clone(),
+                        keys: None,
+                    },
+                    data,
+                )
+            }
+            (None, Some(local), None) => {
+                if local.is_empty() {
+                    return Err(PlanError::spec(
+                        reason,
+                        "dir.local holds no migration files",
+                    ));
+                }
+                for (file, content) in local {
+                    inline.insert(file.clone(), content.clone());
+                }
+                (
+                    InputSource::Inline {
+                        files: local.keys().cloned().collect(),
+                    },
+                    local.clone(),
+                )
+            }
+            (None, None, Some(_)) => {
+                return Err(PlanError::spec(
+                    reason,
+                    "dir.remote reads the directory from Atlas Cloud, which this operator's \
+                     Atlas build cannot reach: use dir.configMapRef or dir.local",
+                ));
+            }
+            (None, None, None) => {
+                return Err(PlanError::spec(
+                    reason,
+                    "dir needs one of configMapRef, local or remote",
+                ));
+            }
+            _ => {
+                return Err(PlanError::spec(
+                    reason,
+                    "set only one of configMapRef, local or remote",
+                ));
+            }
+        };
+    let inputs_digest =
+        contract::digest_files(files.iter().map(|(n, c)| (n.as_str(), c.as_bytes())));
+    let protected = spec
+        .protected_flows
+        .as_ref()
+        .and_then(|p| p.migrate_down.as_ref());
+    let task = contract::Task {
+        version: CONTRACT_VERSION,
+        resource: format!("{namespace}/{name}"),
+        target,
+        dev_url_env,
+        dev_wait_seconds: None,
+        env_name: spec
+            .project
+            .env_name
+            .clone()
+            .unwrap_or_else(|| "k8s".into()),
+        vars: project.vars,
+        custom_config_env: project.custom_config_env,
+        inputs_digest,
+        work: Work::Migration(MigrateApply {
+            dir: INPUTS_DIR.into(),
+            revisions_schema: spec.revisions_schema.clone(),
+            baseline: spec.baseline.clone(),
+            exec_order: spec.exec_order.map(Into::into),
+            tx_mode: None,
+            allow_migrate_down: protected.and_then(|m| m.allow).unwrap_or(false),
+        }),
+    };
+    Ok(Plan {
+        kind: Kind::Migration,
+        hash: found.hash.clone(),
+        task,
+        env,
+        inline,
+        inputs: Some(inputs),
+        backoff_limit: spec.backoff_limit.unwrap_or(20),
+        dev: DevNeed::None,
+        dev_override: DevOverride::default(),
+    })
+}

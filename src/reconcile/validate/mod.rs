@@ -1,0 +1,285 @@
+//! The pipeline's validate step: a resource and what the dereference step found for it, turned
+//! into a [`Plan`] of everything its Job needs (the runner's task, the pod's environment, the
+//! mounted inputs, the dev database it brings) or a [`PlanError`] the user can act on. Pure: no
+//! API call, so every rule is unit-tested. The plan is complete here: the build step only
+//! renders it.
+//!
+//! Secret values are never read: a Secret reaches the pod as an environment variable from
+//! `secretKeyRef`. Values the user wrote in plain text in the spec (a literal `url`, `password` or
+//! `devURL`) go into the operator-made inputs ConfigMap and reach the pod from there, so they stay
+//! out of the Job's spec; `urlFrom`/`passwordFrom` keep them out of both.
+
+mod migration;
+mod project;
+mod schema;
+mod target;
+
+use std::collections::BTreeMap;
+
+use contract::{Kind, Reason};
+use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+pub use migration::migration;
+pub use schema::schema;
+
+use super::AtlasResource;
+use super::dereference::Dereferenced;
+
+/// Where the inputs are mounted in the runner's container.
+pub const INPUTS_DIR: &str = "/atlas/inputs";
+
+/// Environment variables of the runner's container (secrets arrive through them).
+pub const ENV_URL: &str = "ATLAS_TARGET_URL";
+pub const ENV_USER: &str = "ATLAS_TARGET_USER";
+pub const ENV_PASSWORD: &str = "ATLAS_TARGET_PASSWORD";
+pub const ENV_HOST: &str = "ATLAS_TARGET_HOST";
+pub const ENV_DEV_URL: &str = "ATLAS_DEV_URL";
+
+/// Keys of the inputs ConfigMap for values the user wrote in the spec in plain text.
+/// They cannot be mistaken for input files: the inputs volume mounts only the files' keys.
+pub(crate) const KEY_URL: &str = "atlas-operator.target-url";
+pub(crate) const KEY_PASSWORD: &str = "atlas-operator.target-password";
+pub(crate) const KEY_DEV_URL: &str = "atlas-operator.dev-url";
+pub(crate) const KEY_CONFIG: &str = "atlas-operator.config.hcl";
+/// A user's own `atlas.hcl`, when the spec gives one.
+pub const ENV_CUSTOM_CONFIG: &str = "ATLAS_CUSTOM_CONFIG";
+/// `spec.vars` values read from Secrets and ConfigMaps: `ATLAS_VAR_<index>`.
+pub const ENV_VAR_PREFIX: &str = "ATLAS_VAR_";
+
+/// Stands for the inputs ConfigMap's name in a [`Plan`]; the build step puts the real name in.
+pub const INLINE_PLACEHOLDER: &str = "$(inputs)";
+
+/// What the operator's flags allow of a resource.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Allowed {
+    /// `--allow-custom-config`: resources may bring their own `atlas.hcl`.
+    pub custom_config: bool,
+}
+
+/// The validate step: the rules of the resource's kind, then what the operator allows.
+pub fn validate<K: AtlasResource>(
+    resource: &K,
+    found: &Dereferenced,
+    allowed: Allowed,
+) -> Result<Plan, PlanError> {
+    let plan = resource.validate(found)?;
+    if plan.task.custom_config_env.is_some() && !allowed.custom_config {
+        return Err(PlanError::spec(plan.input_reason(), CUSTOM_CONFIG_REFUSED));
+    }
+    Ok(plan)
+}
+
+/// Why a resource cannot be turned into a Job: the user's to fix, shown as the Ready reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct PlanError {
+    pub reason: Reason,
+    pub message: String,
+    /// Whether waiting can fix it without a spec change (a ConfigMap not created yet).
+    pub waits_for_object: bool,
+}
+
+impl PlanError {
+    pub(super) fn spec(reason: Reason, message: impl Into<String>) -> PlanError {
+        PlanError {
+            reason,
+            message: message.into(),
+            waits_for_object: false,
+        }
+    }
+
+    pub(super) fn missing(reason: Reason, message: impl Into<String>) -> PlanError {
+        PlanError {
+            reason,
+            message: message.into(),
+            waits_for_object: true,
+        }
+    }
+}
+
+/// Where the mounted inputs come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum InputSource {
+    /// The operator-made inputs ConfigMap (inline `dir.local`, `schema.sql`/`hcl`): these keys.
+    Inline { files: Vec<String> },
+    /// A user's ConfigMap, whole or only some keys.
+    ConfigMap {
+        name: String,
+        keys: Option<Vec<String>>,
+    },
+}
+
+/// Everything one Job needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub kind: Kind,
+    /// sha256 (hex) over the canonical spec, the referenced ConfigMaps' data and the resource's
+    /// identity: a change to any of them is a new Job.
+    pub hash: String,
+    /// The runner's task.
+    pub task: contract::Task,
+    pub env: Vec<EnvVar>,
+    /// The data of the operator-made inputs ConfigMap; empty when none is needed.
+    pub inline: BTreeMap<String, String>,
+    /// The mounted inputs, if any.
+    pub inputs: Option<InputSource>,
+    /// `spec.backoffLimit`.
+    pub backoff_limit: i32,
+    /// The apply needs a dev database and the spec gives none: the Job gets one as a sidecar.
+    pub dev: DevNeed,
+    /// What `spec.devDB` changes about that sidecar.
+    pub dev_override: DevOverride,
+}
+
+/// The parts of `spec.devDB` (the Go operator's dev database pod) that apply to a dev database
+/// running as a sidecar of the Job's pod. The rest of that pod spec (its own containers' env,
+/// volumes, scheduling) described a Deployment this operator never makes: the sidecar's
+/// credentials and storage are the operator's, so the runner can reach it on the pod's loopback.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DevOverride {
+    /// The first container's image: pick the target server's version.
+    pub image: Option<String>,
+    pub image_pull_policy: Option<String>,
+    /// The first container's resources, instead of the operator's defaults.
+    pub resources: Option<ResourceRequirements>,
+    /// `devDB.metadata`: added to the Job's pod (for example a service mesh's opt-out), never
+    /// replacing the operator's own labels.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl Plan {
+    /// The reason a problem with the resource's inputs is reported under.
+    pub fn input_reason(&self) -> Reason {
+        self.kind.input_reason()
+    }
+}
+
+/// Whether the Job must bring its own dev database.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DevNeed {
+    /// Given (`devURL`/`devURLFrom`), or not needed (migrations; SQLite uses memory).
+    None,
+    /// A sidecar of this driver (`postgres`, `mysql`, `maria`), known from the spec.
+    Sidecar(String),
+    /// Needed, but the driver is in a Secret the operator does not read: a first Job without a
+    /// sidecar finds it (the runner reports it), and the next Job brings the sidecar.
+    Unknown,
+    /// The driver the first Job found: the second Job (named `…-dev`) brings the sidecar.
+    Found(String),
+}
+
+impl DevNeed {
+    /// The driver of the sidecar the Job brings, if it brings one.
+    pub fn sidecar(&self) -> Option<&str> {
+        match self {
+            DevNeed::Sidecar(driver) | DevNeed::Found(driver) => Some(driver),
+            DevNeed::None | DevNeed::Unknown => None,
+        }
+    }
+}
+
+/// The driver of a URL or scheme, for a dev database; None for SQLite and unknown schemes.
+pub fn driver_of_scheme(scheme: &str) -> Option<&'static str> {
+    match scheme.split('+').next().unwrap_or_default() {
+        "postgres" | "postgresql" => Some("postgres"),
+        "mysql" => Some("mysql"),
+        "maria" | "mariadb" => Some("maria"),
+        _ => None,
+    }
+}
+
+impl Plan {
+    /// The first 8 characters of the hash: in the Job's name.
+    pub fn short_hash(&self) -> &str {
+        &self.hash[..8]
+    }
+}
+
+/// The message when a resource brings its own `atlas.hcl` and the operator does not allow it.
+pub const CUSTOM_CONFIG_REFUSED: &str = "this operator does not run custom Atlas configs \
+     (spec.config, spec.configFrom): an atlas.hcl can read external data and run programs. The \
+     platform team can allow them with --allow-custom-config (Helm value allowCustomConfig: true)";
+
+fn identity(meta: &ObjectMeta) -> (String, String) {
+    (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::{AtlasMigration, AtlasSchema};
+
+    fn resource<K: serde::de::DeserializeOwned>(kind: &str, spec: serde_json::Value) -> K {
+        serde_json::from_value(json!({
+            "apiVersion": "db.atlasgo.io/v1alpha1", "kind": kind,
+            "metadata": {"name": "app", "namespace": "team-a"}, "spec": spec
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_custom_config_is_refused_unless_the_operator_allows_it() {
+        let migration: AtlasMigration = resource(
+            "AtlasMigration",
+            json!({"url": "sqlite://app.db", "config": "env \"k8s\" {}\n",
+                   "dir": {"local": {"1.sql": "create table t (id int);\n"}}}),
+        );
+        let found = Dereferenced::new(&migration, Default::default());
+        let err = validate(&migration, &found, Allowed::default()).unwrap_err();
+        assert_eq!(err.reason, Reason::ReadingMigrationData);
+        assert_eq!(err.message, CUSTOM_CONFIG_REFUSED);
+        assert!(!err.waits_for_object, "only a flag change helps: Stalled");
+        let allowed = validate(
+            &migration,
+            &found,
+            Allowed {
+                custom_config: true,
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            allowed.task.custom_config_env.as_deref(),
+            Some(ENV_CUSTOM_CONFIG)
+        );
+    }
+
+    #[test]
+    fn the_dev_database_a_schema_needs_is_decided_here() {
+        let secret_url: AtlasSchema = resource(
+            "AtlasSchema",
+            json!({"urlFrom": {"secretKeyRef": {"name": "db", "key": "url"}},
+                   "schema": {"sql": "create table t (id int);\n"}}),
+        );
+        let mut found = Dereferenced::new(&secret_url, Default::default());
+        let plan = validate(&secret_url, &found, Allowed::default()).unwrap();
+        assert_eq!(plan.dev, DevNeed::Unknown, "the driver is in the Secret");
+        found.dev_driver = Some("maria".into());
+        let plan = validate(&secret_url, &found, Allowed::default()).unwrap();
+        assert_eq!(plan.dev, DevNeed::Found("maria".into()));
+
+        let literal: AtlasSchema = resource(
+            "AtlasSchema",
+            json!({"url": "postgres://app@db/app", "schema": {"sql": "create table t (id int);\n"}}),
+        );
+        let found = Dereferenced::new(&literal, Default::default());
+        let plan = validate(&literal, &found, Allowed::default()).unwrap();
+        assert_eq!(plan.dev, DevNeed::Sidecar("postgres".into()));
+        let sqlite: AtlasSchema = resource(
+            "AtlasSchema",
+            json!({"url": "sqlite://app.db", "schema": {"sql": "create table t (id int);\n"}}),
+        );
+        let found = Dereferenced::new(&sqlite, Default::default());
+        assert_eq!(
+            validate(&sqlite, &found, Allowed::default()).unwrap().dev,
+            DevNeed::None,
+            "SQLite plans in memory"
+        );
+    }
+}

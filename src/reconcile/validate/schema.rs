@@ -1,0 +1,215 @@
+//! The rules of an AtlasSchema: its desired schema, its policies, and the dev database its plan
+//! needs.
+
+use contract::{CONTRACT_VERSION, Desired, Kind, Reason, SchemaApply, Work};
+
+use super::project::project_config;
+use super::target::{Targeted, dev_url, target};
+use super::{
+    DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, driver_of_scheme, identity,
+};
+use crate::api::AtlasSchema;
+use crate::api::common::DevDb;
+use crate::reconcile::dereference::Dereferenced;
+
+/// The plan of an AtlasSchema.
+pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, PlanError> {
+    let configmaps = &found.configmaps;
+    let reason = Kind::Schema.input_reason();
+    let spec = &resource.spec;
+    let (namespace, name) = identity(&resource.metadata);
+    let Targeted {
+        target,
+        mut env,
+        mut inline,
+    } = target(&spec.target, reason)?;
+    let dev_url_env = dev_url(&spec.dev, &mut env, &mut inline)?;
+    let project = project_config(&spec.project, reason, &mut env, &mut inline)?;
+
+    let source = spec.schema.as_ref().ok_or_else(|| {
+        PlanError::spec(
+            reason,
+            "schema needs one of sql, hcl, url or configMapKeyRef",
+        )
+    })?;
+    let (inputs, file, content) = match (
+        &source.sql,
+        &source.hcl,
+        &source.url,
+        &source.config_map_key_ref,
+    ) {
+        (Some(sql), None, None, None) => {
+            inline.insert("schema.sql".into(), sql.clone());
+            (
+                InputSource::Inline {
+                    files: vec!["schema.sql".into()],
+                },
+                "schema.sql".to_string(),
+                sql.clone(),
+            )
+        }
+        (None, Some(hcl), None, None) => {
+            inline.insert("schema.hcl".into(), hcl.clone());
+            (
+                InputSource::Inline {
+                    files: vec!["schema.hcl".into()],
+                },
+                "schema.hcl".to_string(),
+                hcl.clone(),
+            )
+        }
+        (None, None, Some(url), None) => {
+            return Err(PlanError::spec(
+                reason,
+                format!(
+                    "schema.url {url} is read from Atlas Cloud, which this operator's Atlas build \
+                     cannot reach: give the schema as sql, hcl or configMapKeyRef"
+                ),
+            ));
+        }
+        (None, None, None, Some(selector)) => {
+            if !(selector.key.ends_with(".sql") || selector.key.ends_with(".hcl")) {
+                return Err(PlanError::spec(
+                    reason,
+                    format!(
+                        "schema.configMapKeyRef.key {} must end in .sql or .hcl, which says its language",
+                        selector.key
+                    ),
+                ));
+            }
+            let cm = configmaps.get(&selector.name).ok_or_else(|| {
+                PlanError::missing(reason, format!("ConfigMap {} not found", selector.name))
+            })?;
+            let content = cm
+                .data
+                .as_ref()
+                .and_then(|d| d.get(&selector.key))
+                .cloned()
+                .ok_or_else(|| {
+                    PlanError::missing(
+                        reason,
+                        format!("ConfigMap {} has no key {}", selector.name, selector.key),
+                    )
+                })?;
+            (
+                InputSource::ConfigMap {
+                    name: selector.name.clone(),
+                    keys: Some(vec![selector.key.clone()]),
+                },
+                selector.key.clone(),
+                content,
+            )
+        }
+        _ => {
+            return Err(PlanError::spec(
+                reason,
+                "schema needs exactly one of sql, hcl, url or configMapKeyRef",
+            ));
+        }
+    };
+    let policy = spec.policy.as_ref();
+    let diff = policy.and_then(|p| p.diff.as_ref());
+    let skip = diff
+        .and_then(|d| d.skip.as_ref())
+        .map(|skip| {
+            serde_json::to_value(skip)
+                .ok()
+                .and_then(|v| v.as_object().cloned())
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|(_, on)| on.as_bool() == Some(true))
+                .map(|(name, _)| name)
+                .collect()
+        })
+        .unwrap_or_default();
+    let concurrent = diff.and_then(|d| d.concurrent_index.as_ref());
+    let task = contract::Task {
+        version: CONTRACT_VERSION,
+        resource: format!("{namespace}/{name}"),
+        target,
+        dev_url_env,
+        dev_wait_seconds: None,
+        env_name: spec
+            .project
+            .env_name
+            .clone()
+            .unwrap_or_else(|| "k8s".into()),
+        vars: project.vars,
+        custom_config_env: project.custom_config_env,
+        inputs_digest: contract::digest_files([(file.as_str(), content.as_bytes())]),
+        work: Work::Schema(SchemaApply {
+            desired: Desired::File(format!("{INPUTS_DIR}/{file}")),
+            exclude: spec.exclude.clone().unwrap_or_default(),
+            schemas: spec.schemas.clone().unwrap_or_default(),
+            tx_mode: spec.tx_mode.map(Into::into),
+            lint_destructive: policy
+                .and_then(|p| p.lint.as_ref())
+                .and_then(|l| l.destructive.as_ref())
+                .and_then(|d| d.error)
+                .unwrap_or(false),
+            skip,
+            concurrent_index_create: concurrent.and_then(|c| c.create),
+            concurrent_index_drop: concurrent.and_then(|c| c.drop),
+        }),
+    };
+    let dev = if task.dev_url_env.is_some() {
+        DevNeed::None
+    } else {
+        let scheme = match (&spec.target.url, &spec.target.credentials) {
+            (Some(url), _) => url.split_once("://").map(|(scheme, _)| scheme.to_string()),
+            (None, Some(credentials)) => credentials.scheme.clone(),
+            _ => None,
+        };
+        match scheme {
+            Some(scheme) if scheme.starts_with("sqlite") || scheme.starts_with("libsql") => {
+                DevNeed::None
+            }
+            Some(scheme) => match driver_of_scheme(&scheme) {
+                Some(driver) => DevNeed::Sidecar(driver.into()),
+                None => DevNeed::None,
+            },
+            // The driver is in a Secret the operator does not read: an earlier Job of this
+            // hash may have found it.
+            None => match &found.dev_driver {
+                Some(driver) => DevNeed::Found(driver.clone()),
+                None => DevNeed::Unknown,
+            },
+        }
+    };
+    Ok(Plan {
+        kind: Kind::Schema,
+        hash: found.hash.clone(),
+        task,
+        env,
+        inline,
+        inputs: Some(inputs),
+        backoff_limit: spec.backoff_limit.unwrap_or(20),
+        dev,
+        dev_override: dev_override(spec.dev.dev_db.as_ref())?,
+    })
+}
+
+/// Reads `spec.devDB`; a spec that is not a pod spec is refused, naming what is wrong.
+fn dev_override(dev_db: Option<&DevDb>) -> Result<DevOverride, PlanError> {
+    let Some(dev_db) = dev_db else {
+        return Ok(DevOverride::default());
+    };
+    let container = match dev_db.pod_spec() {
+        None => None,
+        Some(Ok(pod)) => pod.containers.into_iter().next(),
+        Some(Err(err)) => {
+            return Err(PlanError::spec(
+                Reason::GettingDevDb,
+                format!("spec.devDB.spec is not a pod spec: {err}"),
+            ));
+        }
+    };
+    let metadata = dev_db.metadata.clone().unwrap_or_default();
+    Ok(DevOverride {
+        image: container.as_ref().and_then(|c| c.image.clone()),
+        image_pull_policy: container.as_ref().and_then(|c| c.image_pull_policy.clone()),
+        resources: container.and_then(|c| c.resources),
+        labels: metadata.labels.unwrap_or_default(),
+        annotations: metadata.annotations.unwrap_or_default(),
+    })
+}
