@@ -1,5 +1,5 @@
 //! The pipeline's status step: what the controller observed, mapped to the status users and tools
-//! read (DESIGN.md, "Status, as tools read it"). Pure: the reconciler compares the result with
+//! read (docs/design.md, "Status, as tools read it"). Pure: the reconciler compares the result with
 //! the current status and writes only when they differ, so a reconcile with nothing to do writes
 //! nothing.
 //!
@@ -263,7 +263,7 @@ impl CommonStatus {
     }
 }
 
-/// ArgoCD's built-in health assessment for `db.atlasgo.io` kinds, as DESIGN.md states it: used
+/// ArgoCD's built-in health assessment for `db.atlasgo.io` kinds, as docs/design.md states it: used
 /// by the tests to hold the status to what ArgoCD will conclude.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ArgoHealth {
