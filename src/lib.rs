@@ -6,5 +6,5 @@ pub mod cache;
 pub mod controller;
 pub mod metrics;
 pub mod reconcile;
-pub mod run;
+pub mod runtime;
 pub mod server;

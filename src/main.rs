@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use atlas_operator::controller::Options;
 use atlas_operator::reconcile::build::JobSettings;
-use atlas_operator::run::{self, LeaderElection, RunConfig};
+use atlas_operator::runtime::{self, LeaderElection, RunConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
@@ -115,11 +115,11 @@ fn main() -> ExitCode {
                 leader_election = config.leader_election.is_some(),
                 "atlas-operator starting"
             );
-            let runtime = tokio::runtime::Builder::new_multi_thread()
+            let executor = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .expect("a tokio runtime starts");
-            match runtime.block_on(run::run(config)) {
+            match executor.block_on(runtime::run(config)) {
                 Ok(()) => {
                     tracing::info!("atlas-operator stopped");
                     ExitCode::SUCCESS

@@ -163,7 +163,7 @@ fn sync(ns: &TestNamespace, docs: &[Value], operator: &OperatorProcess) -> Resul
         let mut in_wave: Vec<&Value> = docs.iter().filter(|d| wave(d) == current).collect();
         in_wave.sort_by_key(|d| (kind(d) != "ConfigMap", atlas_kind(d).is_some()));
         for doc in &in_wave {
-            apply(ns, doc);
+            apply_json(&ns.name, doc);
         }
         for doc in in_wave {
             let Some(atlas) = atlas_kind(doc) else {
@@ -200,10 +200,6 @@ fn sync(ns: &TestNamespace, docs: &[Value], operator: &OperatorProcess) -> Resul
         }
     }
     Ok(())
-}
-
-fn apply(ns: &TestNamespace, doc: &Value) {
-    apply_json(&ns.name, doc);
 }
 
 fn ready_condition(object: &Value) -> &Value {

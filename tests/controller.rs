@@ -7,36 +7,20 @@ use std::time::{Duration, Instant};
 
 mod support;
 
-use devcluster::cluster::TestNamespace;
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator::{self, OperatorProcess};
 use serde_json::{Value, json};
 use support::e2e::*;
 
-fn migration_dir(ns: &TestNamespace, files: Value) {
-    configmap(ns, "migrationdir", files);
-}
-
 #[test]
 fn seed_migration_becomes_ready_and_follows_its_configmap() {
-    let ns = cluster().namespace("ctl-seed").unwrap();
-    let db = TestDatabase::create(Engine::Postgres, "ctl_seed").unwrap();
-    secret(&ns, "postgres-credentials", json!({"url": db.url}));
-    migration_dir(
-        &ns,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    let (ns, db) = namespace_with_database("ctl-seed");
+    migration_dir(&ns, seed_files());
     let operator = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
 
     let started = Instant::now();
-    let done = wait_for(
-        &ns,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &operator,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    let done = wait_ready(&ns, SEED_MIGRATION, &operator);
     eprintln!("seed migration Ready in {:?}", started.elapsed());
     assert_eq!(ready(&done).unwrap()["reason"], "Applied");
     assert_eq!(done["status"]["lastAppliedVersion"], "20230316085611");
@@ -57,7 +41,7 @@ fn seed_migration_becomes_ready_and_follows_its_configmap() {
         "wait",
         "--for=condition=ready",
         "--timeout=10s",
-        "atlasmigration/atlasmigration-sample",
+        SEED_MIGRATION,
     ])
     .unwrap();
 
@@ -78,7 +62,7 @@ fn seed_migration_becomes_ready_and_follows_its_configmap() {
     );
     let next = wait_for(
         &ns,
-        "atlasmigration/atlasmigration-sample",
+        SEED_MIGRATION,
         Duration::from_secs(120),
         &operator,
         |m| {
@@ -108,9 +92,7 @@ fn seed_migration_becomes_ready_and_follows_its_configmap() {
 
 #[test]
 fn broken_sql_fails_with_an_event_and_a_fix_recovers() {
-    let ns = cluster().namespace("ctl-broken").unwrap();
-    let db = TestDatabase::create(Engine::Postgres, "ctl_broken").unwrap();
-    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    let (ns, _db) = namespace_with_database("ctl-broken");
     migration_dir(
         &ns,
         hashed(&[("1_users.sql", "create tabel users (id int);\n")]),
@@ -120,7 +102,7 @@ fn broken_sql_fails_with_an_event_and_a_fix_recovers() {
 
     let failed = wait_for(
         &ns,
-        "atlasmigration/atlasmigration-sample",
+        SEED_MIGRATION,
         Duration::from_secs(120),
         &operator,
         |m| ready(m).is_some_and(|r| r["reason"] == "Migrating"),
@@ -144,30 +126,21 @@ fn broken_sql_fails_with_an_event_and_a_fix_recovers() {
         &ns,
         hashed(&[("1_users.sql", "create table users (id int);\n")]),
     );
-    wait_for(
-        &ns,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &operator,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    wait_ready(&ns, SEED_MIGRATION, &operator);
 }
 
 #[test]
 fn a_missing_secret_is_reported_within_seconds_and_the_secret_unblocks_it() {
     let ns = cluster().namespace("ctl-secret").unwrap();
     let db = TestDatabase::create(Engine::Postgres, "ctl_secret").unwrap();
-    migration_dir(
-        &ns,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    migration_dir(&ns, seed_files());
     let operator = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
 
     let started = Instant::now();
     let waiting = wait_for(
         &ns,
-        "atlasmigration/atlasmigration-sample",
+        SEED_MIGRATION,
         Duration::from_secs(60),
         &operator,
         |m| ready(m).is_some_and(|r| r["reason"] == "ReadingMigrationData"),
@@ -181,13 +154,7 @@ fn a_missing_secret_is_reported_within_seconds_and_the_secret_unblocks_it() {
     );
 
     secret(&ns, "postgres-credentials", json!({"url": db.url}));
-    wait_for(
-        &ns,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &operator,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    wait_ready(&ns, SEED_MIGRATION, &operator);
 }
 
 #[test]
@@ -229,22 +196,11 @@ fn seed_schema_with_a_dev_url_on_mariadb() {
 /// With every resource Ready, the operator makes no write at all.
 #[test]
 fn an_idle_operator_writes_nothing() {
-    let ns = cluster().namespace("ctl-idle").unwrap();
-    let db = TestDatabase::create(Engine::Postgres, "ctl_idle").unwrap();
-    secret(&ns, "postgres-credentials", json!({"url": db.url}));
-    migration_dir(
-        &ns,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    let (ns, _db) = namespace_with_database("ctl-idle");
+    migration_dir(&ns, seed_files());
     let operator = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
-    wait_for(
-        &ns,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &operator,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    wait_ready(&ns, SEED_MIGRATION, &operator);
     // Let the last events of the apply land, then count.
     std::thread::sleep(Duration::from_secs(3));
     let audit = cluster().audit_log();
@@ -298,10 +254,7 @@ fn a_password_appears_nowhere() {
     .unwrap();
     let servers = devcluster::db::shared().unwrap();
     secret(&ns, "db", json!({"password": password}));
-    migration_dir(
-        &ns,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    migration_dir(&ns, seed_files());
     let operator = start_operator(&ns.name);
     apply_json(
         &ns.name,
@@ -358,13 +311,8 @@ fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 
 #[test]
 fn health_and_metrics_endpoints_report_the_work() {
-    let ns = cluster().namespace("ctl-metrics").unwrap();
-    let db = TestDatabase::create(Engine::Postgres, "ctl_metrics").unwrap();
-    secret(&ns, "postgres-credentials", json!({"url": db.url}));
-    migration_dir(
-        &ns,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    let (ns, _db) = namespace_with_database("ctl-metrics");
+    migration_dir(&ns, seed_files());
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -383,13 +331,7 @@ fn health_and_metrics_endpoints_report_the_work() {
     }
     assert_eq!(http_get(port, "/healthz").unwrap(), (200, "ok".to_string()));
     apply_json(&ns.name, &seed_migration());
-    wait_for(
-        &ns,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &operator,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    wait_ready(&ns, SEED_MIGRATION, &operator);
     let (status, metrics) = http_get(port, "/metrics").unwrap();
     assert_eq!(status, 200);
     assert!(
@@ -413,14 +355,7 @@ fn health_and_metrics_endpoints_report_the_work() {
         metrics.contains("atlas_operator_resources{kind=\"AtlasSchema\",ready=\"True\"} 0"),
         "{metrics}"
     );
-    kubectl(&[
-        "-n",
-        &ns.name,
-        "delete",
-        "atlasmigration/atlasmigration-sample",
-        "--wait=true",
-    ])
-    .unwrap();
+    kubectl(&["-n", &ns.name, "delete", SEED_MIGRATION, "--wait=true"]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, metrics) = http_get(port, "/metrics").unwrap();
@@ -435,23 +370,12 @@ fn health_and_metrics_endpoints_report_the_work() {
 /// Two replicas: one leads and makes the one Job; the other waits.
 #[test]
 fn two_operators_elect_one_leader_and_make_one_job() {
-    let ns = cluster().namespace("ctl-leader").unwrap();
-    let db = TestDatabase::create(Engine::Postgres, "ctl_leader").unwrap();
-    secret(&ns, "postgres-credentials", json!({"url": db.url}));
-    migration_dir(
-        &ns,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    let (ns, _db) = namespace_with_database("ctl-leader");
+    migration_dir(&ns, seed_files());
     let first = start_operator(&ns.name);
     let second = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
-    wait_for(
-        &ns,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &first,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    wait_ready(&ns, SEED_MIGRATION, &first);
     let jobs = get(&ns, "jobs").unwrap();
     assert_eq!(jobs["items"].as_array().unwrap().len(), 1);
     let leaders = [first.log(), second.log()]
@@ -489,7 +413,7 @@ fn two_operators_elect_one_leader_and_make_one_job() {
         .filter_map(|f| f["manager"].as_str())
         .collect();
     assert!(
-        managers.contains(&atlas_operator::run::lease_field_manager(holder).as_str()),
+        managers.contains(&atlas_operator::runtime::lease_field_manager(holder).as_str()),
         "{managers:?}"
     );
     assert!(
@@ -536,14 +460,12 @@ fn the_seed_schema_unchanged_gets_a_dev_database_of_its_own() {
 /// and the apply starts by itself once the ConfigMap is created.
 #[test]
 fn a_missing_configmap_is_reported_and_its_creation_unblocks_the_apply() {
-    let ns = cluster().namespace("ctl-nocm").unwrap();
-    let db = TestDatabase::create(Engine::Postgres, "ctl_nocm").unwrap();
-    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    let (ns, _db) = namespace_with_database("ctl-nocm");
     let operator = start_operator(&ns.name);
     apply_json(&ns.name, &seed_migration());
     let waiting = wait_for(
         &ns,
-        "atlasmigration/atlasmigration-sample",
+        SEED_MIGRATION,
         Duration::from_secs(60),
         &operator,
         |m| ready(m).is_some_and(|r| r["reason"] == "ReadingMigrationData"),
@@ -564,17 +486,8 @@ fn a_missing_configmap_is_reported_and_its_creation_unblocks_the_apply() {
             .is_empty()
     );
 
-    migration_dir(
-        &ns,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
-    wait_for(
-        &ns,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &operator,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    migration_dir(&ns, seed_files());
+    wait_ready(&ns, SEED_MIGRATION, &operator);
 }
 
 /// A resource that brings its own atlas.hcl is refused by a default operator, with the flag to
@@ -587,10 +500,7 @@ fn a_custom_config_runs_only_where_the_operator_allows_it() {
     db.query("create schema tenant_meta").unwrap();
     secret(&ns, "postgres-credentials", json!({"url": db.url}));
     secret(&ns, "atlas-vars", json!({"meta": "tenant_meta"}));
-    migration_dir(
-        &ns,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    migration_dir(&ns, seed_files());
     let mut custom = seed_migration();
     custom["spec"]["config"] = json!(
         "variable \"meta\" {\n  type = string\n}\n\nenv \"k8s\" {\n  migration {\n    revisions_schema = var.meta\n  }\n}\n"
@@ -602,7 +512,7 @@ fn a_custom_config_runs_only_where_the_operator_allows_it() {
     apply_json(&ns.name, &custom);
     let refused = wait_for(
         &ns,
-        "atlasmigration/atlasmigration-sample",
+        SEED_MIGRATION,
         Duration::from_secs(60),
         &refusing,
         |m| ready(m).is_some_and(|r| r["status"] == "False" && r["reason"] != "Reconciling"),
@@ -628,13 +538,7 @@ fn a_custom_config_runs_only_where_the_operator_allows_it() {
     drop(refusing);
 
     let allowing = start_operator_with(&ns.name, &["--allow-custom-config"]);
-    wait_for(
-        &ns,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &allowing,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    wait_ready(&ns, SEED_MIGRATION, &allowing);
     let where_ = db
         .query("select table_schema from information_schema.tables where table_name = 'atlas_schema_revisions'")
         .unwrap();
@@ -650,10 +554,7 @@ fn failures_in_one_namespace_do_not_hold_up_another() {
     let db = TestDatabase::create(Engine::Postgres, "ctl_healthy").unwrap();
     let bad_db = TestDatabase::create(Engine::Postgres, "ctl_broken").unwrap();
     secret(&healthy, "postgres-credentials", json!({"url": db.url}));
-    migration_dir(
-        &healthy,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    migration_dir(&healthy, seed_files());
     // In the broken namespace: no Secret at all for one, broken SQL for the other.
     secret(&broken, "broken-sql", json!({"url": bad_db.url}));
     configmap(
@@ -667,10 +568,7 @@ fn failures_in_one_namespace_do_not_hold_up_another() {
     broken_sql["metadata"]["name"] = json!("broken-sql");
     broken_sql["spec"]["urlFrom"]["secretKeyRef"]["name"] = json!("broken-sql");
     broken_sql["spec"]["dir"]["configMapRef"]["name"] = json!("broken-dir");
-    migration_dir(
-        &broken,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    migration_dir(&broken, seed_files());
 
     let operator = OperatorProcess::start_with(
         &cluster(),
@@ -682,13 +580,7 @@ fn failures_in_one_namespace_do_not_hold_up_another() {
     apply_json(&broken.name, &no_secret);
     apply_json(&broken.name, &broken_sql);
     apply_json(&healthy.name, &seed_migration());
-    wait_for(
-        &healthy,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &operator,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    wait_ready(&healthy, SEED_MIGRATION, &operator);
     wait_for(
         &broken,
         "atlasmigration/no-secret",
@@ -748,13 +640,8 @@ fn sigterm_stops_the_operator_cleanly_and_releases_its_lease() {
 /// `--label-selector`: resources without the label are left alone (no status, no Job).
 #[test]
 fn a_label_selector_limits_what_the_operator_touches() {
-    let ns = cluster().namespace("ctl-selector").unwrap();
-    let db = TestDatabase::create(Engine::Postgres, "ctl_selector").unwrap();
-    secret(&ns, "postgres-credentials", json!({"url": db.url}));
-    migration_dir(
-        &ns,
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    let (ns, _db) = namespace_with_database("ctl-selector");
+    migration_dir(&ns, seed_files());
     let operator = start_operator_with(&ns.name, &["--label-selector", "team=payments"]);
     let mut ours = seed_migration();
     ours["metadata"]["labels"] = json!({"team": "payments"});
@@ -762,13 +649,7 @@ fn a_label_selector_limits_what_the_operator_touches() {
     theirs["metadata"]["name"] = json!("someone-elses");
     apply_json(&ns.name, &theirs);
     apply_json(&ns.name, &ours);
-    wait_for(
-        &ns,
-        "atlasmigration/atlasmigration-sample",
-        Duration::from_secs(120),
-        &operator,
-        |m| ready(m).is_some_and(|r| r["status"] == "True"),
-    );
+    wait_ready(&ns, SEED_MIGRATION, &operator);
     let untouched = get(&ns, "atlasmigration/someone-elses").unwrap();
     // (The API server fills the status's schema defaults; the operator wrote no condition.)
     assert!(

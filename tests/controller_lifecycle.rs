@@ -19,7 +19,8 @@ use devcluster::db::{Engine, TestDatabase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use serde_json::{Value, json};
 use support::e2e::{
-    apply_json, cluster, configmap, get, hashed, is_ready, kubectl, ready, secret, start_operator,
+    apply_json, cluster, configmap, get, hashed, is_ready, kubectl, namespace_with_database, ready,
+    secret, start_operator,
 };
 
 const LABEL_NAME: &str = "db.atlasgo.io/name";
@@ -135,9 +136,7 @@ const SLOW_SQL: &str = "select pg_sleep(6);\ncreate table slow (id int primary k
 
 #[test]
 fn an_operator_killed_while_its_job_runs_finds_the_same_job_and_its_result_when_it_returns() {
-    let ns = cluster().namespace("life-restart").unwrap();
-    let db = TestDatabase::create(Engine::Postgres, "life_restart").unwrap();
-    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    let (ns, db) = namespace_with_database("life-restart");
     configmap(&ns, "migrationdir", hashed(&[("1_slow.sql", SLOW_SQL)]));
     let first = start_operator(&ns.name);
     apply_json(
@@ -317,9 +316,7 @@ fn two_migrations_on_one_database_both_end_ready() {
 
 #[test]
 fn deleting_a_migration_garbage_collects_its_jobs_and_inputs() {
-    let ns = cluster().namespace("life-delete").unwrap();
-    let db = TestDatabase::create(Engine::Postgres, "life_delete").unwrap();
-    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    let (ns, db) = namespace_with_database("life-delete");
     let operator = start_operator(&ns.name);
     // An inline directory: the operator keeps it in a ConfigMap of its own for the Job to mount.
     apply_json(

@@ -18,8 +18,8 @@ use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator;
 use serde_json::{Value, json};
 use support::e2e::{
-    SEED_SQL, SEED_SUM, apply_json, cluster, condition, configmap, eventually, get, hashed,
-    is_ready, kubectl, ready, secret, seed_migration,
+    SEED_MIGRATION, SEED_SQL, apply_json, cluster, condition, eventually, get, hashed, is_ready,
+    kubectl, migration_dir, ready, secret, seed_files, seed_migration,
 };
 use support::repo_path;
 
@@ -398,11 +398,7 @@ impl Drop for Release {
 /// The seed's Secret and ConfigMap in `ns`, for `db`.
 fn seed_inputs(ns: &TestNamespace, db: &TestDatabase) {
     secret(ns, "postgres-credentials", json!({"url": db.url}));
-    configmap(
-        ns,
-        "migrationdir",
-        json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}),
-    );
+    migration_dir(ns, seed_files());
 }
 
 /// The seed's AtlasMigration named `name`, with `labels`.
@@ -561,9 +557,8 @@ fn a_cluster_wide_release_applies_the_seed_upgrades_and_uninstalls() {
 
     // The upgraded operator reconciles: a second migration in the directory gets applied.
     let changed = Instant::now();
-    configmap(
+    migration_dir(
         &target,
-        "migrationdir",
         hashed(&[
             ("20230316085611.sql", SEED_SQL),
             (
@@ -623,7 +618,7 @@ fn a_cluster_wide_release_applies_the_seed_upgrades_and_uninstalls() {
         .len(),
         2
     );
-    assert!(get(&target, "atlasmigration/atlasmigration-sample").is_some_and(|m| is_ready(&m)));
+    assert!(get(&target, SEED_MIGRATION).is_some_and(|m| is_ready(&m)));
 }
 
 #[test]

@@ -12,7 +12,9 @@ use devcluster::cluster::{Cluster, TestNamespace};
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator;
 use serde_json::{Value, json};
-use support::e2e::{SEED_SQL, SEED_SUM, apply_json, cluster, condition, eventually};
+use support::e2e::{
+    SEED_MIGRATION, SEED_SQL, SEED_SUM, apply_json, cluster, condition, eventually,
+};
 
 /// The operator's image as a chart names it; the kubelet runs the built `atlas-operator` for
 /// any image whose repository ends with `atlas-operator`.
@@ -25,10 +27,6 @@ fn kubectl(ns: &TestNamespace, args: &[&str]) -> String {
     ns.cluster()
         .kubectl_output(&all)
         .unwrap_or_else(|err| panic!("kubectl {}: {err}", args.join(" ")))
-}
-
-fn apply(ns: &TestNamespace, manifest: &Value) {
-    apply_json(&ns.name, manifest);
 }
 
 fn get_json(ns: &TestNamespace, what: &str) -> Value {
@@ -53,7 +51,7 @@ impl Binding {
             "subjects": [{"kind": "ServiceAccount", "name": SERVICE_ACCOUNT,
                           "namespace": ns.name}],
         });
-        apply(ns, &binding);
+        apply_json(&ns.name, &binding);
         Binding {
             cluster: ns.cluster().clone(),
             name,
@@ -170,7 +168,7 @@ fn the_operator_deployment_runs_in_cluster_and_applies_the_seed_migration() {
         .port();
 
     let applied = Instant::now();
-    apply(&ns, &deployment(&ns, port));
+    apply_json(&ns.name, &deployment(&ns, port));
     let logs = || {
         ns.cluster()
             .kubectl_output(&["-n", &ns.name, "logs", &format!("deployment/{DEPLOYMENT}")])
@@ -257,19 +255,19 @@ fn the_operator_deployment_runs_in_cluster_and_applies_the_seed_migration() {
     assert_eq!(holder, pod_name);
 
     // The seed flow: credentials in a Secret, the migration directory in a ConfigMap.
-    apply(
-        &ns,
+    apply_json(
+        &ns.name,
         &json!({"apiVersion": "v1", "kind": "Secret",
                 "metadata": {"name": "postgres-credentials"}, "stringData": {"url": db.url}}),
     );
-    apply(
-        &ns,
+    apply_json(
+        &ns.name,
         &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "migrationdir"},
                 "data": {"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}}),
     );
     let migration_applied = Instant::now();
-    apply(
-        &ns,
+    apply_json(
+        &ns.name,
         &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
             "metadata": {"name": "atlasmigration-sample"},
             "spec": {"urlFrom": {"secretKeyRef": {"key": "url", "name": "postgres-credentials"}},
@@ -279,7 +277,7 @@ fn the_operator_deployment_runs_in_cluster_and_applies_the_seed_migration() {
         "the AtlasMigration to be Ready",
         Duration::from_secs(120),
         || {
-            let migration = get_json(&ns, "atlasmigration/atlasmigration-sample");
+            let migration = get_json(&ns, SEED_MIGRATION);
             condition(&migration, "Ready")
                 .is_some_and(|c| c["status"] == "True")
                 .then_some(migration)

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use devcluster::cluster::{self, Cluster, TestNamespace};
+use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator::OperatorProcess;
 use serde_json::{Value, json};
 
@@ -143,6 +144,36 @@ pub fn seed_migration() -> Value {
         "metadata": {"name": "atlasmigration-sample"},
         "spec": {"urlFrom": {"secretKeyRef": {"key": "url", "name": "postgres-credentials"}},
                  "dir": {"configMapRef": {"name": "migrationdir"}}}})
+}
+
+/// Where `wait_for` finds the seed's AtlasMigration.
+pub const SEED_MIGRATION: &str = "atlasmigration/atlasmigration-sample";
+
+/// A namespace of the test's own with a PostgreSQL database of its own, whose URL is in the
+/// seed's Secret `postgres-credentials`: where every seed-migration test starts.
+pub fn namespace_with_database(hint: &str) -> (TestNamespace, TestDatabase) {
+    let ns = cluster()
+        .namespace(hint)
+        .unwrap_or_else(|err| panic!("namespace {hint}: {err}"));
+    let db = TestDatabase::create(Engine::Postgres, &hint.replace('-', "_"))
+        .unwrap_or_else(|err| panic!("database {hint}: {err}"));
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    (ns, db)
+}
+
+/// The seed's migration directory, the ConfigMap `migrationdir`, holding `files`.
+pub fn migration_dir(ns: &TestNamespace, files: Value) {
+    configmap(ns, "migrationdir", files);
+}
+
+/// The seed's migration file and its `atlas.sum`, as a ConfigMap's data.
+pub fn seed_files() -> Value {
+    json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM})
+}
+
+/// Polls `what` until it is Ready (two minutes at most).
+pub fn wait_ready(ns: &TestNamespace, what: &str, operator: &OperatorProcess) -> Value {
+    wait_for(ns, what, Duration::from_secs(120), operator, is_ready)
 }
 
 /// A migration directory with its `atlas.sum`, as Atlas computes it.
