@@ -16,6 +16,7 @@ pub mod logs;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod reference;
 pub mod sandbox;
 pub mod scheduler;
 pub mod status;
