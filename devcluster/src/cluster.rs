@@ -22,15 +22,15 @@
 use std::fs::{self, File};
 use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::os::unix::fs::DirBuilderExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{self, CmdError};
 use crate::packages::PackagesError;
+use crate::process;
 use crate::tools::ToolsError;
 
 /// Services get their cluster IPs from here; the first address is the `kubernetes` Service.
@@ -78,6 +78,8 @@ pub const KUBELET_BIN_ENV: &str = "DEVCLUSTER_KUBELET_BIN";
 const CALL_LIMIT: Duration = Duration::from_secs(60);
 /// How long a process gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How much of a component's log an error shows.
+const LOG_TAIL: usize = 20;
 /// Certificates outlive any test run or demo (nothing renews them).
 const CERT_DAYS: &str = "365";
 
@@ -497,10 +499,7 @@ impl Cluster {
     /// Whether `pid` is a live process of this cluster (its command line names our directory):
     /// after a reboot a recorded pid may belong to someone else, who must not be signalled.
     fn owns(&self, pid: u32) -> bool {
-        cmd::process_alive(pid)
-            && fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmdline| {
-                String::from_utf8_lossy(&cmdline).contains(&*self.dir.to_string_lossy())
-            })
+        process::runs_in(pid, &self.dir)
     }
 }
 
@@ -1088,8 +1087,8 @@ fn make_pki(cluster: &Cluster) -> Result<(), ClusterError> {
     Ok(())
 }
 
-/// Starts a component in its own process group (it outlives `cargo xtask cluster up`, and a
-/// Ctrl-C meant for a test run does not reach it), output to its log file, and records its pid.
+/// Starts a component detached (it outlives `cargo xtask cluster up`), output to its log file,
+/// and records its pid.
 fn spawn(
     cluster: &mut Cluster,
     component: Component,
@@ -1097,14 +1096,7 @@ fn spawn(
 ) -> Result<(), ClusterError> {
     let log_path = cluster.log(component);
     let log = File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
-    command
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(
-            log.try_clone()
-                .map_err(io(format!("{}", log_path.display())))?,
-        )
-        .stderr(log);
+    process::detach(command, log).map_err(io(format!("{}", log_path.display())))?;
     let child = command
         .spawn()
         .map_err(io(format!("starting {}", component.binary())))?;
@@ -1125,11 +1117,11 @@ fn wait_for(
             Ok(()) => return Ok(()),
             Err(problem) => problem,
         };
-        for (process, pid) in &cluster.processes {
+        for (exited, pid) in &cluster.processes {
             if !cmd::process_alive(*pid) {
                 return Err(ClusterError::Exited {
-                    component: process.binary(),
-                    log: tail(&cluster.log(*process)),
+                    component: exited.binary(),
+                    log: process::tail(&cluster.log(*exited), LOG_TAIL),
                 });
             }
         }
@@ -1139,7 +1131,7 @@ fn wait_for(
                 component: component.binary(),
                 limit: START_LIMIT,
                 problem,
-                log: tail(&cluster.log(component)),
+                log: process::tail(&cluster.log(component), LOG_TAIL),
             });
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -1152,77 +1144,26 @@ fn wait_for(
 fn stop(cluster: &Cluster) {
     for (_, pid) in cluster.processes.iter().rev() {
         if cluster.owns(*pid) {
-            terminate(&[*pid]);
+            process::terminate(&[*pid], STOP_GRACE);
         }
     }
     let _ = fs::remove_dir_all(&cluster.dir);
-}
-
-fn terminate(pids: &[u32]) {
-    if pids.is_empty() {
-        return;
-    }
-    signal("TERM", pids);
-    let deadline = Instant::now() + STOP_GRACE;
-    while pids.iter().any(|pid| cmd::process_alive(*pid)) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let left: Vec<u32> = pids
-        .iter()
-        .copied()
-        .filter(|pid| cmd::process_alive(*pid))
-        .collect();
-    if !left.is_empty() {
-        signal("KILL", &left);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while left.iter().any(|pid| cmd::process_alive(*pid)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-fn signal(signal: &str, pids: &[u32]) {
-    let mut kill = Command::new("kill");
-    kill.arg(format!("-{signal}"))
-        .args(pids.iter().map(|pid| pid.to_string()));
-    let _ = cmd::output(&mut kill, Duration::from_secs(10));
 }
 
 /// Our components still running from `dir` without a state file saying so (an `up` killed before
 /// it recorded them): found by their binary's name *and* our directory in their command line,
 /// and stopped newest component first, as [`stop`] does.
 fn stop_strays(dir: &Path) {
-    let dir = dir.to_string_lossy();
-    let Ok(entries) = fs::read_dir("/proc") else {
-        return;
-    };
-    let strays: Vec<(Component, u32)> = entries
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| *pid != std::process::id())
-        .filter_map(|pid| {
-            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-            let mut args = cmdline.split(|b| *b == 0).map(String::from_utf8_lossy);
-            let program = args.next()?;
-            let name = program.rsplit('/').next().unwrap_or_default();
-            let component = Component::ALL.into_iter().find(|c| c.binary() == name)?;
-            args.any(|arg| arg.contains(&*dir))
-                .then_some((component, pid))
-        })
-        .collect();
+    let names = Component::ALL.map(Component::binary);
+    let strays = process::find_in(&names, dir);
     for component in Component::ALL.into_iter().rev() {
         let pids: Vec<u32> = strays
             .iter()
-            .filter(|(c, _)| *c == component)
+            .filter(|(name, _)| *name == component.binary())
             .map(|(_, pid)| *pid)
             .collect();
-        terminate(&pids);
+        process::terminate(&pids, STOP_GRACE);
     }
-}
-
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 #[cfg(test)]

@@ -11,12 +11,13 @@
 use std::fs::{self, File};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{self, CmdError, User};
 use crate::packages::{self, PackagesError};
+use crate::process;
 
 pub const USER: &str = "root";
 pub const PASSWORD: &str = "pass";
@@ -25,6 +26,10 @@ pub const MYSQL_DATABASE: &str = "myapp";
 
 const START_LIMIT: Duration = Duration::from_secs(90);
 const QUERY_LIMIT: Duration = Duration::from_secs(60);
+/// How long MariaDB gets to shut down after SIGTERM before it is killed.
+const MARIADB_STOP_GRACE: Duration = Duration::from_secs(30);
+/// How much of a server's log an error shows.
+const LOG_TAIL: usize = 15;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -244,14 +249,7 @@ fn stop(servers: &Servers) {
         .ok()
         .and_then(|pid| pid.trim().parse::<u32>().ok())
     {
-        let _ = Command::new("kill").arg(pid.to_string()).status();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while cmd::process_alive(pid) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        if cmd::process_alive(pid) {
-            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
-        }
+        process::terminate(&[pid], MARIADB_STOP_GRACE);
     }
     let _ = fs::remove_dir_all(&servers.dir);
 }
@@ -337,7 +335,10 @@ fn start_postgres(servers: &Servers) -> Result<(), DbError> {
     cmd::output(&mut start, START_LIMIT + Duration::from_secs(10)).map_err(|err| {
         DbError::NotReady {
             server: "PostgreSQL",
-            log: format!("{err}\n{}", tail(&root.join("postgres.log"))),
+            log: format!(
+                "{err}\n{}",
+                process::tail(&root.join("postgres.log"), LOG_TAIL)
+            ),
         }
     })?;
     Ok(())
@@ -381,12 +382,8 @@ fn start_mariadb(servers: &Servers) -> Result<(), DbError> {
         // mariadbd drops root itself when told which user to become.
         server.arg(format!("--user={}", name_of(user)));
     }
-    // Its own process group: the server outlives the `cargo xtask db up` that started it.
-    std::os::unix::process::CommandExt::process_group(&mut server, 0);
-    server
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().map_err(io("MariaDB log"))?)
-        .stderr(log_file);
+    // The server outlives the `cargo xtask db up` that started it.
+    process::detach(&mut server, log_file).map_err(io("MariaDB log"))?;
     server.spawn().map_err(io("starting mariadbd"))?;
 
     // Ready when root can run a statement over the socket (no password yet).
@@ -411,7 +408,7 @@ fn start_mariadb(servers: &Servers) -> Result<(), DbError> {
             Err(err) => {
                 return Err(DbError::NotReady {
                     server: "MariaDB",
-                    log: format!("{err}\n{}", tail(&log)),
+                    log: format!("{err}\n{}", process::tail(&log, LOG_TAIL)),
                 });
             }
         }
@@ -429,12 +426,6 @@ fn name_of(user: User) -> String {
             })
         })
         .unwrap_or_else(|| user.uid.to_string())
-}
-
-fn tail(path: &Path) -> String {
-    let text = fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
 fn free_port() -> Result<u16, DbError> {

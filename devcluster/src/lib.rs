@@ -9,6 +9,7 @@ pub mod db;
 pub mod kubelet;
 pub mod operator;
 pub mod packages;
+pub mod process;
 pub mod tools;
 
 use std::path::PathBuf;
