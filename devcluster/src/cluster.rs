@@ -20,7 +20,7 @@
 //! ([`Cluster::namespace`]).
 
 use std::fs::{self, File};
-use std::net::{IpAddr, Ipv4Addr, TcpListener};
+use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{self, CmdError};
+use crate::lifecycle::{self, Found, Service, State};
 use crate::packages::PackagesError;
 use crate::process;
 use crate::tools::ToolsError;
@@ -148,6 +149,15 @@ pub enum ClusterError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
     let what = what.into();
     move |source| ClusterError::Io { what, source }
+}
+
+impl From<lifecycle::IoError> for ClusterError {
+    fn from(err: lifecycle::IoError) -> ClusterError {
+        ClusterError::Io {
+            what: err.what,
+            source: err.source,
+        }
+    }
 }
 
 fn command_error(what: impl Into<String>) -> impl FnOnce(CmdError) -> ClusterError {
@@ -466,12 +476,39 @@ impl Cluster {
         text
     }
 
-    fn from_state_file(path: &Path) -> Option<Cluster> {
-        let pairs = crate::read_env_file(path).ok()?;
-        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
-        let port = |key: &str| get(key)?.parse::<u16>().ok();
+    /// Records the processes started so far: a failed or killed `up` leaves enough behind for
+    /// the next `up` or `down` to stop them.
+    fn save(&self) -> Result<(), ClusterError> {
+        Ok(lifecycle::write_state(&state_file(), &self.state_text())?)
+    }
+
+    /// Whether `pid` is a live process of this cluster (its command line names our directory):
+    /// after a reboot a recorded pid may belong to someone else, who must not be signalled.
+    fn owns(&self, pid: u32) -> bool {
+        process::runs_in(pid, &self.dir)
+    }
+}
+
+impl Service for Cluster {
+    type Error = ClusterError;
+    const RESTARTING: &'static str = "devcluster: restarting the local cluster";
+
+    fn state_dir() -> PathBuf {
+        state_dir()
+    }
+
+    fn state_file() -> PathBuf {
+        state_file()
+    }
+
+    fn files() -> Vec<PathBuf> {
+        vec![state_file(), kubeconfig_file()]
+    }
+
+    fn from_state(state: &State) -> Option<Cluster> {
+        let port = |key: &str| state.parse::<u16>(key);
         Some(Cluster {
-            dir: PathBuf::from(get("DEVCLUSTER_DIR")?),
+            dir: PathBuf::from(state.get("DEVCLUSTER_DIR")?),
             ports: Ports {
                 etcd: port("ETCD_PORT")?,
                 etcd_peer: port("ETCD_PEER_PORT")?,
@@ -481,25 +518,27 @@ impl Cluster {
             },
             processes: Component::ALL
                 .into_iter()
-                .filter_map(|component| Some((component, get(&component.pid_key())?.parse().ok()?)))
+                .filter_map(|component| Some((component, state.parse(&component.pid_key())?)))
                 .collect(),
         })
     }
 
-    /// Records the processes started so far: a failed or killed `up` leaves enough behind for
-    /// the next `up` or `down` to stop them.
-    fn save(&self) -> Result<(), ClusterError> {
-        let path = state_file();
-        let staging = path.with_extension("tmp");
-        fs::write(&staging, self.state_text())
-            .map_err(io(format!("writing {}", staging.display())))?;
-        fs::rename(&staging, &path).map_err(io(format!("writing {}", path.display())))
+    fn check(&self) -> Result<(), String> {
+        check(self)
     }
 
-    /// Whether `pid` is a live process of this cluster (its command line names our directory):
-    /// after a reboot a recorded pid may belong to someone else, who must not be signalled.
-    fn owns(&self, pid: u32) -> bool {
-        process::runs_in(pid, &self.dir)
+    fn stop(&self) {
+        stop(self)
+    }
+
+    /// Processes of a cluster whose state file was lost still hold its directory.
+    fn clean_up() -> Result<(), ClusterError> {
+        let dir = cluster_dir();
+        stop_strays(&dir);
+        if dir.exists() {
+            fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
+        }
+        Ok(())
     }
 }
 
@@ -583,17 +622,7 @@ pub fn kubeconfig_file() -> PathBuf {
 
 /// The audit log of the recorded cluster, if one is recorded (running or not).
 pub fn audit_log() -> Option<PathBuf> {
-    Cluster::from_state_file(&state_file()).map(|cluster| cluster.audit_log())
-}
-
-fn lock() -> Result<File, ClusterError> {
-    let dir = state_dir();
-    fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-    let path = dir.join(".lock");
-    let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
-    file.lock()
-        .map_err(io(format!("locking {}", path.display())))?;
-    Ok(file)
+    lifecycle::recorded::<Cluster>().map(|cluster| cluster.audit_log())
 }
 
 /// What `status` found.
@@ -611,12 +640,13 @@ pub enum Status {
 
 /// Whether the cluster recorded in `target/devcluster/state.env` runs and is ready.
 pub fn status() -> Status {
-    let Some(cluster) = Cluster::from_state_file(&state_file()) else {
-        return Status::Down;
-    };
-    match check(&cluster) {
-        Ok(()) => Status::Up(cluster),
-        Err(problem) => Status::Broken { cluster, problem },
+    match lifecycle::status::<Cluster>() {
+        Found::Down => Status::Down,
+        Found::Up(cluster) => Status::Up(cluster),
+        Found::Broken { service, problem } => Status::Broken {
+            cluster: service,
+            problem,
+        },
     }
 }
 
@@ -648,30 +678,28 @@ fn readyz(cluster: &Cluster) -> Result<(), String> {
 
 /// Starts the control plane unless it already runs; returns it.
 pub fn up() -> Result<Cluster, ClusterError> {
-    let _lock = lock()?;
-    match status() {
-        Status::Up(cluster) => return Ok(cluster),
-        Status::Broken { cluster, problem } => {
-            eprintln!("devcluster: restarting the local cluster ({problem})");
-            stop(&cluster);
-        }
-        Status::Down => {}
-    }
+    lifecycle::up(start_new)
+}
+
+fn start_new() -> Result<Cluster, ClusterError> {
+    Cluster::clean_up()?;
     let dir = cluster_dir();
-    // Processes of a cluster whose state file was lost still hold this directory.
-    stop_strays(&dir);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
-    }
     // Private: it holds the CA's key and the admin's.
     fs::DirBuilder::new()
         .mode(0o700)
         .recursive(true)
         .create(&dir)
         .map_err(io(format!("creating {}", dir.display())))?;
+    let ports = lifecycle::free_ports(5)?;
     let mut cluster = Cluster {
         dir,
-        ports: free_ports()?,
+        ports: Ports {
+            etcd: ports[0],
+            etcd_peer: ports[1],
+            apiserver: ports[2],
+            controller_manager: ports[3],
+            kubelet: ports[4],
+        },
         processes: Vec::new(),
     };
     let started = Instant::now();
@@ -695,21 +723,7 @@ pub fn up() -> Result<Cluster, ClusterError> {
 
 /// Stops the control plane and removes its directory, the state file and the kubeconfig.
 pub fn down() -> Result<(), ClusterError> {
-    let _lock = lock()?;
-    if let Some(cluster) = Cluster::from_state_file(&state_file()) {
-        stop(&cluster);
-    }
-    let dir = cluster_dir();
-    stop_strays(&dir);
-    if dir.exists() {
-        fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
-    }
-    for path in [state_file(), kubeconfig_file()] {
-        if path.exists() {
-            fs::remove_file(&path).map_err(io(format!("removing {}", path.display())))?;
-        }
-    }
-    Ok(())
+    lifecycle::down::<Cluster>()
 }
 
 /// The shared cluster of this test run, started on first use (then remembered by this process, so
@@ -732,34 +746,7 @@ pub fn shared() -> Result<Cluster, ClusterError> {
 
 /// `$TMPDIR/atlas-operator-devcluster-<hash of the target dir>`: one cluster per checkout.
 fn cluster_dir() -> PathBuf {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(crate::target_dir().display().to_string().as_bytes());
-    let hash: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-    std::env::temp_dir().join(format!("atlas-operator-devcluster-{hash}"))
-}
-
-/// Distinct free loopback ports: all listeners are held until every port is chosen, so no two
-/// are the same.
-fn free_ports() -> Result<Ports, ClusterError> {
-    let listeners = (0..5)
-        .map(|_| TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let ports = listeners
-        .iter()
-        .map(|listener| {
-            listener
-                .local_addr()
-                .map(|addr| addr.port())
-                .map_err(io("finding a free port"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(Ports {
-        etcd: ports[0],
-        etcd_peer: ports[1],
-        apiserver: ports[2],
-        controller_manager: ports[3],
-        kubelet: ports[4],
-    })
+    lifecycle::scratch_dir("devcluster", &crate::target_dir())
 }
 
 fn start(cluster: &mut Cluster) -> Result<(), ClusterError> {
@@ -1191,7 +1178,8 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("state.env");
         fs::write(&path, cluster.state_text()).unwrap();
-        assert_eq!(Cluster::from_state_file(&path), Some(cluster));
+        let state = State::read(&path).unwrap();
+        assert_eq!(Cluster::from_state(&state), Some(cluster));
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -9,13 +9,14 @@
 //! (PostgreSQL) and `myapp` (MariaDB, standing in for MySQL: Debian has no MySQL server).
 
 use std::fs::{self, File};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::cmd::{self, CmdError, User};
+use crate::lifecycle::{self, Found, Service, State};
 use crate::packages::{self, PackagesError};
 use crate::process;
 
@@ -58,6 +59,15 @@ pub enum DbError {
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> DbError {
     let what = what.into();
     move |source| DbError::Io { what, source }
+}
+
+impl From<lifecycle::IoError> for DbError {
+    fn from(err: lifecycle::IoError) -> DbError {
+        DbError::Io {
+            what: err.what,
+            source: err.source,
+        }
+    }
 }
 
 fn command_error(what: impl Into<String>) -> impl FnOnce(CmdError) -> DbError {
@@ -118,15 +128,38 @@ impl Servers {
             self.dir.display()
         )
     }
+}
 
-    fn from_env_file(path: &Path) -> Option<Servers> {
-        let pairs = crate::read_env_file(path).ok()?;
-        let get = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+impl Service for Servers {
+    type Error = DbError;
+    const RESTARTING: &'static str = "devdb: restarting the local databases";
+
+    fn state_dir() -> PathBuf {
+        state_dir()
+    }
+
+    fn state_file() -> PathBuf {
+        urls_file()
+    }
+
+    fn files() -> Vec<PathBuf> {
+        vec![urls_file()]
+    }
+
+    fn from_state(state: &State) -> Option<Servers> {
         Some(Servers {
-            postgres_port: get("POSTGRES_PORT")?.parse().ok()?,
-            mysql_port: get("MYSQL_PORT")?.parse().ok()?,
-            dir: PathBuf::from(get("DEVDB_DIR")?),
+            postgres_port: state.parse("POSTGRES_PORT")?,
+            mysql_port: state.parse("MYSQL_PORT")?,
+            dir: PathBuf::from(state.get("DEVDB_DIR")?),
         })
+    }
+
+    fn check(&self) -> Result<(), String> {
+        check(self)
+    }
+
+    fn stop(&self) {
+        stop(self)
     }
 }
 
@@ -137,16 +170,6 @@ pub fn state_dir() -> PathBuf {
 
 pub fn urls_file() -> PathBuf {
     state_dir().join("urls.env")
-}
-
-fn lock() -> Result<File, DbError> {
-    let dir = state_dir();
-    fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
-    let path = dir.join(".lock");
-    let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;
-    file.lock()
-        .map_err(io(format!("locking {}", path.display())))?;
-    Ok(file)
 }
 
 /// What `status` found.
@@ -163,12 +186,13 @@ pub enum Status {
 
 /// Whether the servers recorded in `urls.env` are up and answering.
 pub fn status() -> Status {
-    let Some(servers) = Servers::from_env_file(&urls_file()) else {
-        return Status::Down;
-    };
-    match check(&servers) {
-        Ok(()) => Status::Up(servers),
-        Err(problem) => Status::Broken { servers, problem },
+    match lifecycle::status::<Servers>() {
+        Found::Down => Status::Down,
+        Found::Up(servers) => Status::Up(servers),
+        Found::Broken { service, problem } => Status::Broken {
+            servers: service,
+            problem,
+        },
     }
 }
 
@@ -185,34 +209,26 @@ fn check(servers: &Servers) -> Result<(), String> {
 
 /// Starts both servers unless they already run; returns where they are.
 pub fn up() -> Result<Servers, DbError> {
-    let _lock = lock()?;
-    match status() {
-        Status::Up(servers) => return Ok(servers),
-        Status::Broken { servers, problem } => {
-            eprintln!("devdb: restarting the local databases ({problem})");
-            stop(&servers);
-        }
-        Status::Down => {}
-    }
+    lifecycle::up(start_new)
+}
+
+fn start_new() -> Result<Servers, DbError> {
     packages::ensure()?;
-    let dir = std::env::temp_dir().join(format!(
-        "atlas-operator-devdb-{}",
-        short_hash(&crate::workspace_root().display().to_string())
-    ));
+    let dir = lifecycle::scratch_dir("devdb", &crate::workspace_root());
     if dir.exists() {
         fs::remove_dir_all(&dir).map_err(io(format!("removing {}", dir.display())))?;
     }
     fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+    let ports = lifecycle::free_ports(2)?;
     let servers = Servers {
-        postgres_port: free_port()?,
-        mysql_port: free_port()?,
+        postgres_port: ports[0],
+        mysql_port: ports[1],
         dir,
     };
     let started = Instant::now();
     start_postgres(&servers)?;
     start_mariadb(&servers)?;
-    let urls = urls_file();
-    fs::write(&urls, servers.env_file()).map_err(io(format!("writing {}", urls.display())))?;
+    lifecycle::write_state(&urls_file(), &servers.env_file())?;
     eprintln!(
         "devdb: PostgreSQL on 127.0.0.1:{} and MariaDB on 127.0.0.1:{} started in {:.1}s",
         servers.postgres_port,
@@ -224,15 +240,7 @@ pub fn up() -> Result<Servers, DbError> {
 
 /// Stops both servers and removes their directory and `urls.env`.
 pub fn down() -> Result<(), DbError> {
-    let _lock = lock()?;
-    if let Some(servers) = Servers::from_env_file(&urls_file()) {
-        stop(&servers);
-    }
-    let urls = urls_file();
-    if urls.exists() {
-        fs::remove_file(&urls).map_err(io(format!("removing {}", urls.display())))?;
-    }
-    Ok(())
+    lifecycle::down::<Servers>()
 }
 
 fn stop(servers: &Servers) {
@@ -428,20 +436,6 @@ fn name_of(user: User) -> String {
         .unwrap_or_else(|| user.uid.to_string())
 }
 
-fn free_port() -> Result<u16, DbError> {
-    let listener = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free port"))?;
-    Ok(listener
-        .local_addr()
-        .map_err(io("finding a free port"))?
-        .port())
-}
-
-fn short_hash(text: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(text.as_bytes());
-    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// The shared servers for this test run, started on first use.
 pub fn shared() -> Result<Servers, DbError> {
     if let Status::Up(servers) = status() {
@@ -595,7 +589,8 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let path = dir.join("urls.env");
         fs::write(&path, servers.env_file()).unwrap();
-        assert_eq!(Servers::from_env_file(&path), Some(servers));
+        let state = State::read(&path).unwrap();
+        assert_eq!(Servers::from_state(&state), Some(servers));
         fs::remove_dir_all(dir).unwrap();
     }
 }
