@@ -26,7 +26,7 @@ use super::Context;
 use super::database::Flavour;
 use super::env::Lookup;
 use super::probe::{self, Event as ProbeEvent};
-use super::status::{self, ContainerView, Phase, State};
+use super::status::{self, Conditions, ContainerView, Phase, PodView, State};
 use super::volumes::{self, Prepared};
 use super::{launch, logs, sandbox};
 
@@ -118,6 +118,25 @@ impl Run {
     fn due(&self, now: Instant) -> bool {
         self.not_before.is_none_or(|at| now >= at)
     }
+
+    /// This container's entry in the pod's status; `uid` is the pod's.
+    fn view(&self, uid: &str) -> ContainerView<'_> {
+        ContainerView {
+            name: &self.spec.name,
+            image: self.spec.image.as_deref().unwrap_or(""),
+            image_id: if self.program.is_empty() {
+                String::new()
+            } else {
+                format!("devcluster://{}", self.program)
+            },
+            container_id: self.ran.then(|| self.container_id(uid)),
+            ready: self.is_ready(),
+            started: self.state.is_running() && self.started,
+            restart_count: self.restarts,
+            state: &self.state,
+            last_state: self.last_state.as_ref(),
+        }
+    }
 }
 
 /// Why a running pod is being stopped.
@@ -168,8 +187,7 @@ pub struct Worker {
     /// When the containers still running get `SIGKILL`.
     kill_at: Option<Instant>,
     phase: Option<(Phase, Option<&'static str>, Option<&'static str>)>,
-    /// Condition type → (status, since when).
-    conditions: HashMap<&'static str, (bool, jiff::Timestamp)>,
+    conditions: Conditions,
     written: Option<Value>,
     /// A finished pod found at start: its status is the earlier kubelet's and stays.
     frozen: bool,
@@ -242,7 +260,7 @@ impl Worker {
             ending: None,
             kill_at: None,
             phase: None,
-            conditions: HashMap::new(),
+            conditions: Conditions::default(),
             written: None,
             frozen: false,
             emptied: false,
@@ -987,138 +1005,39 @@ impl Worker {
         })
     }
 
-    /// Sets a condition's status, keeping its transition time while the status stays.
-    fn condition(&mut self, kind: &'static str, status: bool) -> jiff::Timestamp {
-        let entry = self
-            .conditions
-            .entry(kind)
-            .or_insert((status, jiff::Timestamp::now()));
-        if entry.0 != status {
-            *entry = (status, jiff::Timestamp::now());
-        }
-        entry.1
-    }
-
     fn status(&mut self) -> Value {
         let phase = self.current_phase();
-        let initialized = self.initialized();
-        let sandbox_ready = self.volumes.is_some() && !phase.is_terminal();
-        // Readiness covers the main containers and the sidecars: running, and ready by their
-        // readiness probes if they have any.
-        let unready: Vec<String> = self
-            .main
-            .iter()
-            .chain(self.init.iter().filter(|run| run.sidecar))
-            .filter(|run| !run.is_ready())
-            .map(|run| run.spec.name.clone())
-            .collect();
-        let ready = phase == Phase::Running && unready.is_empty();
-        let (ready_reason, ready_message) = if ready {
-            (None, None)
-        } else if phase.is_terminal() {
-            (Some("PodCompleted"), None)
-        } else {
-            (
-                Some("ContainersNotReady"),
-                Some(format!(
-                    "containers with unready status: [{}]",
-                    unready.join(" ")
-                )),
-            )
+        let uid = &self.uid;
+        let pod = PodView {
+            phase,
+            initialized: self.initialized(),
+            sandbox_ready: self.volumes.is_some() && !phase.is_terminal(),
+            // Readiness covers the main containers and the sidecars: running, and ready by their
+            // readiness probes if they have any.
+            unready: self
+                .main
+                .iter()
+                .chain(self.init.iter().filter(|run| run.sidecar))
+                .filter(|run| !run.is_ready())
+                .map(|run| run.spec.name.as_str())
+                .collect(),
+            uninitialized: self
+                .init
+                .iter()
+                .filter(|run| {
+                    !(run.state.exit_code() == Some(0) || (run.sidecar && run.ever_started))
+                })
+                .map(|run| run.spec.name.as_str())
+                .collect(),
+            init: self.init.iter().map(|run| run.view(uid)).collect(),
+            main: self.main.iter().map(|run| run.view(uid)).collect(),
+            start_time: self.start_time,
+            reason: match self.phase {
+                Some((_, Some(reason), message)) => Some((reason, message)),
+                _ => None,
+            },
         };
-        let uninitialized: Vec<String> = self
-            .init
-            .iter()
-            .filter(|run| !(run.state.exit_code() == Some(0) || (run.sidecar && run.ever_started)))
-            .map(|run| run.spec.name.clone())
-            .collect();
-        let init_reason = (!initialized).then_some("ContainersNotInitialized");
-        let init_message = (!initialized).then(|| {
-            format!(
-                "containers with incomplete status: [{}]",
-                uninitialized.join(" ")
-            )
-        });
-
-        let since_sandbox = self.condition("PodReadyToStartContainers", sandbox_ready);
-        let since_init = self.condition("Initialized", initialized);
-        let since_containers = self.condition("ContainersReady", ready);
-        let since_ready = self.condition("Ready", ready);
-        let conditions = vec![
-            status::condition(
-                "PodReadyToStartContainers",
-                sandbox_ready,
-                None,
-                None,
-                since_sandbox,
-            ),
-            status::condition(
-                "Initialized",
-                initialized,
-                init_reason,
-                init_message,
-                since_init,
-            ),
-            status::condition(
-                "Ready",
-                ready,
-                ready_reason,
-                ready_message.clone(),
-                since_ready,
-            ),
-            status::condition(
-                "ContainersReady",
-                ready,
-                ready_reason,
-                ready_message,
-                since_containers,
-            ),
-        ];
-
-        let uid = self.uid.clone();
-        let view = |run: &Run| {
-            let started = run.ran;
-            let id = run.container_id(&uid);
-            let image_id = if run.program.is_empty() {
-                String::new()
-            } else {
-                format!("devcluster://{}", run.program)
-            };
-            status::container_status(&ContainerView {
-                name: &run.spec.name,
-                image: run.spec.image.as_deref().unwrap_or(""),
-                image_id: &image_id,
-                container_id: started.then_some(id.as_str()),
-                ready: run.is_ready(),
-                started: run.state.is_running() && run.started,
-                restart_count: run.restarts,
-                state: &run.state,
-                last_state: run.last_state.as_ref(),
-            })
-        };
-        let init: Vec<Value> = self.init.iter().map(view).collect();
-        let main: Vec<Value> = self.main.iter().map(view).collect();
-        let ip = super::NODE_IP;
-        let mut status = json!({
-            "phase": phase.as_str(),
-            "conditions": conditions,
-            "hostIP": ip,
-            "hostIPs": [{"ip": ip}],
-            "podIP": ip,
-            "podIPs": [{"ip": ip}],
-            "containerStatuses": main,
-        });
-        if !init.is_empty() {
-            status["initContainerStatuses"] = json!(init);
-        }
-        if let Some(start) = self.start_time {
-            status["startTime"] = json!(status::time(start));
-        }
-        if let Some((_, Some(reason), message)) = self.phase {
-            status["reason"] = json!(reason);
-            status["message"] = json!(message);
-        }
-        status
+        status::pod_status(&pod, &mut self.conditions, jiff::Timestamp::now())
     }
 
     /// Writes the status when it differs from the last one written.
