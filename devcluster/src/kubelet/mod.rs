@@ -15,6 +15,7 @@ pub mod launch;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod ports;
 pub mod probe;
 pub mod reference;
 pub mod sandbox;
@@ -114,9 +115,8 @@ pub struct Context {
     pub logs: logs::Registry,
     /// One permit per pod that may run at once.
     pub slots: Arc<Semaphore>,
-    /// `containerPort`s (with their protocol) taken by running pods, and by which pod (uid):
-    /// every pod shares the host's network, so two pods with the same port never run together.
-    pub ports: std::sync::Mutex<std::collections::HashMap<(i32, String), String>>,
+    /// `containerPort`s taken by running pods.
+    pub ports: ports::HostPorts,
 }
 
 async fn make_client(path: &PathBuf) -> Result<(Client, kube::Config), KubeletError> {
@@ -219,7 +219,7 @@ pub async fn run(config: Config) -> Result<(), KubeletError> {
         probe_user_agent,
         logs: registry,
         slots: Arc::new(Semaphore::new(config.max_pods.max(1))),
-        ports: std::sync::Mutex::default(),
+        ports: ports::HostPorts::default(),
     });
     let mut pods = tokio::spawn(pods::run(ctx));
 

@@ -23,12 +23,11 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, watch};
 use tokio::time::Instant;
 
 use super::Context;
-use super::database::Flavour;
 use super::env::Lookup;
 use super::probe::{self, Event as ProbeEvent};
 use super::status::{self, Conditions, ContainerView, Phase, PodView, State};
 use super::volumes::{self, Prepared};
-use super::{launch, logs, sandbox};
+use super::{launch, logs, ports, sandbox};
 
 /// A kubelet's default when the pod gives none.
 const DEFAULT_GRACE_SECONDS: i64 = 30;
@@ -444,50 +443,15 @@ impl Worker {
 
     /// Takes the pod's `containerPort`s, all or none; says which pod holds one that is taken.
     fn claim_ports(&self) -> Result<(), String> {
-        let wanted: Vec<(i32, String)> = self
+        let wanted = self
             .runs()
-            .flat_map(|run| {
-                let mut ports: Vec<(i32, String)> = run
-                    .spec
-                    .ports
-                    .iter()
-                    .flatten()
-                    .map(|port| {
-                        let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".to_string());
-                        (port.container_port, protocol)
-                    })
-                    .collect();
-                // A database image's server declaring no port still listens on its default one
-                // (not a `command` such as `psql` run from the image).
-                let image = run.spec.image.as_deref().unwrap_or_default();
-                let entrypoint = run.spec.command.as_ref().is_none_or(|c| c.is_empty());
-                if ports.is_empty()
-                    && entrypoint
-                    && let Some(flavour) = Flavour::of(image)
-                {
-                    ports.push((flavour.default_port(), "TCP".to_string()));
-                }
-                ports
-            })
+            .flat_map(|run| ports::wanted(&run.spec))
             .collect();
-        let mut ports = self.ctx.ports.lock().unwrap_or_else(|p| p.into_inner());
-        for port in &wanted {
-            if let Some(holder) = ports.get(port).filter(|uid| **uid != self.uid) {
-                return Err(format!(
-                    "containerPort {}/{} is in use by another pod on the node (uid {holder})",
-                    port.0, port.1
-                ));
-            }
-        }
-        for port in wanted {
-            ports.insert(port, self.uid.clone());
-        }
-        Ok(())
+        self.ctx.ports.claim(&self.uid, wanted)
     }
 
     fn release_ports(&self) {
-        let mut ports = self.ctx.ports.lock().unwrap_or_else(|p| p.into_inner());
-        ports.retain(|_, uid| *uid != self.uid);
+        self.ctx.ports.release(&self.uid);
     }
 
     fn grace(&self) -> i64 {
