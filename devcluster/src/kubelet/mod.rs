@@ -2,7 +2,7 @@
 //! Ready, binds the pending pods to it (there is no scheduler), and runs each pod's containers
 //! as local processes, each in a sandbox of its own ([`sandbox`]) with its env ([`env`]) and
 //! volumes ([`volumes`]) materialised; it probes them ([`probe`]), writes the pods' status back
-//! as a kubelet would ([`worker`]) and serves their logs to the API server ([`logs`]).
+//! as a kubelet would ([`worker`], [`status`]) and serves their logs to the API server ([`logs`]).
 //!
 //! It runs as its own process, `devcluster-kubelet` (`src/bin/`), started and stopped with the
 //! control plane by [`crate::cluster`]. Images map to local programs by the table in [`image`].
