@@ -14,7 +14,7 @@
 //! and runs them as local processes.
 //!
 //! Like the databases of [`crate::db`], the cluster is shared by a whole test run
-//! ([`crate::lifecycle`]): `up` is idempotent and safe when several processes call it at once (a
+//! (`crate::lifecycle`): `up` is idempotent and safe when several processes call it at once (a
 //! lock file), the processes outlive the one that started them (their own process group), and
 //! their pids are recorded in `target/devcluster/state.env` so `down` can stop them. Each test
 //! takes a fresh namespace ([`Cluster::namespace`]).

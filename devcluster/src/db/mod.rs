@@ -3,7 +3,7 @@
 //!
 //! The servers are shared by a whole test run (starting one takes seconds, a database on it
 //! milliseconds). `up` is idempotent and safe when several processes call it at once (a lock
-//! file, [`crate::lifecycle`]), so every test binary may call [`shared`] and the first one starts
+//! file, `crate::lifecycle`), so every test binary may call [`shared`] and the first one starts
 //! them.
 //!
 //! As in the seeds, the superuser is `root` with password `pass`; the databases are `postgres`
