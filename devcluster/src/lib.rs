@@ -1,14 +1,17 @@
 //! The local test bed of atlas-operator, as a library used by `cargo xtask` and by the
 //! integration tests: the pinned Go tools ([`tools`]), Debian's database servers
-//! ([`packages`]) and local PostgreSQL and MariaDB servers with a fresh database per test
-//! ([`db`]). Everything here is real; nothing is mocked.
+//! ([`packages`]), local PostgreSQL and MariaDB servers with a fresh database per test
+//! ([`db`]), and a local Kubernetes with a namespace per test ([`cluster`]) whose node is the
+//! process-kubelet ([`kubelet`]). Everything here is real; nothing is mocked.
 
 pub mod cluster;
 pub mod cmd;
 pub mod db;
 pub mod kubelet;
+pub(crate) mod lifecycle;
 pub mod operator;
 pub mod packages;
+pub mod process;
 pub mod tools;
 
 use std::path::PathBuf;

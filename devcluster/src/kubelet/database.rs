@@ -45,7 +45,7 @@ impl Flavour {
     /// The flavour of an image by its repository name (`docker.io/library/postgres:16` →
     /// PostgreSQL).
     pub fn of(image: &str) -> Option<Flavour> {
-        match super::image::short_name(image) {
+        match super::reference::short_name(image) {
             "postgres" => Some(Flavour::Postgres),
             "mysql" => Some(Flavour::MySql),
             "mariadb" => Some(Flavour::MariaDb),

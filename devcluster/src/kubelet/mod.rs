@@ -2,7 +2,7 @@
 //! Ready, binds the pending pods to it (there is no scheduler), and runs each pod's containers
 //! as local processes, each in a sandbox of its own ([`sandbox`]) with its env ([`env`]) and
 //! volumes ([`volumes`]) materialised; it probes them ([`probe`]), writes the pods' status back
-//! as a kubelet would ([`worker`]) and serves their logs to the API server ([`logs`]).
+//! as a kubelet would ([`worker`], [`status`]) and serves their logs to the API server ([`logs`]).
 //!
 //! It runs as its own process, `devcluster-kubelet` (`src/bin/`), started and stopped with the
 //! control plane by [`crate::cluster`]. Images map to local programs by the table in [`image`].
@@ -15,7 +15,9 @@ pub mod launch;
 pub mod logs;
 pub mod node;
 pub mod pods;
+pub mod ports;
 pub mod probe;
+pub mod reference;
 pub mod sandbox;
 pub mod scheduler;
 pub mod status;
@@ -113,9 +115,8 @@ pub struct Context {
     pub logs: logs::Registry,
     /// One permit per pod that may run at once.
     pub slots: Arc<Semaphore>,
-    /// `containerPort`s (with their protocol) taken by running pods, and by which pod (uid):
-    /// every pod shares the host's network, so two pods with the same port never run together.
-    pub ports: std::sync::Mutex<std::collections::HashMap<(i32, String), String>>,
+    /// `containerPort`s taken by running pods.
+    pub ports: ports::HostPorts,
 }
 
 async fn make_client(path: &PathBuf) -> Result<(Client, kube::Config), KubeletError> {
@@ -218,7 +219,7 @@ pub async fn run(config: Config) -> Result<(), KubeletError> {
         probe_user_agent,
         logs: registry,
         slots: Arc::new(Semaphore::new(config.max_pods.max(1))),
-        ports: std::sync::Mutex::default(),
+        ports: ports::HostPorts::default(),
     });
     let mut pods = tokio::spawn(pods::run(ctx));
 

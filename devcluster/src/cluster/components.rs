@@ -1,0 +1,139 @@
+//! The cluster's processes: which there are, starting one so that it outlives `up` and is
+//! recorded at once, waiting for it to be ready, and stopping them all.
+
+use std::fs::{self, File};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::{Cluster, ClusterError, io};
+use crate::{cmd, process};
+
+/// kube-apiserver needs about 5 s on 2 cores; a loaded CI machine may need many times that.
+const START_LIMIT: Duration = Duration::from_secs(180);
+/// How long a process gets to exit after SIGTERM before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+/// How much of a component's log an error shows.
+const LOG_TAIL: usize = 20;
+
+/// A process of the control plane.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Component {
+    Etcd,
+    ApiServer,
+    ControllerManager,
+    /// The process-kubelet ([`crate::kubelet`]).
+    Kubelet,
+}
+
+impl Component {
+    /// In start order (`down` stops them in reverse: the kubelet first, and its containers die
+    /// with it).
+    pub const ALL: [Component; 4] = [
+        Component::Etcd,
+        Component::ApiServer,
+        Component::ControllerManager,
+        Component::Kubelet,
+    ];
+
+    /// The binary's name, as in `target/tools.env`.
+    pub fn binary(self) -> &'static str {
+        match self {
+            Component::Etcd => "etcd",
+            Component::ApiServer => "kube-apiserver",
+            Component::ControllerManager => "kube-controller-manager",
+            Component::Kubelet => "devcluster-kubelet",
+        }
+    }
+
+    pub(super) fn pid_key(self) -> String {
+        format!("{}_PID", self.binary().to_uppercase().replace('-', "_"))
+    }
+}
+
+impl Cluster {
+    /// Whether `pid` is a live process of this cluster (its command line names our directory):
+    /// after a reboot a recorded pid may belong to someone else, who must not be signalled.
+    pub(super) fn owns(&self, pid: u32) -> bool {
+        process::runs_in(pid, &self.dir)
+    }
+}
+
+/// Starts a component detached (it outlives `cargo xtask cluster up`), output to its log file,
+/// and records its pid.
+pub(super) fn spawn(
+    cluster: &mut Cluster,
+    component: Component,
+    command: &mut Command,
+) -> Result<(), ClusterError> {
+    let log_path = cluster.log(component);
+    let log = File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
+    process::detach(command, log).map_err(io(format!("{}", log_path.display())))?;
+    let child = command
+        .spawn()
+        .map_err(io(format!("starting {}", component.binary())))?;
+    cluster.processes.push((component, child.id()));
+    cluster.save()
+}
+
+/// Polls `check` until it passes; fails at once when a process has exited (it would never pass).
+pub(super) fn wait_for(
+    cluster: &Cluster,
+    what: &'static str,
+    component: Component,
+    mut check: impl FnMut() -> Result<(), String>,
+) -> Result<(), ClusterError> {
+    let deadline = Instant::now() + START_LIMIT;
+    loop {
+        let problem = match check() {
+            Ok(()) => return Ok(()),
+            Err(problem) => problem,
+        };
+        for (exited, pid) in &cluster.processes {
+            if !cmd::process_alive(*pid) {
+                return Err(ClusterError::Exited {
+                    component: exited.binary(),
+                    log: process::tail(&cluster.log(*exited), LOG_TAIL),
+                });
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(ClusterError::NotReady {
+                what,
+                component: component.binary(),
+                limit: START_LIMIT,
+                problem,
+                log: process::tail(&cluster.log(component), LOG_TAIL),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Stops the cluster's processes one at a time, newest first (SIGTERM, then SIGKILL after
+/// [`STOP_GRACE`]), then removes its directory. One at a time because the API server shuts down
+/// in about a second while etcd answers, but hangs until killed when etcd went first.
+pub(super) fn stop(cluster: &Cluster) {
+    for (_, pid) in cluster.processes.iter().rev() {
+        if cluster.owns(*pid) {
+            process::terminate(&[*pid], STOP_GRACE);
+        }
+    }
+    let _ = fs::remove_dir_all(&cluster.dir);
+}
+
+/// Our components still running from `dir` without a state file saying so (an `up` killed before
+/// it recorded them): found by their binary's name *and* our directory in their command line,
+/// and stopped newest component first, as [`stop`] does.
+pub(super) fn stop_strays(dir: &Path) {
+    let names = Component::ALL.map(Component::binary);
+    let strays = process::find_in(&names, dir);
+    for component in Component::ALL.into_iter().rev() {
+        let pids: Vec<u32> = strays
+            .iter()
+            .filter(|(name, _)| *name == component.binary())
+            .map(|(_, pid)| *pid)
+            .collect();
+        process::terminate(&pids, STOP_GRACE);
+    }
+}
