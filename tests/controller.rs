@@ -9,6 +9,7 @@ mod support;
 
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator::{self, OperatorProcess};
+use devcluster::seed;
 use serde_json::{Value, json};
 use support::e2e::*;
 
@@ -53,7 +54,7 @@ fn seed_migration_becomes_ready_and_follows_its_configmap() {
     migration_dir(
         &ns,
         hashed(&[
-            ("20230316085611.sql", SEED_SQL),
+            (seed::MIGRATION_FILE, seed::MIGRATION_SQL),
             (
                 "20230316085612.sql",
                 "alter table users add column nickname varchar(64);\n",

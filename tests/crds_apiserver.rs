@@ -90,23 +90,15 @@ fn kubectl(namespace: &TestNamespace, args: &[&str]) -> Result<String, ClusterEr
     namespace.cluster().kubectl_output(&all)
 }
 
-/// Writes `manifest` to a file of its own for `kubectl apply -f` (JSON is YAML).
-fn manifest_file(namespace: &TestNamespace, label: &str, manifest: &Value) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("{}-{label}.json", namespace.name));
-    std::fs::write(&path, serde_json::to_vec_pretty(manifest).unwrap()).unwrap();
-    path
-}
-
-fn apply(namespace: &TestNamespace, label: &str, manifest: &Value) -> Result<String, ClusterError> {
-    let path = manifest_file(namespace, label, manifest);
-    let result = kubectl(namespace, &["apply", "-f", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(path);
-    result
+fn apply(namespace: &TestNamespace, manifest: &Value) -> Result<String, ClusterError> {
+    namespace
+        .cluster()
+        .apply(Some(&namespace.name), &manifest.to_string())
 }
 
 /// Applies `manifest`, expects the API server to refuse it, and returns what kubectl printed.
-fn refused(namespace: &TestNamespace, label: &str, manifest: Value) -> String {
-    match apply(namespace, label, &manifest) {
+fn refused(namespace: &TestNamespace, manifest: Value) -> String {
+    match apply(namespace, &manifest) {
         Ok(out) => panic!("the API server accepted a bad manifest ({out}):\n{manifest:#}"),
         Err(ClusterError::Command {
             source: CmdError::Failed { output, .. },
@@ -116,8 +108,8 @@ fn refused(namespace: &TestNamespace, label: &str, manifest: Value) -> String {
     }
 }
 
-fn assert_refused_with(namespace: &TestNamespace, label: &str, manifest: Value, message: &str) {
-    let output = refused(namespace, label, manifest.clone());
+fn assert_refused_with(namespace: &TestNamespace, manifest: Value, message: &str) {
+    let output = refused(namespace, manifest.clone());
     assert!(
         output.contains("is invalid") && output.contains(message),
         "expected a refusal saying {message:?}, kubectl printed:\n{output}\nfor:\n{manifest:#}"
@@ -220,7 +212,6 @@ fn url_and_url_from_together_are_refused() {
     );
     assert_refused_with(
         &namespace,
-        "url-and-urlfrom",
         resource("AtlasMigration", "both", spec),
         "set only one of url, urlFrom or credentials",
     );
@@ -239,7 +230,6 @@ fn a_schema_with_two_sources_is_refused() {
     });
     assert_refused_with(
         &namespace,
-        "two-sources",
         resource("AtlasSchema", "two-sources", spec),
         "set only one of sql, hcl, url or configMapKeyRef",
     );
@@ -252,7 +242,6 @@ fn an_empty_dir_is_refused() {
     let spec = with(migration_spec(), "dir", json!({}));
     assert_refused_with(
         &namespace,
-        "empty-dir",
         resource("AtlasMigration", "empty-dir", spec),
         "dir needs one of configMapRef, local or remote",
     );
@@ -275,7 +264,7 @@ fn values_outside_their_enums_are_refused() {
             resource("AtlasMigration", "exec-order", migration),
         ),
     ] {
-        let output = refused(&namespace, field, manifest);
+        let output = refused(&namespace, manifest);
         assert!(
             output.contains(field) && output.contains("Unsupported value: \"bogus\""),
             "{output}"
@@ -296,7 +285,6 @@ fn credentials_without_scheme_are_refused() {
     );
     assert_refused_with(
         &namespace,
-        "no-scheme",
         resource("AtlasMigration", "no-scheme", spec),
         "credentials.scheme is required",
     );
@@ -308,7 +296,6 @@ fn a_new_migration_reads_back_with_defaults() {
     let namespace = namespace(&cluster, "defaults");
     apply(
         &namespace,
-        "defaults",
         &resource("AtlasMigration", "defaults", migration_spec()),
     )
     .unwrap();

@@ -136,3 +136,16 @@ fn examples_hold_every_seed_manifest() {
         );
     }
 }
+
+/// devcluster::seed is the one copy of the seed's SQL that tests, benchmarks and the demo use:
+/// it must be the examples' text, byte for byte (atlas.sum hashes the exact bytes).
+#[test]
+fn the_seed_content_in_code_is_the_examples_text() {
+    use devcluster::seed;
+    let docs = yaml_documents(&repo_path("examples/postgres-migration/migrationdir.yaml"));
+    let data = &docs[0]["data"];
+    assert_eq!(data[seed::MIGRATION_FILE], seed::MIGRATION_SQL);
+    assert_eq!(data["atlas.sum"], seed::MIGRATION_SUM);
+    let docs = yaml_documents(&repo_path("examples/mysql-schema/schema.yaml"));
+    assert_eq!(docs[0]["spec"]["schema"]["sql"], seed::SCHEMA_SQL);
+}

@@ -16,10 +16,11 @@ use std::time::{Duration, Instant};
 use devcluster::cluster::{Cluster, TestNamespace};
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator;
+use devcluster::seed;
 use serde_json::{Value, json};
 use support::e2e::{
-    SEED_MIGRATION, SEED_SQL, apply_json, cluster, condition, eventually, get, hashed, is_ready,
-    kubectl, migration_dir, ready, secret, seed_files, seed_migration,
+    SEED_MIGRATION, apply_json, cluster, condition, eventually, get, hashed, is_ready, kubectl,
+    migration_dir, ready, secret, seed_files, seed_migration,
 };
 use support::repo_path;
 
@@ -560,7 +561,7 @@ fn a_cluster_wide_release_applies_the_seed_upgrades_and_uninstalls() {
     migration_dir(
         &target,
         hashed(&[
-            ("20230316085611.sql", SEED_SQL),
+            (seed::MIGRATION_FILE, seed::MIGRATION_SQL),
             (
                 "20230401000000.sql",
                 "alter table users add column nickname varchar(255);\n",

@@ -11,10 +11,9 @@ mod support;
 use devcluster::cluster::{Cluster, TestNamespace};
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator;
+use devcluster::seed;
 use serde_json::{Value, json};
-use support::e2e::{
-    SEED_MIGRATION, SEED_SQL, SEED_SUM, apply_json, cluster, condition, eventually,
-};
+use support::e2e::{SEED_MIGRATION, apply_json, cluster, condition, eventually};
 
 /// The operator's image as a chart names it; the kubelet runs the built `atlas-operator` for
 /// any image whose repository ends with `atlas-operator`.
@@ -263,7 +262,7 @@ fn the_operator_deployment_runs_in_cluster_and_applies_the_seed_migration() {
     apply_json(
         &ns.name,
         &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "migrationdir"},
-                "data": {"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM}}),
+                "data": {seed::MIGRATION_FILE: seed::MIGRATION_SQL, "atlas.sum": seed::MIGRATION_SUM}}),
     );
     let migration_applied = Instant::now();
     apply_json(

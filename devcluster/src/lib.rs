@@ -12,6 +12,7 @@ pub(crate) mod lifecycle;
 pub mod operator;
 pub mod packages;
 pub mod process;
+pub mod seed;
 pub mod tools;
 
 use std::path::PathBuf;

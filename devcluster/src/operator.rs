@@ -24,23 +24,7 @@ pub fn user() -> String {
 }
 
 fn apply(cluster: &Cluster, manifest: &Value) -> Result<(), ClusterError> {
-    let dir = crate::target_dir().join("devcluster");
-    std::fs::create_dir_all(&dir).map_err(|source| ClusterError::Io {
-        what: format!("creating {}", dir.display()),
-        source,
-    })?;
-    let path = dir.join(format!(
-        "apply-{}-{}.json",
-        std::process::id(),
-        manifest["metadata"]["name"].as_str().unwrap_or("object")
-    ));
-    std::fs::write(&path, manifest.to_string()).map_err(|source| ClusterError::Io {
-        what: format!("writing {}", path.display()),
-        source,
-    })?;
-    let result = cluster.kubectl_output(&["apply", "-f", path.to_str().unwrap_or_default()]);
-    let _ = std::fs::remove_file(&path);
-    result.map(|_| ())
+    cluster.apply(None, &manifest.to_string()).map(|_| ())
 }
 
 /// Installs the CRDs and the operator's RBAC (idempotent; once per process is enough) and returns

@@ -35,15 +35,10 @@ fn ok(ns: &TestNamespace, args: &[&str]) -> String {
     kubectl(ns, args).unwrap_or_else(|err| panic!("kubectl {}: {err}", args.join(" ")))
 }
 
-/// Applies a manifest (JSON is YAML) through a file of its own.
 fn apply(ns: &TestNamespace, manifest: &Value) {
-    let name = manifest["metadata"]["name"].as_str().unwrap_or("object");
-    let kind = manifest["kind"].as_str().unwrap_or("kind");
-    let path = std::env::temp_dir().join(format!("{}-{kind}-{name}.json", ns.name));
-    std::fs::write(&path, serde_json::to_vec_pretty(manifest).unwrap()).unwrap();
-    let result = kubectl(ns, &["apply", "-f", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&path);
-    result.unwrap_or_else(|err| panic!("applying {kind}/{name}: {err}"));
+    ns.cluster()
+        .apply(Some(&ns.name), &manifest.to_string())
+        .unwrap_or_else(|err| panic!("applying {manifest}: {err}"));
 }
 
 /// A Job of one busybox container running `script` with `sh -c`; `extra` is merged into the

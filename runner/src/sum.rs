@@ -96,14 +96,15 @@ fn base64(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
-    const SEED_SUM: &str = "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc=\n20230316085611.sql h1:ldFr73m6ZQzNi8q9dVJsOU/ZHmkBo4Sax03AaL0VUUs=\n";
+    use devcluster::seed;
 
     fn seed() -> Vec<(String, Vec<u8>)> {
         vec![
-            ("20230316085611.sql".into(), SEED_SQL.as_bytes().to_vec()),
-            ("atlas.sum".into(), SEED_SUM.as_bytes().to_vec()),
+            (
+                seed::MIGRATION_FILE.into(),
+                seed::MIGRATION_SQL.as_bytes().to_vec(),
+            ),
+            ("atlas.sum".into(), seed::MIGRATION_SUM.as_bytes().to_vec()),
         ]
     }
 
@@ -122,13 +123,13 @@ mod tests {
             "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc="
         );
         assert_eq!(first_mismatch(&seed()), None);
-        assert_eq!(file(&seed()), SEED_SUM);
+        assert_eq!(file(&seed()), seed::MIGRATION_SUM);
     }
 
     #[test]
     fn the_edited_or_added_file_is_named() {
         let mut edited = seed();
-        edited[0].1 = SEED_SQL.replace("255", "1024").into_bytes();
+        edited[0].1 = seed::MIGRATION_SQL.replace("255", "1024").into_bytes();
         assert_eq!(
             first_mismatch(&edited).as_deref(),
             Some("20230316085611.sql")

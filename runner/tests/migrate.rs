@@ -15,9 +15,7 @@ use contract::{
     MigrateApply, Outcome, RunResult, Target, Task, Value, Work,
 };
 use devcluster::db::{Engine, TestDatabase};
-
-const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
-const SEED_SUM: &str = "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc=\n20230316085611.sql h1:ldFr73m6ZQzNi8q9dVJsOU/ZHmkBo4Sax03AaL0VUUs=\n";
+use devcluster::seed;
 
 /// A scratch directory, removed at the end of the test whatever happens.
 struct Scratch(PathBuf);
@@ -57,8 +55,8 @@ fn hashed(files: &[(&str, &str)]) -> Vec<(String, String)> {
 
 fn seed_files() -> Vec<(String, String)> {
     vec![
-        ("20230316085611.sql".into(), SEED_SQL.into()),
-        ("atlas.sum".into(), SEED_SUM.into()),
+        (seed::MIGRATION_FILE.into(), seed::MIGRATION_SQL.into()),
+        ("atlas.sum".into(), seed::MIGRATION_SUM.into()),
     ]
 }
 
@@ -217,7 +215,7 @@ fn tampered_atlas_sum_applies_nothing_and_names_the_file() {
     let db = TestDatabase::create(Engine::Postgres, "runner_tampered").unwrap();
     let scratch = Scratch::new("tampered");
     let mut files = seed_files();
-    files[0].1 = SEED_SQL.replace(
+    files[0].1 = seed::MIGRATION_SQL.replace(
         "varchar(255) not null,\n  primary",
         "text not null,\n  primary",
     );

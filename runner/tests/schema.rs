@@ -9,8 +9,7 @@ use contract::{
     Target, Task, Work,
 };
 use devcluster::db::{Engine, TestDatabase};
-
-const SEED_SCHEMA: &str = "create table users (\n  id int not null auto_increment,\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
+use devcluster::seed;
 
 struct Scratch(PathBuf);
 
@@ -106,7 +105,7 @@ fn seed_schema_applies_to_mariadb_then_is_a_no_op() {
     let dev = TestDatabase::create(Engine::MariaDb, "schema_seed_dev").unwrap();
     let scratch = Scratch::new("seed");
     let task = task(
-        &desired(&scratch, "schema.sql", SEED_SCHEMA),
+        &desired(&scratch, "schema.sql", seed::SCHEMA_SQL),
         SchemaApply::default(),
     );
     let env = [
@@ -283,7 +282,7 @@ fn no_dev_database_for_a_server_target_is_getting_dev_db() {
     let db = TestDatabase::create(Engine::MariaDb, "schema_nodev").unwrap();
     let scratch = Scratch::new("nodev");
     let mut task = task(
-        &desired(&scratch, "schema.sql", SEED_SCHEMA),
+        &desired(&scratch, "schema.sql", seed::SCHEMA_SQL),
         SchemaApply::default(),
     );
     task.dev_url_env = None;
@@ -306,7 +305,7 @@ fn a_dev_database_that_never_comes_up_is_getting_dev_db_after_the_wait() {
         .unwrap()
         .port();
     let mut task = task(
-        &desired(&scratch, "schema.sql", SEED_SCHEMA),
+        &desired(&scratch, "schema.sql", seed::SCHEMA_SQL),
         SchemaApply::default(),
     );
     task.dev_wait_seconds = Some(2);

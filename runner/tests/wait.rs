@@ -4,9 +4,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use devcluster::db::{Engine, TestDatabase};
-
-const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
-const SEED_SUM: &str = "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc=\n20230316085611.sql h1:ldFr73m6ZQzNi8q9dVJsOU/ZHmkBo4Sax03AaL0VUUs=\n";
+use devcluster::seed;
 
 fn wait_command(dir: &std::path::Path, url: &str, seconds: u64) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_runner"));
@@ -30,8 +28,8 @@ fn wait_ends_when_the_migrations_are_applied_and_gives_up_at_its_limit() {
     let root = std::env::temp_dir().join(format!("runner-wait-{}", std::process::id()));
     let dir = root.join("migrations");
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("20230316085611.sql"), SEED_SQL).unwrap();
-    std::fs::write(dir.join("atlas.sum"), SEED_SUM).unwrap();
+    std::fs::write(dir.join(seed::MIGRATION_FILE), seed::MIGRATION_SQL).unwrap();
+    std::fs::write(dir.join("atlas.sum"), seed::MIGRATION_SUM).unwrap();
 
     // Nothing applied: it gives up at its limit, naming what is missing.
     let started = Instant::now();

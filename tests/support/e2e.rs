@@ -7,10 +7,8 @@ use std::time::{Duration, Instant};
 use devcluster::cluster::{self, Cluster, TestNamespace};
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator::OperatorProcess;
+use devcluster::seed;
 use serde_json::{Value, json};
-
-pub const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
-pub const SEED_SUM: &str = "h1:FwM0ApKo8xhcZFrSlpa6dYjvi0fnDPo/aZSzajtbHLc=\n20230316085611.sql h1:ldFr73m6ZQzNi8q9dVJsOU/ZHmkBo4Sax03AaL0VUUs=\n";
 
 pub fn cluster() -> Cluster {
     cluster::shared().unwrap_or_else(|err| panic!("starting the local cluster: {err}"))
@@ -23,17 +21,9 @@ pub fn kubectl(args: &[&str]) -> Result<String, String> {
 }
 
 pub fn apply_json(namespace: &str, manifest: &Value) {
-    let path = std::env::temp_dir().join(format!(
-        "e2e-{}-{}-{}-{}.json",
-        std::process::id(),
-        namespace,
-        manifest["kind"].as_str().unwrap_or("x"),
-        manifest["metadata"]["name"].as_str().unwrap_or("x")
-    ));
-    std::fs::write(&path, serde_json::to_vec(manifest).unwrap()).unwrap();
-    let result = kubectl(&["-n", namespace, "apply", "-f", path.to_str().unwrap()]);
-    let _ = std::fs::remove_file(&path);
-    result.unwrap_or_else(|err| panic!("applying {manifest}: {err}"));
+    cluster()
+        .apply(Some(namespace), &manifest.to_string())
+        .unwrap_or_else(|err| panic!("applying {manifest}: {err}"));
 }
 
 /// The operator binary watching `namespace` as its service account; stopped when dropped.
@@ -168,7 +158,7 @@ pub fn migration_dir(ns: &TestNamespace, files: Value) {
 
 /// The seed's migration file and its `atlas.sum`, as a ConfigMap's data.
 pub fn seed_files() -> Value {
-    json!({"20230316085611.sql": SEED_SQL, "atlas.sum": SEED_SUM})
+    json!({seed::MIGRATION_FILE: seed::MIGRATION_SQL, "atlas.sum": seed::MIGRATION_SUM})
 }
 
 /// Polls `what` until it is Ready (two minutes at most).

@@ -38,7 +38,7 @@ pub fn run(keep: bool) -> Result<()> {
         "build the operator and the runner; a local Kubernetes (etcd, kube-apiserver, \
          kube-controller-manager, the process-kubelet)",
     );
-    crate::run::step(
+    crate::steps::step(
         "build",
         "cargo",
         &["build", "-p", "atlas-operator", "-p", "atlas-runner"],
@@ -89,7 +89,7 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
     fresh_databases(servers)?;
     for name in [NAMESPACE, NAMESPACE_INLINE] {
         let namespace = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n");
-        apply_stdin(cluster, &namespace)?;
+        cluster.apply(None, &namespace)?;
     }
     let binary = devcluster::target_dir().join("debug/atlas-operator");
     let operator = OperatorProcess::start(cluster, &binary, &[NAMESPACE, NAMESPACE_INLINE])?;
@@ -123,7 +123,7 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
             "-o",
             "yaml",
         ])
-        .and_then(|yaml| apply_stdin(cluster, &yaml))?;
+        .and_then(|yaml| Ok(cluster.apply(None, &yaml)?))?;
     }
     for file in [
         "examples/postgres-migration/migrationdir.yaml",
@@ -180,7 +180,7 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
     files.insert("atlas.sum".into(), sum);
     let configmap = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
         "metadata": {"name": "migrationdir", "namespace": NAMESPACE}, "data": files});
-    apply_stdin(cluster, &configmap.to_string())?;
+    cluster.apply(None, &configmap.to_string())?;
     let deadline = Instant::now() + Duration::from_secs(110);
     loop {
         let version = kubectl(&[
@@ -282,7 +282,7 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
         "-o",
         "yaml",
     ])
-    .and_then(|yaml| apply_stdin(cluster, &yaml))?;
+    .and_then(|yaml| Ok(cluster.apply(None, &yaml)?))?;
     let out = kubectl(&[
         "-n",
         NAMESPACE_INLINE,
@@ -331,7 +331,7 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
         name varchar(255) not null,\n  email varchar(255) unique not null,\n  \
         short_bio varchar(255) not null,\n  nickname varchar(64) null,\n  primary key (id)\n);\n";
     schema["spec"]["schema"]["sql"] = with_nickname.into();
-    apply_stdin(cluster, &schema.to_string())?;
+    cluster.apply(None, &schema.to_string())?;
     let ready = wait_ready(&kubectl, "atlasschema/atlasschema-mysql", |status, _| {
         status == "True"
     })
@@ -347,7 +347,7 @@ fn apply_everything(cluster: &devcluster::cluster::Cluster, servers: &db::Server
     let without_bio = with_nickname.replace("  short_bio varchar(255) not null,\n", "");
     schema["spec"]["schema"]["sql"] = without_bio.into();
     schema["spec"]["policy"] = serde_json::json!({"lint": {"destructive": {"error": true}}});
-    apply_stdin(cluster, &schema.to_string())?;
+    cluster.apply(None, &schema.to_string())?;
     let refused = wait_ready(
         &kubectl,
         "atlasschema/atlasschema-mysql",
@@ -453,19 +453,6 @@ fn psql(servers: &db::Servers, sql: &str) -> Result<String> {
     psql.arg(servers.postgres_url_for(DEMO_POSTGRES_DATABASE))
         .args(["-X", "-q", "-A", "-t", "-F", "\t", "-c", sql]);
     Ok(cmd::output(&mut psql, LIMIT)?)
-}
-
-fn apply_stdin(cluster: &devcluster::cluster::Cluster, yaml: &str) -> Result<String> {
-    let dir =
-        std::env::temp_dir().join(format!("atlas-operator-demo-apply-{}", std::process::id()));
-    fs::create_dir_all(&dir)?;
-    let file = dir.join("manifest.yaml");
-    fs::write(&file, yaml)?;
-    let mut command = cluster.kubectl();
-    command.args(["apply", "-f"]).arg(&file);
-    let result = cmd::output(&mut command, LIMIT);
-    let _ = fs::remove_dir_all(&dir);
-    Ok(result?)
 }
 
 fn seed_document(relative: &str) -> Result<Value> {

@@ -5,7 +5,7 @@ mod cluster;
 mod crds;
 mod db;
 mod demo;
-mod run;
+mod steps;
 mod test;
 mod tools;
 

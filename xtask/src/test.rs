@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
-use crate::run::step;
+use crate::steps::step;
 use crate::workspace_root;
 
 pub fn run() -> Result<()> {

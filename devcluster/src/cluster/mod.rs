@@ -177,6 +177,24 @@ impl Cluster {
         cmd::output(&mut kubectl, CALL_LIMIT).map_err(command_error("kubectl"))
     }
 
+    /// `kubectl apply` of a manifest (YAML, or JSON, which is YAML) as the admin, in `namespace`
+    /// when given; returns what kubectl printed. The manifest goes through a file of its own, so
+    /// a refusal names it and concurrent callers never share one.
+    pub fn apply(&self, namespace: Option<&str>, manifest: &str) -> Result<String, ClusterError> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("devcluster-apply-{}-{n}.yaml", std::process::id()));
+        fs::write(&path, manifest).map_err(io(format!("writing {}", path.display())))?;
+        let mut args = vec!["apply", "-f", path.to_str().unwrap_or_default()];
+        if let Some(namespace) = namespace {
+            args.extend(["-n", namespace]);
+        }
+        let result = self.kubectl_output(&args);
+        let _ = fs::remove_file(&path);
+        result
+    }
+
     /// Writes a kubeconfig for this cluster that authenticates with `credentials` (a client
     /// certificate from [`Cluster::issue_cert`]). Written by `kubectl config` itself, with the
     /// certificates embedded, and moved into place whole.

@@ -14,13 +14,13 @@ pub mod image;
 pub mod launch;
 pub mod logs;
 pub mod node;
+pub mod pod_status;
 pub mod pods;
 pub mod ports;
 pub mod probe;
 pub mod reference;
 pub mod sandbox;
 pub mod scheduler;
-pub mod status;
 pub mod volumes;
 pub mod worker;
 

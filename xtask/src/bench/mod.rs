@@ -109,7 +109,7 @@ pub fn run(plan: Plan) -> Result<()> {
     if plan.profile == "release" {
         build.push("--release");
     }
-    crate::run::step("build", "cargo", &build)?;
+    crate::steps::step("build", "cargo", &build)?;
     let bin_dir = devcluster::target_dir().join(plan.profile);
     let operator_bin = bin_dir.join("atlas-operator");
     let runner_bin = bin_dir.join("runner");

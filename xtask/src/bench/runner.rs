@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail};
 use contract::{self, CONTRACT_VERSION, MigrateApply, Outcome, Target, Task, Work};
 use devcluster::db::{Engine, TestDatabase};
+use devcluster::seed;
 use serde::Serialize;
 
 use super::proc::PeakWatch;
 
 /// The seed's PostgreSQL migration (examples/postgres-migration): what users start from.
-const SEED_SQL: &str = "create sequence users_seq;\ncreate table users (\n  id int not null default nextval ('users_seq'),\n  name varchar(255) not null,\n  email varchar(255) unique not null,\n  short_bio varchar(255) not null,\n  primary key (id)\n);\n";
 
 #[derive(Clone, Debug, Serialize)]
 pub struct RunnerFigures {
@@ -42,7 +42,7 @@ pub fn measure(runner: &Path, runs: usize, scratch: &Path) -> Result<RunnerFigur
     let dir = scratch.join("runner-dir");
     let tmp = scratch.join("runner-tmp");
     std::fs::create_dir_all(&tmp)?;
-    let files = super::hashed_dir(&[("20230316085611.sql", SEED_SQL)]);
+    let files = super::hashed_dir(&[(seed::MIGRATION_FILE, seed::MIGRATION_SQL)]);
     std::fs::create_dir_all(&dir)?;
     for (name, content) in &files {
         std::fs::write(dir.join(name), content)?;

@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::run::{Restart, backoff};
 use super::{Ending, Exit, Probed, Worker};
+use crate::kubelet::pod_status::{self, Phase, State};
 use crate::kubelet::probe::{self, Event as ProbeEvent};
-use crate::kubelet::status::{self, Phase, State};
 use crate::kubelet::{NODE_IP, launch, logs, sandbox};
 
 /// How soon a container that could not be configured (a missing Secret, …) is tried again.
@@ -90,7 +90,7 @@ impl Worker {
             None => false,
         });
         if all_done {
-            let phase = status::terminal_phase(self.main.iter().map(|run| &run.state));
+            let phase = pod_status::terminal_phase(self.main.iter().map(|run| &run.state));
             tracing::info!(pod = %self.key(), phase = phase.as_str(), "main containers ended");
             self.phase = Some((phase, None, None));
             // Sidecars are stopped now that the containers they served are done.

@@ -10,8 +10,8 @@ use kube::api::{DeleteParams, Preconditions};
 use tokio::time::Instant;
 
 use super::{API_LIMIT, DEADLINE_MESSAGE, DEADLINE_REASON, Ending, Worker};
+use crate::kubelet::pod_status::{self, Phase, State};
 use crate::kubelet::sandbox;
-use crate::kubelet::status::{self, Phase, State};
 
 impl Worker {
     /// Asks every running container to stop (`SIGTERM` now, `SIGKILL` after `grace` seconds);
@@ -71,7 +71,7 @@ impl Worker {
                     (Phase::Failed, Some(DEADLINE_REASON), Some(DEADLINE_MESSAGE))
                 }
                 _ => (
-                    status::terminal_phase(self.main.iter().map(|run| &run.state)),
+                    pod_status::terminal_phase(self.main.iter().map(|run| &run.state)),
                     None,
                     None,
                 ),

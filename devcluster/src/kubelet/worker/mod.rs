@@ -8,7 +8,7 @@
 //! The task reacts to four things: a newer version of the pod (from the node's watch), a
 //! container's exit, a probe's verdict, and time (retries, back-off, the grace period's end, the
 //! deadline). After each it runs [`Worker::sync`], which moves the pod as far as it can go and
-//! writes the status ([`super::status`]) when it differs from what was last written.
+//! writes the status ([`super::pod_status`]) when it differs from what was last written.
 //!
 //! `run` is a container's record and its restart rules, `containers` starts the containers and
 //! takes in their exits and probes, `ending` stops the pod and removes it.
@@ -31,8 +31,8 @@ use tokio::time::Instant;
 
 use super::Context;
 use super::env::Lookup;
+use super::pod_status::{self, Conditions, Phase, PodView, State};
 use super::probe::Event as ProbeEvent;
-use super::status::{self, Conditions, Phase, PodView, State};
 use super::volumes::{self, Prepared};
 use super::{ports, sandbox};
 use run::{Restart, Run, restart_policy};
@@ -465,7 +465,7 @@ impl Worker {
                 _ => None,
             },
         };
-        status::pod_status(&pod, &mut self.conditions, jiff::Timestamp::now())
+        pod_status::pod_status(&pod, &mut self.conditions, jiff::Timestamp::now())
     }
 
     /// Writes the status when it differs from the last one written.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::{Container, Pod};
 use tokio::time::Instant;
 
-use crate::kubelet::status::{ContainerView, State};
+use crate::kubelet::pod_status::{ContainerView, State};
 
 /// A restarted container waits this long, doubled per restart up to [`BACKOFF_MAX`]. Shorter
 /// than a kubelet's 10 s … 5 min: tests wait for these.
