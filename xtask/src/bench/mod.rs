@@ -11,6 +11,7 @@ mod plot;
 mod proc;
 mod runner;
 mod scale;
+mod workload;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -20,7 +21,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use scale::{Operator, ScaleFigures, StartFigures, SteadyFigures, StormFigures, Workload};
+use scale::{Operator, ScaleFigures, StartFigures, SteadyFigures, StormFigures};
+use workload::Workload;
 
 /// What one run measures.
 #[derive(Clone, Debug, Serialize)]
@@ -104,7 +106,7 @@ pub fn run(plan: Plan) -> Result<()> {
     devcluster::tools::ensure_all()?;
     devcluster::db::up()?;
     let cluster = devcluster::cluster::up()?;
-    scale::wait_for_earlier_runs(&cluster, Duration::from_secs(400))?;
+    workload::wait_for_earlier_runs(&cluster, Duration::from_secs(400))?;
     let mut build = vec!["build", "-p", "atlas-operator", "-p", "atlas-runner"];
     if plan.profile == "release" {
         build.push("--release");
@@ -144,7 +146,7 @@ pub fn run(plan: Plan) -> Result<()> {
         let last = i + 1 == plan.sizes.len();
         eprintln!(
             "==> scale: {size} AtlasMigrations in {} namespaces",
-            scale::NAMESPACES
+            workload::NAMESPACES
         );
         let phase = Instant::now();
         let workload = Workload::new(&run_id, size, &scratch, &cluster)?;
@@ -322,7 +324,7 @@ fn table(results: &Results) -> String {
     let _ = writeln!(
         out,
         "\nscale ({} namespaces)                    {}",
-        scale::NAMESPACES,
+        workload::NAMESPACES,
         sizes.iter().map(|s| format!("{s:>14}")).collect::<String>()
     );
     let row = |out: &mut String, title: &str, value: &dyn Fn(&ScaleFigures) -> String| {
