@@ -7,6 +7,7 @@
 //! `--quick` is the smoke run `cargo xtask test` includes, so the harness never rots.
 
 mod audit;
+mod operator;
 mod plot;
 mod proc;
 mod runner;
@@ -21,7 +22,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use scale::{Operator, ScaleFigures, StartFigures, SteadyFigures, StormFigures};
+use operator::Operator;
+use scale::{ScaleFigures, StartFigures, SteadyFigures, StormFigures};
 use workload::Workload;
 
 /// What one run measures.
