@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
-use contract::Kind;
 use devcluster::cluster::Cluster;
 use devcluster::operator;
 use serde::Serialize;
 
+use super::audit::timeline::{Latency, Requests, Timeline, seconds};
 use super::audit::{AuditLog, Request};
 use super::operator::Operator;
 use super::workload::{NAMESPACES, Workload, apply, kubectl};
@@ -22,64 +22,6 @@ use super::workload::{NAMESPACES, Workload, apply, kubectl};
 /// Writes of a finished apply (the last event, the Job's final status) still land for a moment
 /// after the resource turns Ready.
 const SETTLE: Duration = Duration::from_secs(3);
-
-/// Percentiles of per-resource latencies, in seconds.
-#[derive(Clone, Copy, Debug, Default, Serialize)]
-pub struct Latency {
-    pub p50: f64,
-    pub p99: f64,
-    pub max: f64,
-}
-
-impl Latency {
-    fn of(mut seconds: Vec<f64>) -> Latency {
-        if seconds.is_empty() {
-            return Latency::default();
-        }
-        seconds.sort_by(f64::total_cmp);
-        // Nearest rank: the smallest value with at least p% of the values at or below it.
-        let rank =
-            |p: f64| seconds[((p / 100.0 * seconds.len() as f64).ceil() as usize).max(1) - 1];
-        Latency {
-            p50: rank(50.0),
-            p99: rank(99.0),
-            max: seconds[seconds.len() - 1],
-        }
-    }
-}
-
-/// The operator's requests in this run's namespaces, by verb.
-#[derive(Clone, Debug, Default, Serialize)]
-pub struct Requests {
-    pub by_verb: BTreeMap<String, usize>,
-    pub reads: usize,
-    pub writes: usize,
-    /// Writes to its Lease (leader election), counted apart.
-    pub lease_writes: usize,
-}
-
-impl Requests {
-    fn count<'a>(requests: impl Iterator<Item = &'a Request>, workload: &Workload) -> Requests {
-        let lease = workload.lease();
-        let user = operator::user();
-        let mut counted = Requests::default();
-        for request in requests.filter(|r| r.user == user) {
-            if request.resource == "leases" && request.name == lease {
-                if request.is_write() {
-                    counted.lease_writes += 1;
-                }
-            } else if workload.owns(&request.namespace) {
-                *counted.by_verb.entry(request.verb.clone()).or_default() += 1;
-                if request.is_write() {
-                    counted.writes += 1;
-                } else {
-                    counted.reads += 1;
-                }
-            }
-        }
-        counted
-    }
-}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct ScaleFigures {
@@ -189,65 +131,6 @@ pub fn scale(
         writes_per_resource: counted.writes as f64 / workload.size as f64,
         requests: counted,
     })
-}
-
-/// Per resource: when the operator first created a Job for it, and when it last wrote its
-/// status (the write that turned it Ready: a Ready resource gets no more).
-struct Timeline {
-    first_job: BTreeMap<(String, String), jiff::Timestamp>,
-    last_status: BTreeMap<(String, String), jiff::Timestamp>,
-    jobs_created: usize,
-    jobs_deleted: usize,
-}
-
-impl Timeline {
-    fn of(requests: &[Request], workload: &Workload) -> Timeline {
-        let user = operator::user();
-        let mut timeline = Timeline {
-            first_job: BTreeMap::new(),
-            last_status: BTreeMap::new(),
-            jobs_created: 0,
-            jobs_deleted: 0,
-        };
-        for r in requests
-            .iter()
-            .filter(|r| r.user == user && workload.owns(&r.namespace))
-        {
-            match (r.verb.as_str(), r.resource.as_str(), r.subresource.as_str()) {
-                ("create", "jobs", "") if r.code == 201 => {
-                    timeline.jobs_created += 1;
-                    if let Some(owner) = job_owner(&r.name) {
-                        timeline
-                            .first_job
-                            .entry((r.namespace.clone(), owner))
-                            .or_insert(r.at);
-                    }
-                }
-                ("delete", "jobs", "") if r.code == 200 => timeline.jobs_deleted += 1,
-                ("patch", "atlasmigrations", "status") => {
-                    timeline
-                        .last_status
-                        .insert((r.namespace.clone(), r.name.clone()), r.at);
-                }
-                _ => {}
-            }
-        }
-        timeline
-    }
-}
-
-/// The resource a Job was made for: `atlasmigration-<name>-<hash8>` (names here are short, so
-/// never cut).
-fn job_owner(job: &str) -> Option<String> {
-    let (head, hash) = job.rsplit_once('-')?;
-    let name = head.strip_prefix(
-        atlas_operator::reconcile::build::job_name(Kind::Migration, "", "").trim_end_matches('-'),
-    )?;
-    (hash.len() == 8).then(|| name.trim_start_matches('-').to_string())
-}
-
-fn seconds(from: jiff::Timestamp, to: jiff::Timestamp) -> f64 {
-    (to.as_microsecond() - from.as_microsecond()) as f64 / 1e6
 }
 
 /// One resource as `kubectl get` shows it.
@@ -581,29 +464,4 @@ pub fn restart(
         rss_peak_mib: memory.peak_mib(),
     };
     Ok((operator, figures))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_jobs_resource_is_its_name_without_prefix_and_hash() {
-        assert_eq!(
-            job_owner("atlasmigration-m-0042-f6ed89e0").as_deref(),
-            Some("m-0042")
-        );
-        assert_eq!(job_owner("atlasmigration-m-0042"), None);
-        assert_eq!(job_owner("atlasschema-m-0042-f6ed89e0"), None);
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let latency = Latency::of((1..=100).map(f64::from).collect());
-        assert_eq!((latency.p50, latency.p99, latency.max), (50.0, 99.0, 100.0));
-        let one = Latency::of(vec![2.5]);
-        assert_eq!((one.p50, one.p99, one.max), (2.5, 2.5, 2.5));
-        let ten = Latency::of((1..=10).map(f64::from).collect());
-        assert_eq!((ten.p50, ten.p99), (5.0, 10.0));
-    }
 }
