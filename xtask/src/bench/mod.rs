@@ -12,6 +12,7 @@ mod plot;
 mod proc;
 mod runner;
 mod scale;
+mod wait;
 mod workload;
 
 use std::collections::BTreeMap;

@@ -17,6 +17,7 @@ use serde::Serialize;
 use super::audit::timeline::{Latency, Requests, Timeline, seconds};
 use super::audit::{AuditLog, Request};
 use super::operator::Operator;
+use super::wait::{wait_all, wait_rows};
 use super::workload::{NAMESPACES, Workload, apply, kubectl};
 
 /// Writes of a finished apply (the last event, the Job's final status) still land for a moment
@@ -131,119 +132,6 @@ pub fn scale(
         writes_per_resource: counted.writes as f64 / workload.size as f64,
         requests: counted,
     })
-}
-
-/// One resource as `kubectl get` shows it.
-struct Row {
-    key: String,
-    ready: String,
-    reason: String,
-    stalled: String,
-    version: String,
-}
-
-fn rows(cluster: &Cluster, workload: &Workload) -> Result<Vec<Row>> {
-    let jsonpath = "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name}{\"\\t\"}\
-        {.status.conditions[?(@.type==\"Ready\")].status}{\"\\t\"}\
-        {.status.conditions[?(@.type==\"Ready\")].reason}{\"\\t\"}\
-        {.status.conditions[?(@.type==\"Stalled\")].status}{\"\\t\"}\
-        {.status.lastAppliedVersion}{\"\\n\"}{end}";
-    let out = kubectl(
-        cluster,
-        &[
-            "get",
-            "atlasmigrations",
-            "-A",
-            "-l",
-            &workload.selector(),
-            "-o",
-            jsonpath,
-        ],
-        Duration::from_secs(60),
-    )?;
-    Ok(out
-        .lines()
-        .filter(|line| !line.is_empty())
-        .map(|line| {
-            let mut parts = line.split('\t').map(str::to_string);
-            let mut next = || parts.next().unwrap_or_default();
-            Row {
-                key: next(),
-                ready: next(),
-                reason: next(),
-                stalled: next(),
-                version: next(),
-            }
-        })
-        .collect())
-}
-
-/// Polls until `done` holds for every resource of `keys` (all of the workload's when None);
-/// fails at once on a Stalled resource (retrying cannot help it) and at the deadline.
-fn wait_rows(
-    cluster: &Cluster,
-    workload: &Workload,
-    operator: &Operator,
-    deadline: Duration,
-    keys: Option<&BTreeSet<String>>,
-    done: impl Fn(&Row) -> bool,
-    what: &str,
-) -> Result<()> {
-    let expected = keys.map_or(workload.size, BTreeSet::len);
-    let started = Instant::now();
-    let mut last_report = Instant::now();
-    // Listing 1,000 objects costs the API server too: poll less often the more there are.
-    let poll = Duration::from_millis(if workload.size > 100 { 2000 } else { 500 });
-    loop {
-        let rows = rows(cluster, workload)?;
-        let relevant: Vec<&Row> = rows
-            .iter()
-            .filter(|row| keys.is_none_or(|keys| keys.contains(&row.key)))
-            .collect();
-        let finished = relevant.iter().filter(|row| done(row)).count();
-        if finished == expected {
-            return Ok(());
-        }
-        if let Some(stalled) = relevant.iter().find(|row| row.stalled == "True") {
-            bail!(
-                "{} is Stalled ({}); the operator's log ends:\n{}",
-                stalled.key,
-                stalled.reason,
-                operator.log_tail()
-            );
-        }
-        if last_report.elapsed() >= Duration::from_secs(10) {
-            let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
-            for row in relevant.iter().filter(|row| !done(row)) {
-                *reasons.entry(row.reason.as_str()).or_default() += 1;
-            }
-            eprintln!(
-                "    {:>5.0}s: {finished}/{expected} {what}; the others: {reasons:?}",
-                started.elapsed().as_secs_f64()
-            );
-            last_report = Instant::now();
-        }
-        if started.elapsed() > deadline {
-            bail!(
-                "only {finished} of {expected} resources were {what} after {deadline:?}; the \
-                 operator's log ends:\n{}",
-                operator.log_tail()
-            );
-        }
-        operator.memory()?;
-        std::thread::sleep(poll);
-    }
-}
-
-fn wait_all(
-    cluster: &Cluster,
-    workload: &Workload,
-    operator: &Operator,
-    deadline: Duration,
-    done: impl Fn(&Row) -> bool,
-    what: &str,
-) -> Result<()> {
-    wait_rows(cluster, workload, operator, deadline, None, done, what)
 }
 
 #[derive(Clone, Debug, Serialize)]
