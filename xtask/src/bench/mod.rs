@@ -11,7 +11,7 @@ mod operator;
 mod plot;
 mod proc;
 mod runner;
-mod scale;
+mod scenarios;
 mod wait;
 mod workload;
 
@@ -24,7 +24,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use operator::Operator;
-use scale::{ScaleFigures, StartFigures, SteadyFigures, StormFigures};
+use scenarios::{ScaleFigures, StartFigures, SteadyFigures, StormFigures};
 use workload::Workload;
 
 /// What one run measures.
@@ -169,7 +169,7 @@ pub fn run(plan: Plan) -> Result<()> {
             "    namespaces, inputs and operator ready in {:.0} s",
             phase.elapsed().as_secs_f64()
         );
-        let figures = scale::scale(&cluster, &workload, &operator, deadline)?;
+        let figures = scenarios::scale(&cluster, &workload, &operator, deadline)?;
         eprintln!(
             "    all Ready {:.1} s after apply; RSS {:.1} → peak {:.1} MiB; CPU {:.1} s",
             figures.all_ready_seconds,
@@ -183,7 +183,7 @@ pub fn run(plan: Plan) -> Result<()> {
                 "==> steady state: {size} Ready, {} s idle",
                 plan.idle_seconds
             );
-            let steady = scale::steady(
+            let steady = scenarios::steady(
                 &cluster,
                 &workload,
                 &operator,
@@ -195,13 +195,13 @@ pub fn run(plan: Plan) -> Result<()> {
             );
             let edited = plan.storm.min(size);
             eprintln!("==> change storm: {edited} ConfigMaps edited at once");
-            let storm = scale::storm(&cluster, &workload, &operator, edited, deadline)?;
+            let storm = scenarios::storm(&cluster, &workload, &operator, edited, deadline)?;
             eprintln!(
                 "    all Ready again in {:.1} s; {} Jobs created",
                 storm.all_ready_seconds, storm.jobs_created
             );
             eprintln!("==> operator start with {size} resources present");
-            let (operator, start) = scale::restart(
+            let (operator, start) = scenarios::restart(
                 &cluster,
                 &operator_bin,
                 &workload,
