@@ -22,7 +22,7 @@ pub struct Latency {
 }
 
 impl Latency {
-    pub fn of(mut seconds: Vec<f64>) -> Latency {
+    fn of(mut seconds: Vec<f64>) -> Latency {
         if seconds.is_empty() {
             return Latency::default();
         }
@@ -71,11 +71,31 @@ impl Requests {
     }
 }
 
+/// An object by namespace and name.
+pub type Key = (String, String);
+
+/// When each object was first the target of a request that `matches`, made by anyone but the
+/// operator: the bench's create of a resource or edit of its ConfigMap, which the resource's
+/// latencies count from.
+pub fn first_requests(
+    requests: &[Request],
+    matches: impl Fn(&Request) -> bool,
+) -> BTreeMap<Key, jiff::Timestamp> {
+    let user = operator::user();
+    let mut first = BTreeMap::new();
+    for r in requests.iter().filter(|r| r.user != user && matches(r)) {
+        first
+            .entry((r.namespace.clone(), r.name.clone()))
+            .or_insert(r.at);
+    }
+    first
+}
+
 /// Per resource: when the operator first created a Job for it, and when it last wrote its
 /// status (the write that turned it Ready: a Ready resource gets no more).
 pub struct Timeline {
-    pub first_job: BTreeMap<(String, String), jiff::Timestamp>,
-    pub last_status: BTreeMap<(String, String), jiff::Timestamp>,
+    first_job: BTreeMap<Key, jiff::Timestamp>,
+    last_status: BTreeMap<Key, jiff::Timestamp>,
     pub jobs_created: usize,
     pub jobs_deleted: usize,
 }
@@ -114,6 +134,42 @@ impl Timeline {
         }
         timeline
     }
+
+    /// Per resource of `starts`, from its start to its Job and to its Ready; `last_ready` is
+    /// never before `since` (when the phase began).
+    pub fn latencies(
+        &self,
+        starts: &BTreeMap<Key, jiff::Timestamp>,
+        since: jiff::Timestamp,
+    ) -> Latencies {
+        let mut to_job = Vec::new();
+        let mut to_ready = Vec::new();
+        let mut last_ready = since;
+        for (key, at) in starts {
+            if let Some(job) = self.first_job.get(key) {
+                to_job.push(seconds(*at, *job));
+            }
+            if let Some(ready) = self.last_status.get(key) {
+                to_ready.push(seconds(*at, *ready));
+                last_ready = last_ready.max(*ready);
+            }
+        }
+        Latencies {
+            ready: to_ready.len(),
+            to_job: Latency::of(to_job),
+            to_ready: Latency::of(to_ready),
+            last_ready,
+        }
+    }
+}
+
+/// What `Timeline::latencies` found.
+pub struct Latencies {
+    pub to_job: Latency,
+    pub to_ready: Latency,
+    /// How many of the resources have a status write (the others never turned Ready).
+    pub ready: usize,
+    pub last_ready: jiff::Timestamp,
 }
 
 /// The resource a Job was made for: `atlasmigration-<name>-<hash8>` (names here are short, so
@@ -142,6 +198,54 @@ mod tests {
         );
         assert_eq!(job_owner("atlasmigration-m-0042"), None);
         assert_eq!(job_owner("atlasschema-m-0042-f6ed89e0"), None);
+    }
+
+    fn at(second: i64) -> jiff::Timestamp {
+        jiff::Timestamp::from_second(1_700_000_000 + second).unwrap()
+    }
+
+    fn key(name: &str) -> Key {
+        ("ns".to_string(), name.to_string())
+    }
+
+    #[test]
+    fn a_start_is_the_first_matching_request_not_by_the_operator() {
+        let request = |user: &str, name: &str, code: i64, second: i64| Request {
+            verb: "patch".into(),
+            resource: "configmaps".into(),
+            subresource: String::new(),
+            namespace: "ns".into(),
+            name: name.into(),
+            user: user.into(),
+            code,
+            at: at(second),
+        };
+        let operator = operator::user();
+        let requests = [
+            request(&operator, "a", 200, 1),
+            request("admin", "a", 200, 2),
+            request("admin", "a", 200, 3),
+            request("admin", "b", 409, 4),
+        ];
+        let starts = first_requests(&requests, |r| r.code == 200);
+        assert_eq!(starts, BTreeMap::from([(key("a"), at(2))]));
+    }
+
+    #[test]
+    fn latencies_count_from_each_start_and_the_last_ready_from_the_phase() {
+        let timeline = Timeline {
+            first_job: BTreeMap::from([(key("a"), at(2)), (key("b"), at(3))]),
+            last_status: BTreeMap::from([(key("a"), at(5))]),
+            jobs_created: 2,
+            jobs_deleted: 0,
+        };
+        let starts = BTreeMap::from([(key("a"), at(1)), (key("b"), at(1))]);
+        let latencies = timeline.latencies(&starts, at(0));
+        assert_eq!(latencies.ready, 1);
+        assert_eq!((latencies.to_job.p50, latencies.to_job.max), (1.0, 2.0));
+        assert_eq!(latencies.to_ready.max, 4.0);
+        assert_eq!(latencies.last_ready, at(5));
+        assert_eq!(timeline.latencies(&starts, at(9)).last_ready, at(9));
     }
 
     #[test]

@@ -1,17 +1,15 @@
 //! The scale phase: how long N AtlasMigrations take from `kubectl apply` to Ready, and what the
 //! operator spends (memory, CPU, API requests) on them.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
 use devcluster::cluster::Cluster;
-use devcluster::operator;
 use serde::Serialize;
 
 use super::SETTLE;
 use crate::bench::audit::AuditLog;
-use crate::bench::audit::timeline::{Latency, Requests, Timeline, seconds};
+use crate::bench::audit::timeline::{Latency, Requests, Timeline, first_requests, seconds};
 use crate::bench::operator::Operator;
 use crate::bench::wait::wait_all;
 use crate::bench::workload::{NAMESPACES, Workload, apply};
@@ -72,38 +70,18 @@ pub fn scale(
     let cpu_seconds = operator.cpu_seconds()? - cpu_before;
     let requests = audit.read_new(&workload.needle())?;
 
-    let user = operator::user();
-    let mut created: BTreeMap<(String, String), jiff::Timestamp> = BTreeMap::new();
-    for r in requests.iter().filter(|r| {
-        r.user != user
-            && r.resource == "atlasmigrations"
-            && r.subresource.is_empty()
-            && r.code == 201
-    }) {
-        created
-            .entry((r.namespace.clone(), r.name.clone()))
-            .or_insert(r.at);
-    }
+    let created = first_requests(&requests, |r| {
+        r.resource == "atlasmigrations" && r.subresource.is_empty() && r.code == 201
+    });
     let timeline = Timeline::of(&requests, workload);
-    let mut to_job = Vec::new();
-    let mut to_ready = Vec::new();
-    let mut last_ready = applied_at;
-    for (key, at) in &created {
-        if let Some(job) = timeline.first_job.get(key) {
-            to_job.push(seconds(*at, *job));
-        }
-        if let Some(ready) = timeline.last_status.get(key) {
-            to_ready.push(seconds(*at, *ready));
-            last_ready = last_ready.max(*ready);
-        }
-    }
-    if created.len() != workload.size || to_ready.len() != workload.size {
+    let latencies = timeline.latencies(&created, applied_at);
+    if created.len() != workload.size || latencies.ready != workload.size {
         bail!(
             "the audit log shows {} of {} creations and {} Ready status writes: is the audit \
              log {} complete?",
             created.len(),
             workload.size,
-            to_ready.len(),
+            latencies.ready,
             cluster.audit_log().display()
         );
     }
@@ -112,9 +90,9 @@ pub fn scale(
         resources: workload.size,
         namespaces: NAMESPACES,
         apply_seconds,
-        all_ready_seconds: seconds(applied_at, last_ready),
-        to_job: Latency::of(to_job),
-        to_ready: Latency::of(to_ready),
+        all_ready_seconds: seconds(applied_at, latencies.last_ready),
+        to_job: latencies.to_job,
+        to_ready: latencies.to_ready,
         rss_idle_mib: idle.rss_mib(),
         rss_peak_mib: after.peak_mib(),
         rss_after_mib: after.rss_mib(),

@@ -1,17 +1,16 @@
 //! The change storm: many migration directories edited at once, and how long until each resource
 //! has applied its new migration.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use anyhow::Result;
 use devcluster::cluster::Cluster;
-use devcluster::operator;
 use serde::Serialize;
 
 use super::SETTLE;
 use crate::bench::audit::AuditLog;
-use crate::bench::audit::timeline::{Latency, Requests, Timeline, seconds};
+use crate::bench::audit::timeline::{Latency, Requests, Timeline, first_requests, seconds};
 use crate::bench::operator::Operator;
 use crate::bench::wait::wait_rows;
 use crate::bench::workload::{Workload, apply};
@@ -62,35 +61,19 @@ pub fn storm(
     std::thread::sleep(SETTLE);
     let cpu_seconds = operator.cpu_seconds()? - cpu_before;
     let requests = audit.read_new(&workload.needle())?;
-    let user = operator::user();
-    let mut edits: BTreeMap<(String, String), jiff::Timestamp> = BTreeMap::new();
-    for r in requests.iter().filter(|r| {
-        r.user != user && r.resource == "configmaps" && r.verb == "patch" && r.code == 200
-    }) {
-        edits
-            .entry((r.namespace.clone(), r.name.clone()))
-            .or_insert(r.at);
-    }
+    // A ConfigMap has the name of the resource it is the directory of.
+    let edits = first_requests(&requests, |r| {
+        r.resource == "configmaps" && r.verb == "patch" && r.code == 200
+    });
     let timeline = Timeline::of(&requests, workload);
-    let mut to_job = Vec::new();
-    let mut to_ready = Vec::new();
-    let mut last = started_at;
-    for (key, at) in &edits {
-        if let Some(job) = timeline.first_job.get(key) {
-            to_job.push(seconds(*at, *job));
-        }
-        if let Some(ready) = timeline.last_status.get(key) {
-            to_ready.push(seconds(*at, *ready));
-            last = last.max(*ready);
-        }
-    }
+    let latencies = timeline.latencies(&edits, started_at);
     let counted = Requests::count(requests.iter(), workload);
     Ok(StormFigures {
         resources: workload.size,
         edited,
-        all_ready_seconds: seconds(started_at, last),
-        to_job: Latency::of(to_job),
-        to_ready: Latency::of(to_ready),
+        all_ready_seconds: seconds(started_at, latencies.last_ready),
+        to_job: latencies.to_job,
+        to_ready: latencies.to_ready,
         jobs_created: timeline.jobs_created,
         jobs_deleted: timeline.jobs_deleted,
         writes: counted.writes,
