@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use plotters::prelude::*;
 
-use super::scale::ScaleFigures;
+use super::scenarios::ScaleFigures;
 
 /// One line of a panel: its legend, colour and points.
 type Series<'a> = (&'a str, RGBColor, Vec<(f64, f64)>);

@@ -1,7 +1,7 @@
 //! The API server's audit log (one JSON event per request, `Metadata` level), read from where the
 //! last read stopped. Other agents' tests write to the same log at the same time, with operators
-//! of the same service account, so every count here is narrowed to this run's namespaces and
-//! Lease by the caller.
+//! of the same service account, so every count made from it (`timeline`) is narrowed to this
+//! run's namespaces and Lease.
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, SeekFrom};
@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+
+pub mod timeline;
 
 /// One request, as the audit log records it.
 #[derive(Clone, Debug)]
