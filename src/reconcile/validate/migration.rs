@@ -2,11 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use contract::{CONTRACT_VERSION, Kind, MigrateApply, Work};
+use contract::{Kind, MigrateApply, Work};
 
-use super::project::project_config;
-use super::target::{Targeted, dev_url, target};
-use super::{DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, identity};
+use super::{Common, DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError};
 use crate::api::AtlasMigration;
 use crate::reconcile::dereference::Dereferenced;
 
@@ -15,14 +13,13 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
     let configmaps = &found.configmaps;
     let reason = Kind::Migration.input_reason();
     let spec = &resource.spec;
-    let (namespace, name) = identity(&resource.metadata);
-    let Targeted {
-        target,
-        mut env,
-        mut inline,
-    } = target(&spec.target, reason)?;
-    let dev_url_env = dev_url(&spec.dev, &mut env, &mut inline)?;
-    let project = project_config(&spec.project, reason, &mut env, &mut inline)?;
+    let mut common = Common::read(
+        &resource.metadata,
+        &spec.target,
+        &spec.dev,
+        &spec.project,
+        reason,
+    )?;
 
     let dir = &spec.dir;
     let (inputs, files): (InputSource, BTreeMap<String, String>) =
@@ -54,7 +51,7 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
                     ));
                 }
                 for (file, content) in local {
-                    inline.insert(file.clone(), content.clone());
+                    common.inline.insert(file.clone(), content.clone());
                 }
                 (
                     InputSource::Inline {
@@ -89,21 +86,9 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         .protected_flows
         .as_ref()
         .and_then(|p| p.migrate_down.as_ref());
-    let task = contract::Task {
-        version: CONTRACT_VERSION,
-        resource: format!("{namespace}/{name}"),
-        target,
-        dev_url_env,
-        dev_wait_seconds: None,
-        env_name: spec
-            .project
-            .env_name
-            .clone()
-            .unwrap_or_else(|| "k8s".into()),
-        vars: project.vars,
-        custom_config_env: project.custom_config_env,
+    let (task, env, inline) = common.task(
         inputs_digest,
-        work: Work::Migration(MigrateApply {
+        Work::Migration(MigrateApply {
             dir: INPUTS_DIR.into(),
             revisions_schema: spec.revisions_schema.clone(),
             baseline: spec.baseline.clone(),
@@ -111,7 +96,7 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
             tx_mode: None,
             allow_migrate_down: protected.and_then(|m| m.allow).unwrap_or(false),
         }),
-    };
+    );
     Ok(Plan {
         kind: Kind::Migration,
         hash: found.hash.clone(),

@@ -202,11 +202,73 @@ pub const CUSTOM_CONFIG_REFUSED: &str = "this operator does not run custom Atlas
      (spec.config, spec.configFrom): an atlas.hcl can read external data and run programs. The \
      platform team can allow them with --allow-custom-config (Helm value allowCustomConfig: true)";
 
-fn identity(meta: &ObjectMeta) -> (String, String) {
-    (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    )
+/// What every kind's task has, read from the spec parts every kind has (the target, the dev
+/// URL, the project file and its vars), with the pod environment and inline values they need.
+struct Common {
+    resource: String,
+    target: contract::Target,
+    dev_url_env: Option<String>,
+    env_name: String,
+    project: project::ProjectConfig,
+    env: Vec<EnvVar>,
+    inline: BTreeMap<String, String>,
+}
+
+impl Common {
+    fn read(
+        meta: &ObjectMeta,
+        target_spec: &crate::api::common::TargetSpec,
+        dev: &crate::api::DevDatabaseSpec,
+        project_spec: &crate::api::ProjectConfigSpec,
+        reason: Reason,
+    ) -> Result<Common, PlanError> {
+        let target::Targeted {
+            target,
+            mut env,
+            mut inline,
+        } = target::target(target_spec, reason)?;
+        let dev_url_env = target::dev_url(dev, &mut env, &mut inline)?;
+        let project = project::project_config(project_spec, reason, &mut env, &mut inline)?;
+        Ok(Common {
+            resource: format!(
+                "{}/{}",
+                meta.namespace.as_deref().unwrap_or_default(),
+                meta.name.as_deref().unwrap_or_default()
+            ),
+            target,
+            dev_url_env,
+            // The env of the project file the runner writes, unless the spec names one.
+            env_name: project_spec
+                .env_name
+                .clone()
+                .unwrap_or_else(|| "k8s".into()),
+            project,
+            env,
+            inline,
+        })
+    }
+
+    /// The task of `work` over inputs of `inputs_digest`, and the pod environment and inline
+    /// values it needs.
+    fn task(
+        self,
+        inputs_digest: String,
+        work: contract::Work,
+    ) -> (contract::Task, Vec<EnvVar>, BTreeMap<String, String>) {
+        let task = contract::Task {
+            version: contract::CONTRACT_VERSION,
+            resource: self.resource,
+            target: self.target,
+            dev_url_env: self.dev_url_env,
+            dev_wait_seconds: None,
+            env_name: self.env_name,
+            vars: self.project.vars,
+            custom_config_env: self.project.custom_config_env,
+            inputs_digest,
+            work,
+        };
+        (task, self.env, self.inline)
+    }
 }
 
 #[cfg(test)]

@@ -1,12 +1,10 @@
 //! The rules of an AtlasSchema: its desired schema, its policies, and the dev database its plan
 //! needs.
 
-use contract::{CONTRACT_VERSION, Desired, Kind, Reason, SchemaApply, Work};
+use contract::{Desired, Kind, Reason, SchemaApply, Work};
 
-use super::project::project_config;
-use super::target::{Targeted, dev_url, target};
 use super::{
-    DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, driver_of_scheme, identity,
+    Common, DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, driver_of_scheme,
 };
 use crate::api::AtlasSchema;
 use crate::api::common::DevDb;
@@ -17,14 +15,13 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
     let configmaps = &found.configmaps;
     let reason = Kind::Schema.input_reason();
     let spec = &resource.spec;
-    let (namespace, name) = identity(&resource.metadata);
-    let Targeted {
-        target,
-        mut env,
-        mut inline,
-    } = target(&spec.target, reason)?;
-    let dev_url_env = dev_url(&spec.dev, &mut env, &mut inline)?;
-    let project = project_config(&spec.project, reason, &mut env, &mut inline)?;
+    let mut common = Common::read(
+        &resource.metadata,
+        &spec.target,
+        &spec.dev,
+        &spec.project,
+        reason,
+    )?;
 
     let source = spec.schema.as_ref().ok_or_else(|| {
         PlanError::spec(
@@ -39,7 +36,7 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         &source.config_map_key_ref,
     ) {
         (Some(sql), None, None, None) => {
-            inline.insert("schema.sql".into(), sql.clone());
+            common.inline.insert("schema.sql".into(), sql.clone());
             (
                 InputSource::Inline {
                     files: vec!["schema.sql".into()],
@@ -49,7 +46,7 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
             )
         }
         (None, Some(hcl), None, None) => {
-            inline.insert("schema.hcl".into(), hcl.clone());
+            common.inline.insert("schema.hcl".into(), hcl.clone());
             (
                 InputSource::Inline {
                     files: vec!["schema.hcl".into()],
@@ -123,21 +120,9 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         })
         .unwrap_or_default();
     let concurrent = diff.and_then(|d| d.concurrent_index.as_ref());
-    let task = contract::Task {
-        version: CONTRACT_VERSION,
-        resource: format!("{namespace}/{name}"),
-        target,
-        dev_url_env,
-        dev_wait_seconds: None,
-        env_name: spec
-            .project
-            .env_name
-            .clone()
-            .unwrap_or_else(|| "k8s".into()),
-        vars: project.vars,
-        custom_config_env: project.custom_config_env,
-        inputs_digest: contract::digest_files([(file.as_str(), content.as_bytes())]),
-        work: Work::Schema(SchemaApply {
+    let (task, env, inline) = common.task(
+        contract::digest_files([(file.as_str(), content.as_bytes())]),
+        Work::Schema(SchemaApply {
             desired: Desired::File(format!("{INPUTS_DIR}/{file}")),
             exclude: spec.exclude.clone().unwrap_or_default(),
             schemas: spec.schemas.clone().unwrap_or_default(),
@@ -151,7 +136,7 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
             concurrent_index_create: concurrent.and_then(|c| c.create),
             concurrent_index_drop: concurrent.and_then(|c| c.drop),
         }),
-    };
+    );
     let dev = if task.dev_url_env.is_some() {
         DevNeed::None
     } else {
