@@ -120,6 +120,9 @@ pub fn run(plan: Plan) -> Result<()> {
     let runner_bin = bin_dir.join("runner");
 
     let out = devcluster::target_dir().join("bench");
+    // The results, the plot and the operators' logs go here, whether or not the scratch files
+    // below do (a fresh clone has no target/bench yet).
+    std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
     let run_id = run_id();
     // A Job's pod has an emptyDir at /tmp that hides what is below it on the host, so a clone
     // under /tmp keeps the SQLite files (which the pods open) in /var/tmp instead.
