@@ -1,4 +1,4 @@
-//! The Go-built tools (Atlas, etcd, Kubernetes, Helm), pinned by the Go modules under `tools/`
+//! The Go-built tools (Atlas, etcd, Kubernetes, Helm, containerd), pinned by the Go modules under `tools/`
 //! and built into a cache outside the clone.
 //!
 //! Each group (one Go module under `tools/`) is cached under a key that hashes its `go.mod`,
@@ -42,6 +42,8 @@ pub struct Group {
     /// `-X` assignments; `{version}` is replaced by the main module's version from `go.mod`,
     /// `{major}` and `{minor}` by its parts.
     pub stamps: &'static [&'static str],
+    /// Go build tags.
+    pub tags: &'static [&'static str],
     pub binaries: &'static [Binary],
 }
 
@@ -54,6 +56,7 @@ pub const GROUPS: &[Group] = &[
             "ariga.io/atlas/cmd/atlas/internal/cmdapi.version={version}",
             "ariga.io/atlas/cmd/atlas/internal/cmdapi.flavor=community",
         ],
+        tags: &[],
         binaries: &[Binary {
             name: "atlas",
             package: "ariga.io/atlas/cmd/atlas",
@@ -65,6 +68,7 @@ pub const GROUPS: &[Group] = &[
         main_module: "go.etcd.io/etcd/server/v3",
         cgo: false,
         stamps: &[],
+        tags: &[],
         binaries: &[Binary {
             name: "etcd",
             package: "go.etcd.io/etcd/server/v3",
@@ -85,6 +89,7 @@ pub const GROUPS: &[Group] = &[
             "k8s.io/client-go/pkg/version.gitMinor={minor}",
             "k8s.io/client-go/pkg/version.gitTreeState=clean",
         ],
+        tags: &[],
         binaries: &[
             Binary {
                 name: "kube-apiserver",
@@ -100,6 +105,23 @@ pub const GROUPS: &[Group] = &[
                 name: "kubectl",
                 package: "k8s.io/kubernetes/cmd/kubectl",
                 version_args: &["version", "--client"],
+            },
+            // The real node: a kubelet, the scheduler that places pods on it, and the proxy
+            // that gives pods ClusterIP services (`kubernetes.default.svc` among them).
+            Binary {
+                name: "kubelet",
+                package: "k8s.io/kubernetes/cmd/kubelet",
+                version_args: &["--version"],
+            },
+            Binary {
+                name: "kube-scheduler",
+                package: "k8s.io/kubernetes/cmd/kube-scheduler",
+                version_args: &["--version"],
+            },
+            Binary {
+                name: "kube-proxy",
+                package: "k8s.io/kubernetes/cmd/kube-proxy",
+                version_args: &["--version"],
             },
         ],
     },
@@ -117,11 +139,33 @@ pub const GROUPS: &[Group] = &[
             "helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1",
             "helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=37",
         ],
+        tags: &[],
         binaries: &[Binary {
             name: "helm",
             package: "helm.sh/helm/v3/cmd/helm",
             version_args: &["version", "--short"],
         }],
+    },
+    Group {
+        dir: "containerd",
+        main_module: "github.com/containerd/containerd/v2",
+        cgo: false,
+        stamps: &["github.com/containerd/containerd/v2/version.Version={version}"],
+        // The snapshotters that need cgo or kernel features the real node does not use:
+        // overlayfs and native are what it runs on.
+        tags: &["no_btrfs", "no_devmapper", "no_zfs"],
+        binaries: &[
+            Binary {
+                name: "containerd",
+                package: "github.com/containerd/containerd/v2/cmd/containerd",
+                version_args: &["--version"],
+            },
+            Binary {
+                name: "ctr",
+                package: "github.com/containerd/containerd/v2/cmd/ctr",
+                version_args: &["--version"],
+            },
+        ],
     },
 ];
 
@@ -220,6 +264,10 @@ impl Group {
         }
         hasher.update(self.ldflags()?);
         hasher.update([self.cgo as u8]);
+        // Only when set, so that the groups without tags keep the keys they had.
+        if !self.tags.is_empty() {
+            hasher.update(self.tags.join(","));
+        }
         for binary in self.binaries {
             hasher.update(binary.name);
             hasher.update(binary.package);
@@ -278,8 +326,12 @@ impl Group {
         let ldflags = self.ldflags()?;
         for binary in self.binaries {
             let mut build = self.go(&module_dir);
+            build.args(["build", "-trimpath", "-ldflags", &ldflags]);
+            if !self.tags.is_empty() {
+                build.arg("-tags").arg(self.tags.join(","));
+            }
             build
-                .args(["build", "-trimpath", "-ldflags", &ldflags, "-o"])
+                .arg("-o")
                 .arg(staging_bin.join(binary.name))
                 .arg(binary.package);
             cmd::run_inherit(&mut build, BUILD_LIMIT)
