@@ -1,5 +1,7 @@
 //! Debian's packages the test bed needs: the database servers and clients, openssl and
-//! bubblewrap. Installed when we run as root; otherwise the exact command to run is printed.
+//! bubblewrap, and for the real node only ([`REAL_NODE_PACKAGES`]) runc, the CNI plugins,
+//! buildah, busybox, iptables and a C compiler. Installed when we run as root; otherwise the exact
+//! command to run is printed.
 
 use std::process::Command;
 use std::sync::Once;
@@ -17,6 +19,22 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("openssl", "/usr/bin/openssl"),
     // The process-kubelet's sandboxes: a private mount and PID namespace per container.
     ("bubblewrap", "/usr/bin/bwrap"),
+];
+
+/// What `cluster up --node real` needs on top of [`PACKAGES`]: the default process-kubelet
+/// needs none of it, so a plain `up` never installs it.
+pub const REAL_NODE_PACKAGES: &[(&str, &str)] = &[
+    ("runc", "/usr/sbin/runc"),
+    ("containernetworking-plugins", "/usr/lib/cni/bridge"),
+    // Builds the pause and busybox images from local files (nothing is ever pulled).
+    ("buildah", "/usr/bin/buildah"),
+    ("busybox-static", "/bin/busybox"),
+    // The bridge plugin's masquerading, and `down` removing its chains.
+    ("iptables", "/usr/sbin/iptables"),
+    ("iproute2", "/usr/sbin/ip"),
+    // The pause binary is compiled statically from the kubernetes module's source.
+    ("gcc", "/usr/bin/gcc"),
+    ("libc6-dev", "/usr/include/stdio.h"),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +56,11 @@ pub enum PackagesError {
 
 /// The packages that are not installed.
 pub fn missing() -> Vec<&'static str> {
-    PACKAGES
+    missing_of(PACKAGES)
+}
+
+fn missing_of(packages: &[(&'static str, &str)]) -> Vec<&'static str> {
+    packages
         .iter()
         .filter(|(_, marker)| !std::path::Path::new(marker).exists())
         .map(|(name, _)| *name)
@@ -47,7 +69,17 @@ pub fn missing() -> Vec<&'static str> {
 
 /// Installs the missing packages (as root), or says how to.
 pub fn ensure() -> Result<(), PackagesError> {
-    let missing = missing();
+    ensure_all(PACKAGES)
+}
+
+/// [`ensure`], and the real node's packages too.
+pub fn ensure_real_node() -> Result<(), PackagesError> {
+    ensure_all(PACKAGES)?;
+    ensure_all(REAL_NODE_PACKAGES)
+}
+
+fn ensure_all(packages: &[(&'static str, &str)]) -> Result<(), PackagesError> {
+    let missing = missing_of(packages);
     if missing.is_empty() {
         return Ok(());
     }
@@ -79,7 +111,7 @@ pub fn ensure() -> Result<(), PackagesError> {
             source,
         }
     })?;
-    let still = self::missing();
+    let still = missing_of(packages);
     if !still.is_empty() {
         return Err(PackagesError::StillMissing(still.join(" ")));
     }

@@ -2,13 +2,18 @@
 
 use anyhow::{Result, bail};
 use clap::Subcommand;
-use devcluster::cluster::{self, Cluster, Status};
+use devcluster::cluster::{self, Cluster, NodeKind, Status};
 
 #[derive(Subcommand)]
 pub enum ClusterCommand {
     /// Start etcd, kube-apiserver and kube-controller-manager on free loopback ports (does
     /// nothing if they run).
-    Up,
+    Up {
+        /// `process`: the process-kubelet (the default, what the tests use); `real`: the
+        /// upstream kubelet on containerd and runc, with kube-scheduler (root only).
+        #[arg(long, default_value = "process", value_parser = ["process", "real"])]
+        node: String,
+    },
     /// Stop them and remove their data, certificates and logs.
     Down,
     /// Say whether they run, and where.
@@ -17,8 +22,9 @@ pub enum ClusterCommand {
 
 pub fn run(command: ClusterCommand) -> Result<()> {
     match command {
-        ClusterCommand::Up => {
-            let cluster = cluster::up()?;
+        ClusterCommand::Up { node } => {
+            let node = NodeKind::parse(&node).unwrap_or_default();
+            let cluster = cluster::up_with(node)?;
             describe(&cluster);
             println!(
                 "use it with: export KUBECONFIG={}",
@@ -46,6 +52,7 @@ pub fn run(command: ClusterCommand) -> Result<()> {
 }
 
 fn describe(cluster: &Cluster) {
+    println!("NODE={} ({})", cluster.node.name(), cluster.node.node_name());
     println!("SERVER={}", cluster.server());
     println!("KUBECONFIG={}", cluster.kubeconfig().display());
     println!("AUDIT_LOG={}", cluster.audit_log().display());

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::{Cluster, ClusterError, io};
+use super::{Cluster, ClusterError, NodeKind, io, real_node};
 use crate::{cmd, process};
 
 /// kube-apiserver needs about 5 s on 2 cores; a loaded CI machine may need many times that.
@@ -24,17 +24,39 @@ pub enum Component {
     ControllerManager,
     /// The process-kubelet ([`crate::kubelet`]).
     Kubelet,
+    /// The real node's ([`super::real_node`]): containerd, the upstream kubelet, kube-scheduler.
+    Containerd,
+    NodeKubelet,
+    Scheduler,
 }
 
 impl Component {
-    /// In start order (`down` stops them in reverse: the kubelet first, and its containers die
-    /// with it).
-    pub const ALL: [Component; 4] = [
+    /// Every component of either kind of node, in start order (`down` stops them in reverse:
+    /// the node first).
+    pub const ALL: [Component; 7] = [
         Component::Etcd,
         Component::ApiServer,
         Component::ControllerManager,
         Component::Kubelet,
+        Component::Containerd,
+        Component::NodeKubelet,
+        Component::Scheduler,
     ];
+
+    /// The components a cluster with this kind of node runs.
+    pub fn of(node: NodeKind) -> &'static [Component] {
+        match node {
+            NodeKind::Process => &Component::ALL[..4],
+            NodeKind::Real => &[
+                Component::Etcd,
+                Component::ApiServer,
+                Component::ControllerManager,
+                Component::Containerd,
+                Component::NodeKubelet,
+                Component::Scheduler,
+            ],
+        }
+    }
 
     /// The binary's name, as in `target/tools.env`.
     pub fn binary(self) -> &'static str {
@@ -43,6 +65,9 @@ impl Component {
             Component::ApiServer => "kube-apiserver",
             Component::ControllerManager => "kube-controller-manager",
             Component::Kubelet => "devcluster-kubelet",
+            Component::Containerd => "containerd",
+            Component::NodeKubelet => "kubelet",
+            Component::Scheduler => "kube-scheduler",
         }
     }
 
@@ -113,11 +138,20 @@ pub(super) fn wait_for(
 /// Stops the cluster's processes one at a time, newest first (SIGTERM, then SIGKILL after
 /// [`STOP_GRACE`]), then removes its directory. One at a time because the API server shuts down
 /// in about a second while etcd answers, but hangs until killed when etcd went first.
+///
+/// The real kubelet leaves its pods running when it stops: they are killed before containerd,
+/// and what they left on the host (mounts, cgroups, the bridge) is removed after it.
 pub(super) fn stop(cluster: &Cluster) {
-    for (_, pid) in cluster.processes.iter().rev() {
+    for (component, pid) in cluster.processes.iter().rev() {
+        if *component == Component::Containerd {
+            real_node::tear_down_pods();
+        }
         if cluster.owns(*pid) {
             process::terminate(&[*pid], STOP_GRACE);
         }
+    }
+    if cluster.node == NodeKind::Real || real_node::was_here(&cluster.dir) {
+        real_node::clean_host(&cluster.dir);
     }
     let _ = fs::remove_dir_all(&cluster.dir);
 }
@@ -134,6 +168,12 @@ pub(super) fn stop_strays(dir: &Path) {
             .filter(|(name, _)| *name == component.binary())
             .map(|(_, pid)| *pid)
             .collect();
+        if component == Component::Containerd {
+            real_node::tear_down_pods();
+        }
         process::terminate(&pids, STOP_GRACE);
+    }
+    if real_node::was_here(dir) {
+        real_node::clean_host(dir);
     }
 }

@@ -10,7 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::components::{spawn, wait_for};
-use super::{Cluster, ClusterError, Component, io, kubeconfig_file};
+use super::{Cluster, ClusterError, Component, NodeKind, io, kubeconfig_file};
 use crate::cmd;
 
 /// Services get their cluster IPs from here; the first address is the `kubernetes` Service.
@@ -42,6 +42,17 @@ pub const CONTROLLERS: &[&str] = &[
     "root-ca-certificate-publisher-controller",
     "clusterrole-aggregation-controller",
 ];
+
+/// [`CONTROLLERS`], and for the real node the node lifecycle controller: the real kubelet
+/// registers its Node with the `node.kubernetes.io/not-ready` taint, which only that controller
+/// lifts once the node is Ready (the process-kubelet binds its pods itself, taints or not).
+fn controllers(node: NodeKind) -> String {
+    let mut all = CONTROLLERS.to_vec();
+    if node == NodeKind::Real {
+        all.push("node-lifecycle-controller");
+    }
+    all.join(",")
+}
 
 /// Every request at `Metadata` level (who did what to which object; no bodies, so no Secret
 /// values), one event per request: `RequestReceived` would double every line. A fixed text, not
@@ -193,7 +204,7 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
             cluster.ports.controller_manager
         ))
         .arg("--leader-elect=false")
-        .arg(format!("--controllers={}", CONTROLLERS.join(",")))
+        .arg(format!("--controllers={}", controllers(cluster.node)))
         // Each controller acts as its own service account in kube-system, as on kubeadm
         // clusters: the audit log names the job controller, the garbage collector, …
         .arg("--use-service-account-credentials=true")

@@ -22,12 +22,17 @@
 //! `up` reads in the order things happen: `pki` makes the certificates, `control_plane` starts
 //! etcd, the API server and the controller manager, `process_node` the node; `components`
 //! starts, waits for and stops each process, `state` records them for `status` and `down`.
+//!
+//! [`up_with`]`(`[`NodeKind::Real`]`)` (`cargo xtask cluster up --node real`) joins the same
+//! control plane to a real node instead ([`real_node`]): the upstream kubelet on containerd and
+//! runc, with kube-scheduler placing the pods.
 
 mod components;
 mod control_plane;
 mod namespace;
 mod pki;
 mod process_node;
+pub mod real_node;
 mod state;
 
 use std::fs;
@@ -90,6 +95,45 @@ pub enum ClusterError {
     },
     #[error("`{0}` cannot go into a certificate subject (use letters, digits and `:-._@`)")]
     BadName(String),
+    #[error("this machine cannot run the real node's containers: {0}")]
+    CannotRunContainers(String),
+}
+
+/// Which node joins the control plane.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum NodeKind {
+    /// The process-kubelet `devnode` ([`crate::kubelet`]): pods as local processes.
+    #[default]
+    Process,
+    /// The upstream kubelet `realnode` on containerd and runc, and kube-scheduler
+    /// ([`real_node`]).
+    Real,
+}
+
+impl NodeKind {
+    /// As in the state file's `NODE` and `cluster up --node`.
+    pub fn name(self) -> &'static str {
+        match self {
+            NodeKind::Process => "process",
+            NodeKind::Real => "real",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<NodeKind> {
+        match name {
+            "process" => Some(NodeKind::Process),
+            "real" => Some(NodeKind::Real),
+            _ => None,
+        }
+    }
+
+    /// The Node's name.
+    pub fn node_name(self) -> &'static str {
+        match self {
+            NodeKind::Process => crate::kubelet::NODE_NAME,
+            NodeKind::Real => real_node::NODE_NAME,
+        }
+    }
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ClusterError {
@@ -130,6 +174,7 @@ pub struct Cluster {
     pub ports: Ports,
     /// The processes started, in start order.
     pub processes: Vec<(Component, u32)>,
+    pub node: NodeKind,
 }
 
 impl Cluster {
@@ -284,12 +329,28 @@ pub fn status() -> Status {
     }
 }
 
-/// Starts the control plane unless it already runs; returns it.
+/// Starts the control plane with the process-kubelet unless it already runs; returns it.
 pub fn up() -> Result<Cluster, ClusterError> {
-    lifecycle::up(start_new)
+    up_with(NodeKind::Process)
 }
 
-fn start_new() -> Result<Cluster, ClusterError> {
+/// Starts the control plane with a node of this kind unless a cluster with one runs; a running
+/// cluster with the other kind of node is stopped first.
+pub fn up_with(node: NodeKind) -> Result<Cluster, ClusterError> {
+    if let Status::Up(cluster) | Status::Broken { cluster, .. } = status()
+        && cluster.node != node
+    {
+        eprintln!(
+            "devcluster: the local cluster runs a {} node; restarting it with a {} node",
+            cluster.node.name(),
+            node.name()
+        );
+        down()?;
+    }
+    lifecycle::up(|| start_new(node))
+}
+
+fn start_new(node: NodeKind) -> Result<Cluster, ClusterError> {
     Cluster::clean_up()?;
     let dir = cluster_dir();
     // Private: it holds the CA's key and the admin's.
@@ -309,6 +370,7 @@ fn start_new() -> Result<Cluster, ClusterError> {
             kubelet: ports[4],
         },
         processes: Vec::new(),
+        node,
     };
     let started = Instant::now();
     match start(&mut cluster) {
@@ -361,13 +423,25 @@ fn cluster_dir() -> PathBuf {
 /// as it starts; the cluster is ready for tests when this returns.
 fn start(cluster: &mut Cluster) -> Result<(), ClusterError> {
     let binaries = control_plane::Binaries::find()?;
-    let kubelet = process_node::prepare()?;
-    pki::make_pki(cluster)?;
-    control_plane::start(cluster, &binaries)?;
-    // The kubelet starts meanwhile: it needs only the API server.
-    process_node::start(cluster, &kubelet)?;
-    control_plane::wait_until_set_up(cluster)?;
-    process_node::wait_until_ready(cluster)
+    match cluster.node {
+        NodeKind::Process => {
+            let kubelet = process_node::prepare()?;
+            pki::make_pki(cluster)?;
+            control_plane::start(cluster, &binaries)?;
+            // The kubelet starts meanwhile: it needs only the API server.
+            process_node::start(cluster, &kubelet)?;
+            control_plane::wait_until_set_up(cluster)?;
+            process_node::wait_until_ready(cluster)
+        }
+        NodeKind::Real => {
+            let node = real_node::prepare()?;
+            pki::make_pki(cluster)?;
+            control_plane::start(cluster, &binaries)?;
+            real_node::start(cluster, &node)?;
+            control_plane::wait_until_set_up(cluster)?;
+            real_node::wait_until_ready(cluster)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -385,6 +459,7 @@ mod tests {
                 kubelet: 40005,
             },
             processes: vec![(Component::Etcd, 11), (Component::ApiServer, 12)],
+            node: NodeKind::Real,
         }
     }
 

@@ -87,16 +87,25 @@ pub(super) fn start(cluster: &mut Cluster, kubelet: &Path) -> Result<(), Cluster
 
 /// Returns once the node reports itself Ready.
 pub(super) fn wait_until_ready(cluster: &Cluster) -> Result<(), ClusterError> {
+    wait_for_node(cluster, crate::kubelet::NODE_NAME, Component::Kubelet)
+}
+
+/// Returns once the Node `name` reports itself Ready; `kubelet` is whose log an error shows.
+pub(super) fn wait_for_node(
+    cluster: &Cluster,
+    name: &str,
+    kubelet: Component,
+) -> Result<(), ClusterError> {
     wait_for(
         cluster,
         "the node did not become Ready",
-        Component::Kubelet,
+        kubelet,
         || {
             let mut kubectl = cluster.kubectl();
             kubectl.args([
                 "get",
                 "node",
-                crate::kubelet::NODE_NAME,
+                name,
                 "-o",
                 "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
             ]);

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use super::components::{Component, stop, stop_strays};
 use super::control_plane::readyz;
 use super::{
-    Cluster, ClusterError, Ports, cluster_dir, io, kubeconfig_file, state_dir, state_file,
+    Cluster, ClusterError, NodeKind, Ports, cluster_dir, io, kubeconfig_file, state_dir,
+    state_file,
 };
 use crate::lifecycle::{self, Service, State};
 
@@ -18,7 +19,7 @@ impl Cluster {
             "# Written by `cargo xtask cluster up`; removed by `cargo xtask cluster down`.\n\
              DEVCLUSTER_DIR={}\nSERVER={}\nKUBECONFIG={}\nAUDIT_LOG={}\n\
              ETCD_PORT={}\nETCD_PEER_PORT={}\nAPISERVER_PORT={}\nCONTROLLER_MANAGER_PORT={}\n\
-             KUBELET_PORT={}\n",
+             KUBELET_PORT={}\nNODE={}\n",
             self.dir.display(),
             self.server(),
             self.kubeconfig().display(),
@@ -28,6 +29,7 @@ impl Cluster {
             self.ports.apiserver,
             self.ports.controller_manager,
             self.ports.kubelet,
+            self.node.name(),
         );
         for (component, pid) in &self.processes {
             text.push_str(&format!("{}={pid}\n", component.pid_key()));
@@ -69,6 +71,11 @@ impl Service for Cluster {
                 controller_manager: port("CONTROLLER_MANAGER_PORT")?,
                 kubelet: port("KUBELET_PORT")?,
             },
+            // State files from before the real node had only the process-kubelet.
+            node: match state.get("NODE") {
+                None => NodeKind::Process,
+                Some(name) => NodeKind::parse(name)?,
+            },
             processes: Component::ALL
                 .into_iter()
                 .filter_map(|component| Some((component, state.parse(&component.pid_key())?)))
@@ -96,7 +103,7 @@ impl Service for Cluster {
 }
 
 fn check(cluster: &Cluster) -> Result<(), String> {
-    for component in Component::ALL {
+    for &component in Component::of(cluster.node) {
         match cluster.processes.iter().find(|(c, _)| *c == component) {
             None => return Err(format!("{} was never started", component.binary())),
             Some((_, pid)) if !cluster.owns(*pid) => {

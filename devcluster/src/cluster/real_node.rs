@@ -1,0 +1,668 @@
+//! The real node (`cargo xtask cluster up --node real`): the upstream kubelet on containerd and
+//! runc, with the bridge CNI plugin, and kube-scheduler placing pods on it. It proves what the
+//! process-kubelet only imitates: images, sandboxes, cgroups, a pod network, termination
+//! messages, the kubelet's own status reporting.
+//!
+//! Nothing is ever pulled: the pause image is compiled from the kubernetes module's
+//! `build/pause/linux/pause.c` and the busybox image is Debian's static busybox, both built with
+//! buildah (its storage in the cluster's directory, on `vfs`, so it mounts nothing) and imported
+//! into containerd's `k8s.io` namespace.
+//!
+//! Everything lives in the cluster's directory except what the kernel keeps globally: the
+//! bridge [`BRIDGE`], the bridge plugin's NAT chains, the pods' cgroups under `kubepods` and
+//! libcni's result cache in `/var/lib/cni`. So there is one real node per machine, and `down`
+//! ([`tear_down_pods`], [`clean_host`]) removes all of those by name.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use super::components::{spawn, wait_for};
+use super::pki::Usage;
+use super::{CALL_LIMIT, Cluster, ClusterError, Component, command_error, io};
+use crate::{cmd, process};
+
+/// The Node's name: not the process-kubelet's `devnode`, so a test can tell which node ran it.
+pub const NODE_NAME: &str = "realnode";
+/// The pod sandbox image, built at `up` (pinned in containerd's config).
+pub const PAUSE_IMAGE: &str = "devcluster.local/pause:3.10";
+/// Debian's static busybox as an image, `/bin/busybox` and `/bin/sh`, built at `up`.
+pub const BUSYBOX_IMAGE: &str = "devcluster.local/busybox:1";
+/// The pods' bridge: at most 15 characters (a Linux interface name).
+pub const BRIDGE: &str = "atlascni0";
+/// The CNI network's name: the bridge plugin's NAT rules carry it in their comments, by which
+/// `down` finds them.
+const NETWORK: &str = "atlas-devcluster";
+/// The pods' addresses; the bridge has the first, which is where a pod reaches the host's
+/// listeners (the pod's own 127.0.0.1 is its own).
+pub const POD_SUBNET: &str = "10.88.0.0/16";
+pub const POD_GATEWAY: &str = "10.88.0.1";
+/// The shim containerd starts per pod: not one of our components, found by our socket's path
+/// in its arguments.
+const SHIM: &str = "containerd-shim-runc-v2";
+/// The cgroup under which the kubelet (cgroupfs driver, default root) puts every pod.
+const PODS_CGROUP: &str = "kubepods";
+/// A pause or busybox image build is a few seconds.
+const IMAGE_LIMIT: Duration = Duration::from_secs(300);
+
+/// The programs the real node runs, found (and the machine checked) before anything starts.
+pub(super) struct Binaries {
+    containerd: PathBuf,
+    ctr: PathBuf,
+    kubelet: PathBuf,
+    scheduler: PathBuf,
+    runc: PathBuf,
+    pause_source: PathBuf,
+}
+
+/// Checks that this machine can run containers, installs the real node's packages and finds its
+/// binaries; every refusal says why.
+pub(super) fn prepare() -> Result<Binaries, ClusterError> {
+    let refuse = |reason: String| Err(ClusterError::CannotRunContainers(reason));
+    if !cmd::is_root() {
+        return refuse("the real node needs root (containerd, runc, mounts, a bridge)".into());
+    }
+    let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems.lines().any(|line| line.ends_with("\toverlay")) {
+        return refuse(
+            "the kernel has no overlay filesystem (containerd's overlayfs snapshotter needs it; \
+             try `modprobe overlay`)"
+                .into(),
+        );
+    }
+    if !Path::new("/sys/fs/cgroup").is_dir() {
+        return refuse("no cgroup filesystem at /sys/fs/cgroup".into());
+    }
+    crate::packages::ensure_real_node()?;
+    let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
+        .map(PathBuf::from)
+        .into_iter()
+        .find(|path| path.exists())
+        .ok_or_else(|| ClusterError::CannotRunContainers("runc is not installed".into()))?;
+    Ok(Binaries {
+        containerd: crate::tools::path("containerd")?,
+        ctr: crate::tools::path("ctr")?,
+        kubelet: crate::tools::path("kubelet")?,
+        scheduler: crate::tools::path("kube-scheduler")?,
+        runc,
+        pause_source: pause_source()?,
+    })
+}
+
+/// `build/pause/linux/pause.c` of the kubernetes module the tools were built from.
+fn pause_source() -> Result<PathBuf, ClusterError> {
+    let go_mod = crate::workspace_root().join("tools/kubernetes/go.mod");
+    let text = fs::read_to_string(&go_mod).map_err(io(format!("reading {}", go_mod.display())))?;
+    let version = text
+        .lines()
+        .map(str::trim)
+        .find_map(|line| {
+            let rest = line.strip_prefix("k8s.io/kubernetes ")?;
+            rest.split_whitespace().next()
+        })
+        .ok_or_else(|| {
+            ClusterError::CannotRunContainers(format!(
+                "{} requires no k8s.io/kubernetes version",
+                go_mod.display()
+            ))
+        })?;
+    let mut go_env = Command::new("go");
+    go_env.args(["env", "GOMODCACHE"]);
+    let cache = cmd::output(&mut go_env, CALL_LIMIT).map_err(command_error("go env GOMODCACHE"))?;
+    let source = PathBuf::from(cache.trim())
+        .join(format!("k8s.io/kubernetes@{version}"))
+        .join("build/pause/linux/pause.c");
+    if !source.exists() {
+        return Err(ClusterError::CannotRunContainers(format!(
+            "{} is missing (run `cargo xtask tools`, which downloads the module)",
+            source.display()
+        )));
+    }
+    Ok(source)
+}
+
+fn node_dir(cluster: &Cluster) -> PathBuf {
+    cluster.dir.join("node")
+}
+
+fn containerd_socket(cluster: &Cluster) -> PathBuf {
+    node_dir(cluster).join("containerd/containerd.sock")
+}
+
+/// Starts containerd, builds and imports the images, then starts the kubelet and the scheduler.
+pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), ClusterError> {
+    let dir = node_dir(cluster);
+    for sub in ["containerd", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "images"] {
+        let path = dir.join(sub);
+        fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
+    }
+    let config = dir.join("containerd/config.toml");
+    fs::write(&config, containerd_config(cluster, &binaries.runc))
+        .map_err(io("writing containerd's config"))?;
+    let cni = dir.join("cni/net.d/10-devcluster.conflist");
+    fs::write(&cni, cni_config(&dir)).map_err(io("writing the CNI config"))?;
+
+    let mut command = Command::new(&binaries.containerd);
+    command.arg(format!("--config={}", config.display()));
+    spawn(cluster, Component::Containerd, &mut command)?;
+
+    // The images are built while containerd starts.
+    let pause = build_pause(cluster, binaries)?;
+    let busybox = build_busybox(cluster)?;
+    wait_for(
+        cluster,
+        "containerd did not answer",
+        Component::Containerd,
+        || {
+            let mut ctr = ctr(cluster, binaries);
+            ctr.arg("version");
+            cmd::output(&mut ctr, Duration::from_secs(10))
+                .map(drop)
+                .map_err(|err| err.to_string())
+        },
+    )?;
+    for archive in [pause, busybox] {
+        let mut import = ctr(cluster, binaries);
+        import.args(["images", "import"]).arg(&archive);
+        cmd::output(&mut import, IMAGE_LIMIT)
+            .map_err(command_error(format!("importing {}", archive.display())))?;
+    }
+
+    let node_user = format!("system:node:{NODE_NAME}");
+    let client = cluster.issue_cert("node", &node_user, &["system:nodes"], &Usage::Client)?;
+    let serving = cluster.issue_cert(
+        "node-serving",
+        NODE_NAME,
+        &[],
+        &Usage::Server {
+            dns_names: vec![NODE_NAME.to_string(), "localhost".to_string()],
+            ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+        },
+    )?;
+    let kubeconfig = dir.join("kubelet.kubeconfig");
+    cluster.write_kubeconfig(&kubeconfig, &client)?;
+    let kubelet_config = dir.join("kubelet-config.yaml");
+    fs::write(
+        &kubelet_config,
+        kubelet_config_text(cluster, &serving.cert, &serving.key),
+    )
+    .map_err(io("writing the kubelet's config"))?;
+    let mut command = Command::new(&binaries.kubelet);
+    command
+        .arg(format!("--config={}", kubelet_config.display()))
+        .arg(format!("--kubeconfig={}", kubeconfig.display()))
+        .arg(format!("--root-dir={}", dir.join("kubelet").display()))
+        .arg(format!("--hostname-override={NODE_NAME}"))
+        // The API server reaches the kubelet (logs, exec) at the InternalIP.
+        .arg("--node-ip=127.0.0.1")
+        .arg("--v=1");
+    spawn(cluster, Component::NodeKubelet, &mut command)?;
+
+    let scheduler_kubeconfig = dir.join("scheduler.kubeconfig");
+    cluster.write_kubeconfig(&scheduler_kubeconfig, &cluster.pki_pair("scheduler"))?;
+    let config = scheduler_kubeconfig.display();
+    let mut command = Command::new(&binaries.scheduler);
+    command
+        .arg(format!("--kubeconfig={config}"))
+        .arg(format!("--authentication-kubeconfig={config}"))
+        .arg(format!("--authorization-kubeconfig={config}"))
+        .arg("--leader-elect=false")
+        // Nothing reads its health or metrics: no port to find or collide on.
+        .arg("--secure-port=0");
+    spawn(cluster, Component::Scheduler, &mut command)
+}
+
+fn ctr(cluster: &Cluster, binaries: &Binaries) -> Command {
+    let mut ctr = Command::new(&binaries.ctr);
+    ctr.arg(format!("--address={}", containerd_socket(cluster).display()))
+        .args(["--namespace", "k8s.io"]);
+    ctr
+}
+
+/// containerd 2.4's config (`version = 4`, the plugin names of `containerd config default`),
+/// every path in our directory so it never meets the machine's own containerd.
+fn containerd_config(cluster: &Cluster, runc: &Path) -> String {
+    let dir = node_dir(cluster).join("containerd");
+    let socket = containerd_socket(cluster);
+    let d = dir.display();
+    let cni = node_dir(cluster).join("cni/net.d");
+    format!(
+        "# Written by devcluster (src/cluster/real_node.rs).
+version = 4
+root = '{d}/root'
+state = '{d}/state'
+imports = []
+
+[plugins.'io.containerd.server.v1.grpc']
+  address = '{socket}'
+[plugins.'io.containerd.server.v1.ttrpc']
+  address = '{socket}.ttrpc'
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+[plugins.'io.containerd.internal.v1.opt']
+  path = '{d}/opt'
+[plugins.'io.containerd.image-verifier.v1.bindir']
+  bin_dir = '{d}/image-verifier'
+
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = 'overlayfs'
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = '{PAUSE_IMAGE}'
+
+[plugins.'io.containerd.cri.v1.runtime']
+  # This machine's root may lack CAP_SYS_RESOURCE: runc then fails to lower a container's
+  # oom_score_adj below its own.
+  restrict_oom_score_adj = true
+  # The pods' network namespaces are bind-mounted here, not in /var/run/netns.
+  netns_mounts_under_state_dir = true
+  [plugins.'io.containerd.cri.v1.runtime'.containerd]
+    default_runtime_name = 'runc'
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
+      runtime_type = 'io.containerd.runc.v2'
+      [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
+        BinaryName = '{runc}'
+        Root = '{d}/runc'
+        SystemdCgroup = false
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ['/usr/lib/cni']
+    conf_dir = '{cni}'
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = '127.0.0.1'
+  stream_server_port = '0'
+",
+        socket = socket.display(),
+        runc = runc.display(),
+        cni = cni.display(),
+    )
+}
+
+/// A bridge with host-local addresses and masquerading: without a CNI network the runtime (so
+/// the node) is never Ready.
+fn cni_config(dir: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": NETWORK,
+        "plugins": [{
+            "type": "bridge",
+            "bridge": BRIDGE,
+            "isGateway": true,
+            "ipMasq": true,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{ "subnet": POD_SUBNET, "gateway": POD_GATEWAY }]],
+                "routes": [{ "dst": "0.0.0.0/0" }],
+                "dataDir": dir.join("cni/ipam"),
+            },
+        }],
+    })
+    .to_string()
+}
+
+/// The kubelet's configuration. Authentication is by the cluster's CA (the API server's client
+/// certificate when it proxies logs); authorization is `AlwaysAllow`, as the kubelet listens on
+/// loopback only and every caller already holds a certificate of our CA.
+fn kubelet_config_text(cluster: &Cluster, cert: &Path, key: &Path) -> String {
+    let dir = node_dir(cluster);
+    format!(
+        "# Written by devcluster (src/cluster/real_node.rs).
+apiVersion: kubelet.config.k8s.io/v1beta1
+kind: KubeletConfiguration
+address: 127.0.0.1
+port: {port}
+readOnlyPort: 0
+healthzPort: 0
+tlsCertFile: {cert}
+tlsPrivateKeyFile: {key}
+authentication:
+  anonymous:
+    enabled: false
+  webhook:
+    enabled: false
+  x509:
+    clientCAFile: {ca}
+authorization:
+  mode: AlwaysAllow
+containerRuntimeEndpoint: unix://{socket}
+podLogsDir: {logs}
+# Test machines are cgroup v1 hosts, without swap accounting.
+failCgroupV1: false
+cgroupDriver: cgroupfs
+failSwapOn: false
+# Our images cannot be pulled again: never collect them, never evict for a fuller disk.
+imageGCHighThresholdPercent: 100
+imageGCLowThresholdPercent: 99
+evictionHard:
+  memory.available: 1Mi
+  nodefs.available: 1%
+  imagefs.available: 1%
+  nodefs.inodesFree: 1%
+",
+        port = cluster.ports.kubelet,
+        cert = cert.display(),
+        key = key.display(),
+        ca = cluster.ca().cert.display(),
+        socket = containerd_socket(cluster).display(),
+        logs = dir.join("pod-logs").display(),
+    )
+}
+
+/// buildah with its storage in our directory, on `vfs` (no mounts to leave behind).
+fn buildah(cluster: &Cluster) -> Command {
+    let storage = node_dir(cluster).join("images/buildah");
+    let mut buildah = Command::new("buildah");
+    buildah
+        .arg(format!("--root={}", storage.join("root").display()))
+        .arg(format!("--runroot={}", storage.join("run").display()))
+        .arg("--storage-driver=vfs");
+    buildah
+}
+
+/// An image of `files` (host path, path in the image) with `entrypoint`, as a docker archive
+/// that `ctr images import` names `name`.
+fn build_image(
+    cluster: &Cluster,
+    name: &str,
+    files: &[(&Path, &str)],
+    entrypoint: &str,
+) -> Result<PathBuf, ClusterError> {
+    let what = format!("building the image {name}");
+    let run = |args: &[&str]| -> Result<String, ClusterError> {
+        let mut command = buildah(cluster);
+        command.args(args);
+        cmd::output(&mut command, IMAGE_LIMIT)
+            .map(|out| out.trim().to_string())
+            .map_err(command_error(what.clone()))
+    };
+    let container = run(&["from", "scratch"])?;
+    for (host, inside) in files {
+        run(&["copy", &container, &host.to_string_lossy(), inside])?;
+    }
+    run(&["config", "--entrypoint", entrypoint, &container])?;
+    run(&["commit", "-q", "--rm", &container, name])?;
+    let stem = name.rsplit('/').next().unwrap_or(name).replace(':', "-");
+    let archive = node_dir(cluster).join(format!("images/{stem}.tar"));
+    run(&[
+        "push",
+        "-q",
+        name,
+        &format!("docker-archive:{}:{name}", archive.display()),
+    ])?;
+    Ok(archive)
+}
+
+/// The pause image: `pause.c` compiled statically, as upstream's Makefile does.
+fn build_pause(cluster: &Cluster, binaries: &Binaries) -> Result<PathBuf, ClusterError> {
+    let binary = node_dir(cluster).join("images/pause");
+    let mut gcc = Command::new("gcc");
+    gcc.args(["-Os", "-Wall", "-static", "-DVERSION=devcluster", "-o"])
+        .arg(&binary)
+        .arg(&binaries.pause_source);
+    cmd::output(&mut gcc, IMAGE_LIMIT).map_err(command_error("compiling pause.c"))?;
+    build_image(
+        cluster,
+        PAUSE_IMAGE,
+        &[(&binary, "/pause")],
+        r#"["/pause"]"#,
+    )
+}
+
+/// Busybox as `/bin/busybox` and `/bin/sh` (a copy rather than a link: one `buildah copy` each),
+/// so `sh -c` and `busybox <applet>` work.
+fn build_busybox(cluster: &Cluster) -> Result<PathBuf, ClusterError> {
+    let busybox = Path::new("/bin/busybox");
+    build_image(
+        cluster,
+        BUSYBOX_IMAGE,
+        &[(busybox, "/bin/busybox"), (busybox, "/bin/sh")],
+        r#"["/bin/sh"]"#,
+    )
+}
+
+/// Returns once the node reports itself Ready (runtime and network up).
+pub(super) fn wait_until_ready(cluster: &Cluster) -> Result<(), ClusterError> {
+    super::process_node::wait_for_node(cluster, NODE_NAME, Component::NodeKubelet)
+}
+
+/// Kills every process in the pods' cgroups: the kubelet leaves its pods running when it stops,
+/// and containerd's shims would restart nothing but keep them.
+pub(super) fn tear_down_pods() {
+    for _ in 0..20 {
+        let pids = pod_pids();
+        if pids.is_empty() {
+            return;
+        }
+        let mut kill = Command::new("kill");
+        kill.arg("-KILL").args(pids.iter().map(u32::to_string));
+        let _ = cmd::output(&mut kill, Duration::from_secs(10));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The `kubepods` cgroup of each v1 hierarchy (or the v2 one).
+fn pod_cgroups() -> Vec<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    let mut found = Vec::new();
+    if root.join(PODS_CGROUP).is_dir() {
+        found.push(root.join(PODS_CGROUP));
+    }
+    if let Ok(entries) = fs::read_dir(root) {
+        for entry in entries.flatten() {
+            let path = entry.path().join(PODS_CGROUP);
+            if path.is_dir() {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn pod_pids() -> Vec<u32> {
+    fn walk(dir: &Path, pids: &mut Vec<u32>) {
+        if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+            pids.extend(text.lines().filter_map(|line| line.trim().parse::<u32>().ok()));
+        }
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    walk(&entry.path(), pids);
+                }
+            }
+        }
+    }
+    let mut pids = Vec::new();
+    for cgroup in pod_cgroups() {
+        walk(&cgroup, &mut pids);
+    }
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// Removes what the real node leaves outside processes: the shims, the mounts under `dir`, the
+/// pods' cgroups, the bridge and its NAT chains, libcni's cache entries. Safe to run when none
+/// of it exists; `dir` is the cluster's directory.
+pub(super) fn clean_host(dir: &Path) {
+    tear_down_pods();
+    let shims: Vec<u32> = process::find_in(&[SHIM], dir)
+        .into_iter()
+        .map(|(_, pid)| pid)
+        .collect();
+    process::terminate(&shims, Duration::from_secs(5));
+    unmount_under(dir);
+    remove_cgroups();
+    if Path::new("/sys/class/net").join(BRIDGE).exists() {
+        let mut ip = Command::new("ip");
+        ip.args(["link", "delete", BRIDGE]);
+        let _ = cmd::output(&mut ip, CALL_LIMIT);
+    }
+    remove_nat_chains();
+    if let Ok(entries) = fs::read_dir("/var/lib/cni/results") {
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().starts_with(NETWORK) {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+}
+
+/// Whether the last `up` in `dir` started a real node (so a crash's leftovers need
+/// [`clean_host`]).
+pub(super) fn was_here(dir: &Path) -> bool {
+    dir.join("node").exists() || Path::new("/sys/class/net").join(BRIDGE).exists()
+}
+
+/// Mount points under `dir` (overlay roots, shm, tmpfs volumes, network namespaces), deepest
+/// first; lazily, so a busy one still goes.
+fn unmount_under(dir: &Path) {
+    let prefix = dir.to_string_lossy().into_owned();
+    let mountinfo = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut points: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape_mount_point)
+        .filter(|point| point.starts_with(&prefix))
+        .collect();
+    points.sort_by_key(|point| std::cmp::Reverse(point.len()));
+    points.dedup();
+    for point in points {
+        let mut umount = Command::new("umount");
+        umount.args(["--lazy", &point]);
+        let _ = cmd::output(&mut umount, CALL_LIMIT);
+    }
+}
+
+/// `/proc/self/mountinfo` writes space, tab, newline and backslash as `\ooo`.
+fn unescape_mount_point(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len() + 1
+            && let Some(octal) = field.get(i + 1..i + 4)
+            && let Ok(byte) = u8::from_str_radix(octal, 8)
+        {
+            out.push(byte);
+            i += 4;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The pods' cgroups, innermost first (a cgroup goes only once it has no children and no
+/// processes; a few tries while the killed processes finish exiting).
+fn remove_cgroups() {
+    fn dirs(dir: &Path, out: &mut Vec<PathBuf>) {
+        if let Ok(entries) = fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|kind| kind.is_dir()) {
+                    dirs(&entry.path(), out);
+                }
+            }
+        }
+        out.push(dir.to_path_buf());
+    }
+    for _ in 0..20 {
+        let mut all = Vec::new();
+        for cgroup in pod_cgroups() {
+            dirs(&cgroup, &mut all);
+        }
+        if all.is_empty() {
+            return;
+        }
+        for dir in all {
+            let _ = fs::remove_dir(dir);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The bridge plugin's masquerading: a `POSTROUTING` rule per pod, commented with our network's
+/// name, jumping to a chain of its own. A pod torn down by the kubelet takes its own away; those
+/// of pods killed by `down` are removed here.
+fn remove_nat_chains() {
+    let mut save = Command::new("iptables-save");
+    save.args(["-t", "nat"]);
+    let Ok(rules) = cmd::output(&mut save, CALL_LIMIT) else {
+        return;
+    };
+    let marker = format!("name: \\\"{NETWORK}\\\"");
+    for line in rules.lines() {
+        let Some(rule) = line.strip_prefix("-A POSTROUTING ") else {
+            continue;
+        };
+        if !rule.contains(&marker) {
+            continue;
+        }
+        let Some(chain) = rule
+            .split(" -j ")
+            .nth(1)
+            .and_then(|target| target.split_whitespace().next())
+        else {
+            continue;
+        };
+        // The rule is matched by its source and target, which are unique per pod; its comment
+        // would need the shell's quoting rules to pass back.
+        let Some(source) = rule
+            .split_whitespace()
+            .skip_while(|word| *word != "-s")
+            .nth(1)
+        else {
+            continue;
+        };
+        let mut delete = Command::new("iptables");
+        delete.args(["-t", "nat", "-D", "POSTROUTING", "-s", source, "-m", "comment"]);
+        delete.args(["--comment", &comment_of(rule), "-j", chain]);
+        let _ = cmd::output(&mut delete, CALL_LIMIT);
+        for step in ["-F", "-X"] {
+            let mut iptables = Command::new("iptables");
+            iptables.args(["-t", "nat", step, chain]);
+            let _ = cmd::output(&mut iptables, CALL_LIMIT);
+        }
+    }
+}
+
+/// The text of `--comment "…"` in an `iptables-save` rule, unquoted.
+fn comment_of(rule: &str) -> String {
+    let Some(start) = rule.find("--comment \"") else {
+        return String::new();
+    };
+    let rest = &rule[start + "--comment \"".len()..];
+    let mut out = String::new();
+    let mut chars = rest.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => out.extend(chars.next()),
+            '"' => break,
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nat_comments_and_mount_points_are_unquoted() {
+        let rule = r#"-s 10.88.0.5/32 -m comment --comment "name: \"atlas-devcluster\" id: \"abc\"" -j CNI-1234"#;
+        assert_eq!(comment_of(rule), r#"name: "atlas-devcluster" id: "abc""#);
+        assert_eq!(unescape_mount_point(r"/tmp/a\040b"), "/tmp/a b");
+        assert_eq!(unescape_mount_point("/tmp/plain"), "/tmp/plain");
+    }
+
+    #[test]
+    fn the_cni_network_is_a_bridge_with_masquerading() {
+        let config: serde_json::Value =
+            serde_json::from_str(&cni_config(Path::new("/tmp/x"))).unwrap();
+        assert_eq!(config["plugins"][0]["bridge"], BRIDGE);
+        assert_eq!(config["plugins"][0]["ipMasq"], true);
+        assert!(BRIDGE.len() <= 15);
+    }
+}
