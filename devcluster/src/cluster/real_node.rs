@@ -14,6 +14,7 @@
 //! ([`tear_down_pods`], [`clean_host`]) removes all of those by name.
 
 use std::fs;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -37,7 +38,7 @@ const NETWORK: &str = "atlas-devcluster";
 /// The pods' addresses; the bridge has the first, which is where a pod reaches the host's
 /// listeners (the pod's own 127.0.0.1 is its own).
 pub const POD_SUBNET: &str = "10.88.0.0/16";
-pub const POD_GATEWAY: &str = "10.88.0.1";
+pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
 /// The shim containerd starts per pod: not one of our components, found by our socket's path
 /// in its arguments.
 const SHIM: &str = "containerd-shim-runc-v2";
@@ -53,6 +54,7 @@ pub(super) struct Binaries {
     kubelet: PathBuf,
     scheduler: PathBuf,
     runc: PathBuf,
+    shim: PathBuf,
     pause_source: PathBuf,
 }
 
@@ -86,8 +88,30 @@ pub(super) fn prepare() -> Result<Binaries, ClusterError> {
         kubelet: crate::tools::path("kubelet")?,
         scheduler: crate::tools::path("kube-scheduler")?,
         runc,
+        shim: shim()?,
         pause_source: pause_source()?,
     })
+}
+
+/// `containerd-shim-runc-v2`, which `cargo xtask tools` does not build (yet): built here from the
+/// pinned `tools/containerd` module (read-only, so nothing there changes) into the target
+/// directory, once (about 45 s on 2 cores).
+fn shim() -> Result<PathBuf, ClusterError> {
+    let binary = crate::target_dir().join("devcluster-node").join(SHIM);
+    if binary.exists() {
+        return Ok(binary);
+    }
+    let mut build = Command::new("go");
+    build
+        .current_dir(crate::workspace_root().join("tools/containerd"))
+        .env("CGO_ENABLED", "0")
+        .env("GOFLAGS", "-mod=readonly")
+        .args(["build", "-trimpath", "-o"])
+        .arg(&binary)
+        .arg(format!("github.com/containerd/containerd/v2/cmd/{SHIM}"));
+    cmd::output(&mut build, Duration::from_secs(30 * 60))
+        .map_err(command_error(format!("building {SHIM}")))?;
+    Ok(binary)
 }
 
 /// `build/pause/linux/pause.c` of the kubernetes module the tools were built from.
@@ -98,6 +122,8 @@ fn pause_source() -> Result<PathBuf, ClusterError> {
         .lines()
         .map(str::trim)
         .find_map(|line| {
+            // `require k8s.io/kubernetes vX` alone, or the line inside a `require (…)` block.
+            let line = line.strip_prefix("require ").unwrap_or(line);
             let rest = line.strip_prefix("k8s.io/kubernetes ")?;
             rest.split_whitespace().next()
         })
@@ -138,11 +164,12 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
         fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
     }
     let config = dir.join("containerd/config.toml");
-    fs::write(&config, containerd_config(cluster, &binaries.runc))
+    fs::write(&config, containerd_config(cluster, binaries))
         .map_err(io("writing containerd's config"))?;
     let cni = dir.join("cni/net.d/10-devcluster.conflist");
     fs::write(&cni, cni_config(&dir)).map_err(io("writing the CNI config"))?;
 
+    make_bridge()?;
     let mut command = Command::new(&binaries.containerd);
     command.arg(format!("--config={}", config.display()));
     spawn(cluster, Component::Containerd, &mut command)?;
@@ -177,7 +204,7 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
         &[],
         &Usage::Server {
             dns_names: vec![NODE_NAME.to_string(), "localhost".to_string()],
-            ips: vec![std::net::Ipv4Addr::LOCALHOST.into()],
+            ips: vec![Ipv4Addr::LOCALHOST.into(), POD_GATEWAY.into()],
         },
     )?;
     let kubeconfig = dir.join("kubelet.kubeconfig");
@@ -194,8 +221,9 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
         .arg(format!("--kubeconfig={}", kubeconfig.display()))
         .arg(format!("--root-dir={}", dir.join("kubelet").display()))
         .arg(format!("--hostname-override={NODE_NAME}"))
-        // The API server reaches the kubelet (logs, exec) at the InternalIP.
-        .arg("--node-ip=127.0.0.1")
+        // The API server reaches the kubelet (logs, exec) at the InternalIP, which the kubelet
+        // refuses to be a loopback address: the bridge's own address, on this machine.
+        .arg(format!("--node-ip={POD_GATEWAY}"))
         .arg("--v=1");
     spawn(cluster, Component::NodeKubelet, &mut command)?;
 
@@ -213,6 +241,23 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
     spawn(cluster, Component::Scheduler, &mut command)
 }
 
+/// The pods' bridge with its gateway address, made before the kubelet starts (the bridge plugin
+/// would make it only with the first pod), so the kubelet can listen on it.
+fn make_bridge() -> Result<(), ClusterError> {
+    let prefix = POD_SUBNET.split('/').nth(1).unwrap_or("16");
+    let steps: [&[&str]; 3] = [
+        &["link", "add", BRIDGE, "type", "bridge"],
+        &["addr", "add", &format!("{POD_GATEWAY}/{prefix}"), "dev", BRIDGE],
+        &["link", "set", BRIDGE, "up"],
+    ];
+    for step in steps {
+        let mut ip = Command::new("ip");
+        ip.args(step);
+        cmd::output(&mut ip, CALL_LIMIT).map_err(command_error("making the pods' bridge"))?;
+    }
+    Ok(())
+}
+
 fn ctr(cluster: &Cluster, binaries: &Binaries) -> Command {
     let mut ctr = Command::new(&binaries.ctr);
     ctr.arg(format!("--address={}", containerd_socket(cluster).display()))
@@ -222,7 +267,7 @@ fn ctr(cluster: &Cluster, binaries: &Binaries) -> Command {
 
 /// containerd 2.4's config (`version = 4`, the plugin names of `containerd config default`),
 /// every path in our directory so it never meets the machine's own containerd.
-fn containerd_config(cluster: &Cluster, runc: &Path) -> String {
+fn containerd_config(cluster: &Cluster, binaries: &Binaries) -> String {
     let dir = node_dir(cluster).join("containerd");
     let socket = containerd_socket(cluster);
     let d = dir.display();
@@ -260,6 +305,7 @@ imports = []
     default_runtime_name = 'runc'
     [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
       runtime_type = 'io.containerd.runc.v2'
+      runtime_path = '{shim}'
       [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
         BinaryName = '{runc}'
         Root = '{d}/runc'
@@ -273,7 +319,8 @@ imports = []
   stream_server_port = '0'
 ",
         socket = socket.display(),
-        runc = runc.display(),
+        runc = binaries.runc.display(),
+        shim = binaries.shim.display(),
         cni = cni.display(),
     )
 }
@@ -291,7 +338,7 @@ fn cni_config(dir: &Path) -> String {
             "ipMasq": true,
             "ipam": {
                 "type": "host-local",
-                "ranges": [[{ "subnet": POD_SUBNET, "gateway": POD_GATEWAY }]],
+                "ranges": [[{ "subnet": POD_SUBNET, "gateway": POD_GATEWAY.to_string() }]],
                 "routes": [{ "dst": "0.0.0.0/0" }],
                 "dataDir": dir.join("cni/ipam"),
             },
@@ -309,7 +356,7 @@ fn kubelet_config_text(cluster: &Cluster, cert: &Path, key: &Path) -> String {
         "# Written by devcluster (src/cluster/real_node.rs).
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
-address: 127.0.0.1
+address: {gateway}
 port: {port}
 readOnlyPort: 0
 healthzPort: 0
@@ -339,6 +386,7 @@ evictionHard:
   imagefs.available: 1%
   nodefs.inodesFree: 1%
 ",
+        gateway = POD_GATEWAY,
         port = cluster.ports.kubelet,
         cert = cert.display(),
         key = key.display(),
