@@ -52,7 +52,11 @@ pub fn run(command: ClusterCommand) -> Result<()> {
 }
 
 fn describe(cluster: &Cluster) {
-    println!("NODE={} ({})", cluster.node.name(), cluster.node.node_name());
+    println!(
+        "NODE={} ({})",
+        cluster.node.name(),
+        cluster.node.node_name()
+    );
     println!("SERVER={}", cluster.server());
     println!("KUBECONFIG={}", cluster.kubeconfig().display());
     println!("AUDIT_LOG={}", cluster.audit_log().display());

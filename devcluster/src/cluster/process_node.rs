@@ -96,24 +96,19 @@ pub(super) fn wait_for_node(
     name: &str,
     kubelet: Component,
 ) -> Result<(), ClusterError> {
-    wait_for(
-        cluster,
-        "the node did not become Ready",
-        kubelet,
-        || {
-            let mut kubectl = cluster.kubectl();
-            kubectl.args([
-                "get",
-                "node",
-                name,
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-            ]);
-            match cmd::output(&mut kubectl, Duration::from_secs(15)) {
-                Ok(out) if out.trim() == "True" => Ok(()),
-                Ok(out) => Err(format!("Ready is {:?}", out.trim())),
-                Err(err) => Err(err.to_string()),
-            }
-        },
-    )
+    wait_for(cluster, "the node did not become Ready", kubelet, || {
+        let mut kubectl = cluster.kubectl();
+        kubectl.args([
+            "get",
+            "node",
+            name,
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+        ]);
+        match cmd::output(&mut kubectl, Duration::from_secs(15)) {
+            Ok(out) if out.trim() == "True" => Ok(()),
+            Ok(out) => Err(format!("Ready is {:?}", out.trim())),
+            Err(err) => Err(err.to_string()),
+        }
+    })
 }

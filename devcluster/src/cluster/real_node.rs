@@ -159,7 +159,14 @@ fn containerd_socket(cluster: &Cluster) -> PathBuf {
 /// Starts containerd, builds and imports the images, then starts the kubelet and the scheduler.
 pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), ClusterError> {
     let dir = node_dir(cluster);
-    for sub in ["containerd", "cni/net.d", "cni/ipam", "kubelet", "pod-logs", "images"] {
+    for sub in [
+        "containerd",
+        "cni/net.d",
+        "cni/ipam",
+        "kubelet",
+        "pod-logs",
+        "images",
+    ] {
         let path = dir.join(sub);
         fs::create_dir_all(&path).map_err(io(format!("creating {}", path.display())))?;
     }
@@ -247,7 +254,13 @@ fn make_bridge() -> Result<(), ClusterError> {
     let prefix = POD_SUBNET.split('/').nth(1).unwrap_or("16");
     let steps: [&[&str]; 3] = [
         &["link", "add", BRIDGE, "type", "bridge"],
-        &["addr", "add", &format!("{POD_GATEWAY}/{prefix}"), "dev", BRIDGE],
+        &[
+            "addr",
+            "add",
+            &format!("{POD_GATEWAY}/{prefix}"),
+            "dev",
+            BRIDGE,
+        ],
         &["link", "set", BRIDGE, "up"],
     ];
     for step in steps {
@@ -260,8 +273,11 @@ fn make_bridge() -> Result<(), ClusterError> {
 
 fn ctr(cluster: &Cluster, binaries: &Binaries) -> Command {
     let mut ctr = Command::new(&binaries.ctr);
-    ctr.arg(format!("--address={}", containerd_socket(cluster).display()))
-        .args(["--namespace", "k8s.io"]);
+    ctr.arg(format!(
+        "--address={}",
+        containerd_socket(cluster).display()
+    ))
+    .args(["--namespace", "k8s.io"]);
     ctr
 }
 
@@ -509,7 +525,10 @@ fn pod_cgroups() -> Vec<PathBuf> {
 fn pod_pids() -> Vec<u32> {
     fn walk(dir: &Path, pids: &mut Vec<u32>) {
         if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
-            pids.extend(text.lines().filter_map(|line| line.trim().parse::<u32>().ok()));
+            pids.extend(
+                text.lines()
+                    .filter_map(|line| line.trim().parse::<u32>().ok()),
+            );
         }
         if let Ok(entries) = fs::read_dir(dir) {
             for entry in entries.flatten() {
@@ -546,11 +565,29 @@ pub(super) fn clean_host(dir: &Path) {
         let _ = cmd::output(&mut ip, CALL_LIMIT);
     }
     remove_nat_chains();
-    if let Ok(entries) = fs::read_dir("/var/lib/cni/results") {
-        for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().starts_with(NETWORK) {
-                let _ = fs::remove_file(entry.path());
-            }
+    remove_cni_results(dir);
+}
+
+/// libcni's cached results of our pods, `<network>-<sandbox id>-<interface>`: ours are those of
+/// our network, and the loopback network's of our sandboxes (containerd lists them in our
+/// directory).
+fn remove_cni_results(dir: &Path) {
+    let sandboxes = dir.join("node/containerd/root/io.containerd.grpc.v1.cri/sandboxes");
+    let ids: Vec<String> = fs::read_dir(sandboxes)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|entry| entry.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    let Ok(entries) = fs::read_dir("/var/lib/cni/results") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&format!("{NETWORK}-")) || ids.iter().any(|id| name.contains(id)) {
+            let _ = fs::remove_file(entry.path());
         }
     }
 }
@@ -664,7 +701,16 @@ fn remove_nat_chains() {
             continue;
         };
         let mut delete = Command::new("iptables");
-        delete.args(["-t", "nat", "-D", "POSTROUTING", "-s", source, "-m", "comment"]);
+        delete.args([
+            "-t",
+            "nat",
+            "-D",
+            "POSTROUTING",
+            "-s",
+            source,
+            "-m",
+            "comment",
+        ]);
         delete.args(["--comment", &comment_of(rule), "-j", chain]);
         let _ = cmd::output(&mut delete, CALL_LIMIT);
         for step in ["-F", "-X"] {

@@ -8,8 +8,7 @@ use std::path::PathBuf;
 use super::components::{Component, stop, stop_strays};
 use super::control_plane::readyz;
 use super::{
-    Cluster, ClusterError, NodeKind, Ports, cluster_dir, io, kubeconfig_file, state_dir,
-    state_file,
+    Cluster, ClusterError, NodeKind, Ports, cluster_dir, io, kubeconfig_file, state_dir, state_file,
 };
 use crate::lifecycle::{self, Service, State};
 
