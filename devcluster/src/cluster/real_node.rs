@@ -61,21 +61,7 @@ pub(super) struct Binaries {
 /// Checks that this machine can run containers, installs the real node's packages and finds its
 /// binaries; every refusal says why.
 pub(super) fn prepare() -> Result<Binaries, ClusterError> {
-    let refuse = |reason: String| Err(ClusterError::CannotRunContainers(reason));
-    if !cmd::is_root() {
-        return refuse("the real node needs root (containerd, runc, mounts, a bridge)".into());
-    }
-    let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if !filesystems.lines().any(|line| line.ends_with("\toverlay")) {
-        return refuse(
-            "the kernel has no overlay filesystem (containerd's overlayfs snapshotter needs it; \
-             try `modprobe overlay`)"
-                .into(),
-        );
-    }
-    if !Path::new("/sys/fs/cgroup").is_dir() {
-        return refuse("no cgroup filesystem at /sys/fs/cgroup".into());
-    }
+    can_run_containers().map_err(ClusterError::CannotRunContainers)?;
     crate::packages::ensure_real_node()?;
     let runc = ["/usr/sbin/runc", "/usr/bin/runc"]
         .map(PathBuf::from)
@@ -112,6 +98,25 @@ fn shim() -> Result<PathBuf, ClusterError> {
     cmd::output(&mut build, Duration::from_secs(30 * 60))
         .map_err(command_error(format!("building {SHIM}")))?;
     Ok(binary)
+}
+
+/// Whether this machine can run the real node at all; if not, why (a test skips with it).
+pub fn can_run_containers() -> Result<(), String> {
+    if !cmd::is_root() {
+        return Err("the real node needs root (containerd, runc, mounts, a bridge)".into());
+    }
+    let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !filesystems.lines().any(|line| line.ends_with("\toverlay")) {
+        return Err(
+            "the kernel has no overlay filesystem (containerd's overlayfs snapshotter needs it; \
+             try `modprobe overlay`)"
+                .into(),
+        );
+    }
+    if !Path::new("/sys/fs/cgroup").is_dir() {
+        return Err("no cgroup filesystem at /sys/fs/cgroup".into());
+    }
+    Ok(())
 }
 
 /// `build/pause/linux/pause.c` of the kubernetes module the tools were built from.

@@ -1,0 +1,95 @@
+//! The real node (`cluster up --node real`): the upstream kubelet on containerd and runc runs a
+//! pod of the locally built busybox image in a real container; `kubectl logs` and the
+//! termination message come back through the real API server; `down` leaves nothing behind.
+//!
+//! Opt-in with `DEVCLUSTER_REAL_NODE=1`: it replaces the shared cluster of the test run (which
+//! has the process-kubelet) with its own, so it must not run beside the other cluster tests.
+//! Skipped, with the reason printed, where the machine cannot run containers.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use devcluster::cluster::{self, NodeKind, real_node};
+use serde_json::{Value, json};
+
+#[test]
+fn a_pod_runs_in_a_real_container_and_down_cleans_the_host() {
+    if std::env::var_os("DEVCLUSTER_REAL_NODE").is_none() {
+        eprintln!("skipped: set DEVCLUSTER_REAL_NODE=1 to run the real node's test");
+        return;
+    }
+    if let Err(reason) = real_node::can_run_containers() {
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let started = Instant::now();
+    let cluster = cluster::up_with(NodeKind::Real).expect("starting the real node");
+    eprintln!("real node Ready in {:.1}s", started.elapsed().as_secs_f64());
+
+    let pod = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "real-hello", "namespace": "default" },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main",
+                "image": real_node::BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c",
+                    "echo hello from a container; echo the end > /dev/termination-log; exit 3"],
+            }],
+        },
+    });
+    cluster
+        .apply(None, &pod.to_string())
+        .expect("creating the pod");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        let out = cluster
+            .kubectl_output(&["get", "pod", "real-hello", "-o", "json"])
+            .expect("reading the pod");
+        let pod: Value = serde_json::from_str(&out).unwrap();
+        let phase = pod["status"]["phase"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if phase == "Failed" || phase == "Succeeded" {
+            break pod["status"].clone();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the pod did not finish: {}",
+            pod["status"]
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    assert_eq!(status["phase"], "Failed");
+    let terminated = &status["containerStatuses"][0]["state"]["terminated"];
+    assert_eq!(terminated["exitCode"], 3);
+    assert_eq!(terminated["message"], "the end\n");
+    assert_eq!(
+        status["containerStatuses"][0]["imageID"]
+            .as_str()
+            .map(|id| id.starts_with("sha256:")),
+        Some(true)
+    );
+    let logs = cluster
+        .kubectl_output(&["logs", "real-hello"])
+        .expect("kubectl logs");
+    assert_eq!(logs, "hello from a container\n");
+
+    let dir = cluster.dir.clone();
+    cluster::down().expect("stopping the cluster");
+    assert!(!dir.exists(), "{} is left", dir.display());
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&*dir.to_string_lossy()), "mounts are left");
+    assert!(
+        !Path::new("/sys/class/net").join(real_node::BRIDGE).exists(),
+        "the bridge is left"
+    );
+    assert!(
+        !Path::new("/sys/fs/cgroup/memory/kubepods").exists(),
+        "pod cgroups are left"
+    );
+}
