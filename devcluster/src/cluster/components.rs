@@ -28,12 +28,13 @@ pub enum Component {
     Containerd,
     NodeKubelet,
     Scheduler,
+    Proxy,
 }
 
 impl Component {
     /// Every component of either kind of node, in start order (`down` stops them in reverse:
     /// the node first).
-    pub const ALL: [Component; 7] = [
+    pub const ALL: [Component; 8] = [
         Component::Etcd,
         Component::ApiServer,
         Component::ControllerManager,
@@ -41,6 +42,7 @@ impl Component {
         Component::Containerd,
         Component::NodeKubelet,
         Component::Scheduler,
+        Component::Proxy,
     ];
 
     /// The components a cluster with this kind of node runs.
@@ -54,6 +56,7 @@ impl Component {
                 Component::Containerd,
                 Component::NodeKubelet,
                 Component::Scheduler,
+                Component::Proxy,
             ],
         }
     }
@@ -68,6 +71,7 @@ impl Component {
             Component::Containerd => "containerd",
             Component::NodeKubelet => "kubelet",
             Component::Scheduler => "kube-scheduler",
+            Component::Proxy => "kube-proxy",
         }
     }
 

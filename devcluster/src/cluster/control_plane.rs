@@ -49,7 +49,8 @@ pub const CONTROLLERS: &[&str] = &[
 fn controllers(node: NodeKind) -> String {
     let mut all = CONTROLLERS.to_vec();
     if node == NodeKind::Real {
-        all.push("node-lifecycle-controller");
+        // And kube-proxy routes a Service only to the endpoints in its EndpointSlices.
+        all.extend(["node-lifecycle-controller", "endpointslice-controller"]);
     }
     all.join(",")
 }

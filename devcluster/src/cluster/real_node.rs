@@ -53,6 +53,7 @@ pub(super) struct Binaries {
     ctr: PathBuf,
     kubelet: PathBuf,
     scheduler: PathBuf,
+    proxy: PathBuf,
     runc: PathBuf,
     shim: PathBuf,
     pause_source: PathBuf,
@@ -73,6 +74,7 @@ pub(super) fn prepare() -> Result<Binaries, ClusterError> {
         ctr: crate::tools::path("ctr")?,
         kubelet: crate::tools::path("kubelet")?,
         scheduler: crate::tools::path("kube-scheduler")?,
+        proxy: crate::tools::path("kube-proxy")?,
         runc,
         shim: shim()?,
         pause_source: pause_source()?,
@@ -250,7 +252,26 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
         .arg("--leader-elect=false")
         // Nothing reads its health or metrics: no port to find or collide on.
         .arg("--secure-port=0");
-    spawn(cluster, Component::Scheduler, &mut command)
+    spawn(cluster, Component::Scheduler, &mut command)?;
+
+    // The user the bootstrap binding `system:node-proxier` grants what kube-proxy reads.
+    let proxy = cluster.issue_cert("kube-proxy", "system:kube-proxy", &[], &Usage::Client)?;
+    let proxy_kubeconfig = dir.join("kube-proxy.kubeconfig");
+    cluster.write_kubeconfig(&proxy_kubeconfig, &proxy)?;
+    let ports = crate::lifecycle::free_ports(2)?;
+    let mut command = Command::new(&binaries.proxy);
+    command
+        .arg(format!("--kubeconfig={}", proxy_kubeconfig.display()))
+        .arg(format!("--hostname-override={NODE_NAME}"))
+        .arg("--proxy-mode=iptables")
+        .arg(format!("--cluster-cidr={POD_SUBNET}"))
+        // Leave the machine's conntrack limits and route_localnet alone.
+        .arg("--conntrack-max-per-core=0")
+        .arg("--iptables-localhost-nodeports=false")
+        // Its health and metrics servers would take fixed ports (it refuses port 0).
+        .arg(format!("--healthz-bind-address=127.0.0.1:{}", ports[0]))
+        .arg(format!("--metrics-bind-address=127.0.0.1:{}", ports[1]));
+    spawn(cluster, Component::Proxy, &mut command)
 }
 
 /// The pods' bridge with its gateway address, made before the kubelet starts (the bridge plugin
@@ -672,76 +693,93 @@ fn remove_cgroups() {
     }
 }
 
-/// The bridge plugin's masquerading: a `POSTROUTING` rule per pod, commented with our network's
-/// name, jumping to a chain of its own. A pod torn down by the kubelet takes its own away; those
-/// of pods killed by `down` are removed here.
+/// The rules and chains of ours in iptables and ip6tables: the bridge plugin's masquerading (a
+/// `POSTROUTING` rule per pod, commented with our network's name, jumping to a `CNI-…` chain of
+/// its own: a pod the kubelet tears down takes its own away, those of pods killed by `down` stay)
+/// and the kubelet's and kube-proxy's `KUBE-…` chains (canaries, `KUBE-FIREWALL`, Services),
+/// which they never remove. Rules are deleted by their own words as `iptables-save` prints them.
 fn remove_nat_chains() {
-    let mut save = Command::new("iptables-save");
-    save.args(["-t", "nat"]);
-    let Ok(rules) = cmd::output(&mut save, CALL_LIMIT) else {
-        return;
-    };
     let marker = format!("name: \\\"{NETWORK}\\\"");
-    for line in rules.lines() {
-        let Some(rule) = line.strip_prefix("-A POSTROUTING ") else {
+    for (save, iptables) in [
+        ("iptables-save", "iptables"),
+        ("ip6tables-save", "ip6tables"),
+    ] {
+        let mut command = Command::new(save);
+        let Ok(rules) = cmd::output(&mut command, CALL_LIMIT) else {
             continue;
         };
-        if !rule.contains(&marker) {
-            continue;
+        let mut table = "";
+        let mut deletes: Vec<(String, Vec<String>)> = Vec::new();
+        let mut chains: Vec<(String, String)> = Vec::new();
+        for line in rules.lines() {
+            if let Some(name) = line.strip_prefix('*') {
+                table = name;
+            } else if let Some(chain) = line.strip_prefix(':') {
+                let chain = chain.split_whitespace().next().unwrap_or_default();
+                if chain.starts_with("KUBE-") {
+                    chains.push((table.to_string(), chain.to_string()));
+                }
+            } else if let Some(rule) = line.strip_prefix("-A ") {
+                let words = split_rule(rule);
+                let target = words
+                    .iter()
+                    .position(|word| word == "-j")
+                    .and_then(|at| words.get(at + 1))
+                    .cloned()
+                    .unwrap_or_default();
+                let ours_cni = rule.contains(&marker) && target.starts_with("CNI-");
+                if ours_cni {
+                    chains.push((table.to_string(), target.clone()));
+                }
+                let from_outside = !words[0].starts_with("KUBE-") && !words[0].starts_with("CNI-");
+                if from_outside && (ours_cni || target.starts_with("KUBE-")) {
+                    deletes.push((table.to_string(), words));
+                }
+            }
         }
-        let Some(chain) = rule
-            .split(" -j ")
-            .nth(1)
-            .and_then(|target| target.split_whitespace().next())
-        else {
-            continue;
-        };
-        // The rule is matched by its source and target, which are unique per pod; its comment
-        // would need the shell's quoting rules to pass back.
-        let Some(source) = rule
-            .split_whitespace()
-            .skip_while(|word| *word != "-s")
-            .nth(1)
-        else {
-            continue;
-        };
-        let mut delete = Command::new("iptables");
-        delete.args([
-            "-t",
-            "nat",
-            "-D",
-            "POSTROUTING",
-            "-s",
-            source,
-            "-m",
-            "comment",
-        ]);
-        delete.args(["--comment", &comment_of(rule), "-j", chain]);
-        let _ = cmd::output(&mut delete, CALL_LIMIT);
+        for (table, words) in deletes {
+            let mut delete = Command::new(iptables);
+            delete.args(["-t", &table, "-D"]).args(&words);
+            let _ = cmd::output(&mut delete, CALL_LIMIT);
+        }
+        // Flushed first, all of them: a chain can be deleted only once nothing jumps to it.
         for step in ["-F", "-X"] {
-            let mut iptables = Command::new("iptables");
-            iptables.args(["-t", "nat", step, chain]);
-            let _ = cmd::output(&mut iptables, CALL_LIMIT);
+            for (table, chain) in &chains {
+                let mut command = Command::new(iptables);
+                command.args(["-t", table, step, chain]);
+                let _ = cmd::output(&mut command, CALL_LIMIT);
+            }
         }
     }
 }
 
-/// The text of `--comment "…"` in an `iptables-save` rule, unquoted.
-fn comment_of(rule: &str) -> String {
-    let Some(start) = rule.find("--comment \"") else {
-        return String::new();
-    };
-    let rest = &rule[start + "--comment \"".len()..];
-    let mut out = String::new();
-    let mut chars = rest.chars();
+/// An `iptables-save` rule's words, with `"…"` (and `\"` inside) unquoted.
+fn split_rule(rule: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    let mut chars = rule.chars();
     while let Some(c) = chars.next() {
         match c {
-            '\\' => out.extend(chars.next()),
-            '"' => break,
-            c => out.push(c),
+            '\\' if quoted => word.extend(chars.next()),
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                any = false;
+            }
+            c => word.push(c),
         }
     }
-    out
+    if any || !word.is_empty() {
+        words.push(word);
+    }
+    words
 }
 
 #[cfg(test)]
@@ -750,8 +788,21 @@ mod tests {
 
     #[test]
     fn nat_comments_and_mount_points_are_unquoted() {
-        let rule = r#"-s 10.88.0.5/32 -m comment --comment "name: \"atlas-devcluster\" id: \"abc\"" -j CNI-1234"#;
-        assert_eq!(comment_of(rule), r#"name: "atlas-devcluster" id: "abc""#);
+        let rule = r#"POSTROUTING -s 10.88.0.5/32 -m comment --comment "name: \"atlas-devcluster\" id: \"abc\"" -j CNI-1234"#;
+        assert_eq!(
+            split_rule(rule),
+            [
+                "POSTROUTING",
+                "-s",
+                "10.88.0.5/32",
+                "-m",
+                "comment",
+                "--comment",
+                r#"name: "atlas-devcluster" id: "abc""#,
+                "-j",
+                "CNI-1234"
+            ]
+        );
         assert_eq!(unescape_mount_point(r"/tmp/a\040b"), "/tmp/a b");
         assert_eq!(unescape_mount_point("/tmp/plain"), "/tmp/plain");
     }
