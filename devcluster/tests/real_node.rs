@@ -79,6 +79,84 @@ fn a_pod_runs_in_a_real_container_and_down_cleans_the_host() {
         .expect("kubectl logs");
     assert_eq!(logs, "hello from a container\n");
 
+    // A Service in front of a pod, reached by its cluster IP from another pod: the scheduler,
+    // the pod network, the endpointslice controller and kube-proxy's rules together.
+    let server = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "real-server", "namespace": "default", "labels": { "app": "real-server" } },
+        "spec": {
+            "containers": [{
+                "name": "main",
+                "image": real_node::BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "while true; do echo served | busybox nc -l -p 8080; done"],
+            }],
+        },
+    });
+    let service = json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": { "name": "real-server", "namespace": "default" },
+        "spec": { "selector": { "app": "real-server" }, "ports": [{ "port": 80, "targetPort": 8080 }] },
+    });
+    cluster
+        .apply(None, &server.to_string())
+        .expect("creating the server");
+    cluster
+        .apply(None, &service.to_string())
+        .expect("creating the Service");
+    cluster
+        .kubectl_output(&[
+            "wait",
+            "--for=condition=Ready",
+            "pod/real-server",
+            "--timeout=50s",
+        ])
+        .expect("the server pod is Ready");
+    let ip = cluster
+        .kubectl_output(&[
+            "get",
+            "service",
+            "real-server",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ])
+        .expect("the Service's IP");
+    // kube-proxy writes its rules a moment after the endpoints appear: the client retries.
+    let script = format!(
+        "for i in 1 2 3 4 5 6 7 8 9 10; do busybox nc -w 2 {ip} 80 </dev/null && exit 0; busybox sleep 1; done; exit 1"
+    );
+    let client = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "real-client", "namespace": "default" },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main",
+                "image": real_node::BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", script],
+            }],
+        },
+    });
+    cluster
+        .apply(None, &client.to_string())
+        .expect("creating the client");
+    cluster
+        .kubectl_output(&[
+            "wait",
+            "--for=jsonpath={.status.phase}=Succeeded",
+            "pod/real-client",
+            "--timeout=50s",
+        ])
+        .expect("the client reaches the Service");
+    let served = cluster
+        .kubectl_output(&["logs", "real-client"])
+        .expect("client logs");
+    assert!(served.contains("served"), "{served}");
+
     let dir = cluster.dir.clone();
     cluster::down().expect("stopping the cluster");
     assert!(!dir.exists(), "{} is left", dir.display());
@@ -91,5 +169,11 @@ fn a_pod_runs_in_a_real_container_and_down_cleans_the_host() {
     assert!(
         !Path::new("/sys/fs/cgroup/memory/kubepods").exists(),
         "pod cgroups are left"
+    );
+    let mut save = std::process::Command::new("iptables-save");
+    let rules = devcluster::cmd::output(&mut save, Duration::from_secs(30)).unwrap();
+    assert!(
+        !rules.contains("KUBE-") && !rules.contains("atlas-devcluster"),
+        "iptables rules are left:\n{rules}"
     );
 }
