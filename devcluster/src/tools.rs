@@ -165,6 +165,12 @@ pub const GROUPS: &[Group] = &[
                 package: "github.com/containerd/containerd/v2/cmd/ctr",
                 version_args: &["--version"],
             },
+            // containerd starts one per pod sandbox; it runs the pod's containers with runc.
+            Binary {
+                name: "containerd-shim-runc-v2",
+                package: "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2",
+                version_args: &["-v"],
+            },
         ],
     },
 ];

@@ -76,30 +76,9 @@ pub(super) fn prepare() -> Result<Binaries, ClusterError> {
         scheduler: crate::tools::path("kube-scheduler")?,
         proxy: crate::tools::path("kube-proxy")?,
         runc,
-        shim: shim()?,
+        shim: crate::tools::path(SHIM)?,
         pause_source: pause_source()?,
     })
-}
-
-/// `containerd-shim-runc-v2`, which `cargo xtask tools` does not build (yet): built here from the
-/// pinned `tools/containerd` module (read-only, so nothing there changes) into the target
-/// directory, once (about 45 s on 2 cores).
-fn shim() -> Result<PathBuf, ClusterError> {
-    let binary = crate::target_dir().join("devcluster-node").join(SHIM);
-    if binary.exists() {
-        return Ok(binary);
-    }
-    let mut build = Command::new("go");
-    build
-        .current_dir(crate::workspace_root().join("tools/containerd"))
-        .env("CGO_ENABLED", "0")
-        .env("GOFLAGS", "-mod=readonly")
-        .args(["build", "-trimpath", "-o"])
-        .arg(&binary)
-        .arg(format!("github.com/containerd/containerd/v2/cmd/{SHIM}"));
-    cmd::output(&mut build, Duration::from_secs(30 * 60))
-        .map_err(command_error(format!("building {SHIM}")))?;
-    Ok(binary)
 }
 
 /// Whether this machine can run the real node at all; if not, why (a test skips with it).
