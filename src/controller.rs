@@ -3,12 +3,13 @@
 
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::future::{BoxFuture, Shared};
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 
@@ -34,11 +35,40 @@ fn api<K: AtlasResource>(client: &Client, namespace: Option<&str>) -> Api<K> {
     }
 }
 
+/// A future every controller can await: it resolves once, when the process is asked to stop.
+pub type Shutdown = Shared<BoxFuture<'static, ()>>;
+
+/// Resolves on the first SIGTERM (what Kubernetes sends when it deletes the pod) or SIGINT.
+/// The handlers are installed at once, so a signal that comes before anything awaits it counts.
+pub fn shutdown_on_signal() -> Shutdown {
+    let next = next_signal();
+    async move {
+        let name = next.await;
+        tracing::info!("{name}: finishing the running reconciles (again to stop at once)");
+    }
+    .boxed()
+    .shared()
+}
+
+/// The next SIGTERM or SIGINT, by name; the handlers are installed before this returns.
+fn next_signal() -> impl std::future::Future<Output = &'static str> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("a SIGTERM handler installs");
+    let mut interrupt = signal(SignalKind::interrupt()).expect("a SIGINT handler installs");
+    async move {
+        tokio::select! {
+            _ = terminate.recv() => "SIGTERM",
+            _ = interrupt.recv() => "SIGINT",
+        }
+    }
+}
+
 async fn run_kind<K: AtlasResource>(
     client: Client,
     namespace: Option<String>,
     ctx: Arc<Context>,
     options: Options,
+    shutdown: Shutdown,
 ) {
     let ns = namespace.as_deref();
     let managed = format!(
@@ -52,6 +82,7 @@ async fn run_kind<K: AtlasResource>(
     let controller = Controller::new(api::<K>(&client, ns), resources)
         .with_config(controller::Config::default().concurrency(options.concurrency));
     let store = controller.store();
+    let started = store.clone();
     // The kind label keeps each controller's cache to its own kind's Jobs and pods.
     let (cache, feeds) = crate::cache::watch(
         api_of::<Job>(&client, ns),
@@ -105,8 +136,9 @@ async fn run_kind<K: AtlasResource>(
                     .collect::<Vec<_>>()
             },
         )
-        .shutdown_on_signal()
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile::<K>, reconcile::error_policy::<K>, ctx)
+        .take_until(cannot_end_gracefully(shutdown, started))
         .for_each(|result| async move {
             match result {
                 Ok((object, _)) => tracing::debug!(%object, "reconciled"),
@@ -134,8 +166,26 @@ where
     }
 }
 
-/// Runs every controller until SIGTERM or SIGINT.
-pub async fn run(client: Client, ctx: Arc<Context>, options: Options) {
+/// Resolves when a controller asked to stop cannot end gracefully: at once if it had not listed
+/// its resources when `shutdown` came, or on a second signal.
+///
+/// kube's graceful shutdown alone hangs for good in the first case: its runner holds every
+/// request until the resources' store is ready, the store only fills by polling the watches, and
+/// the shutdown stops polling them, so the runner waits on a store that can no longer fill. A
+/// controller that never listed has no reconcile running, so ending it at once loses nothing.
+async fn cannot_end_gracefully<K: AtlasResource>(shutdown: Shutdown, store: Store<K>) {
+    shutdown.await;
+    let again = next_signal();
+    // Let a list that completed as the signal came reach the store before it is judged.
+    tokio::task::yield_now().await;
+    if matches!(store.wait_until_ready().now_or_never(), Some(Ok(()))) {
+        let name = again.await;
+        tracing::warn!("{name} again: stopping without waiting for the running reconciles");
+    }
+}
+
+/// Runs every controller until `shutdown` resolves and the running reconciles have finished.
+pub async fn run(client: Client, ctx: Arc<Context>, options: Options, shutdown: Shutdown) {
     let namespaces: Vec<Option<String>> = if options.namespaces.is_empty() {
         vec![None]
     } else {
@@ -148,15 +198,70 @@ pub async fn run(client: Client, ctx: Arc<Context>, options: Options) {
             namespace.clone(),
             ctx.clone(),
             options.clone(),
+            shutdown.clone(),
         )));
         tasks.push(tokio::spawn(run_kind::<AtlasSchema>(
             client.clone(),
             namespace,
             ctx.clone(),
             options.clone(),
+            shutdown.clone(),
         )));
     }
     for task in tasks {
         let _ = task.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use http::{Request, Response};
+    use kube::client::Body;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::reconcile::build::JobSettings;
+
+    /// A stop asked for before the first list came back ends the controllers at once. The API
+    /// server here never answers (a mock: a list that is slow for exactly the length of a signal
+    /// is a race on a real one); kube's graceful shutdown alone waited on it for good, which is
+    /// how CI once saw an operator still running 20 s after SIGTERM.
+    #[tokio::test]
+    async fn a_stop_before_the_first_list_ends_the_controllers() {
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let unanswered = tokio::spawn(async move {
+            let mut pending = Vec::new();
+            while let Some(request) = handle.next_request().await {
+                pending.push(request);
+            }
+        });
+        let client = Client::new(service, "default");
+        let ctx = Arc::new(Context::new(
+            client.clone(),
+            JobSettings::default(),
+            Arc::new(Metrics::default()),
+        ));
+        let options = Options {
+            namespaces: vec!["tenant".into()],
+            concurrency: 1,
+            label_selector: None,
+        };
+        let (stop, stopped) = futures::channel::oneshot::channel::<()>();
+        let shutdown: Shutdown = async move {
+            let _ = stopped.await;
+        }
+        .boxed()
+        .shared();
+        let running = tokio::spawn(run(client, ctx, options, shutdown));
+        // The watches have sent their lists by now, and none will be answered.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), running)
+            .await
+            .expect("the controllers end within 5 s of the stop")
+            .unwrap();
+        unanswered.abort();
     }
 }

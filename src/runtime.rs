@@ -61,9 +61,10 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     ctx.allowed.custom_config = config.allow_custom_config;
     let ctx = Arc::new(ctx);
 
+    let shutdown = controller::shutdown_on_signal();
     let Some(election) = config.leader_election else {
         ready.store(true, Ordering::Relaxed);
-        controller::run(client, ctx, config.options).await;
+        controller::run(client, ctx, config.options, shutdown).await;
         return Ok(());
     };
     let manager = lease_manager(client.clone(), &election).await?;
@@ -71,14 +72,28 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
     // A follower is ready too: it is healthy and will take over when the leader goes.
     ready.store(true, Ordering::Relaxed);
     tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting for the leadership");
-    while !*leading.borrow_and_update() {
-        if leading.changed().await.is_err() {
-            return Err(RunError::Lease("the lease task ended".into()));
+    let standing_by = async {
+        while !*leading.borrow_and_update() {
+            if leading.changed().await.is_err() {
+                return Err(RunError::Lease("the lease task ended".into()));
+            }
         }
-    }
+        Ok(())
+    };
+    let result = tokio::select! {
+        led = standing_by => led,
+        // A standby asked to stop has nothing to finish.
+        () = shutdown.clone() => {
+            drop(leading);
+            let _ = lease_task.await;
+            tracing::info!("stopped while standing by");
+            return Ok(());
+        }
+    };
+    result?;
     tracing::info!("leading: starting the controllers");
     let result = tokio::select! {
-        _ = controller::run(client, ctx, config.options) => Ok(()),
+        _ = controller::run(client, ctx, config.options, shutdown) => Ok(()),
         lost = async {
             loop {
                 if leading.changed().await.is_err() || !*leading.borrow() {

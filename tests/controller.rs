@@ -620,6 +620,27 @@ fn sigterm_stops_the_operator_cleanly_and_releases_its_lease() {
         }
     };
     assert!(holder().is_some(), "{}", operator.log());
+    // A standby has no reconcile to finish: it stops at once, leaving the leader's Lease alone.
+    let mut standby = start_operator(&ns.name);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !standby.log().contains("waiting for the leadership") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let stopped = standby
+        .terminate(Duration::from_secs(5))
+        .unwrap_or_else(|| {
+            panic!(
+                "standby still running 5 s after SIGTERM:\n{}",
+                standby.log()
+            )
+        });
+    assert!(stopped.success(), "{stopped:?}\n{}", standby.log());
+    assert!(
+        standby.log().contains("stopped while standing by"),
+        "{}",
+        standby.log()
+    );
+    assert!(holder().is_some(), "the leader still holds the Lease");
     let status = operator
         .terminate(Duration::from_secs(20))
         .unwrap_or_else(|| panic!("still running 20 s after SIGTERM:\n{}", operator.log()));
