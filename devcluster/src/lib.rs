@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod cmd;
 pub mod db;
+pub mod images;
 pub mod kubelet;
 pub(crate) mod lifecycle;
 pub mod operator;

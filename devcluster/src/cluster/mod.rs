@@ -95,6 +95,8 @@ pub enum ClusterError {
     },
     #[error("`{0}` cannot go into a certificate subject (use letters, digits and `:-._@`)")]
     BadName(String),
+    #[error(transparent)]
+    Image(#[from] crate::images::ImageError),
     #[error("this machine cannot run the real node's containers: {0}")]
     CannotRunContainers(String),
 }

@@ -22,6 +22,7 @@ use std::time::Duration;
 use super::components::{spawn, wait_for};
 use super::pki::Usage;
 use super::{CALL_LIMIT, Cluster, ClusterError, Component, command_error, io};
+use crate::images::Buildah;
 use crate::{cmd, process};
 
 /// The Node's name: not the process-kubelet's `devnode`, so a test can tell which node ran it.
@@ -417,48 +418,21 @@ evictionHard:
     )
 }
 
-/// buildah with its storage in our directory, on `vfs` (no mounts to leave behind).
-fn buildah(cluster: &Cluster) -> Command {
-    let storage = node_dir(cluster).join("images/buildah");
-    let mut buildah = Command::new("buildah");
-    buildah
-        .arg(format!("--root={}", storage.join("root").display()))
-        .arg(format!("--runroot={}", storage.join("run").display()))
-        .arg("--storage-driver=vfs");
-    buildah
+/// The node's images: the pause and busybox images in buildah storage of the cluster's own.
+fn buildah(cluster: &Cluster) -> Buildah {
+    Buildah::at(&node_dir(cluster).join("images/buildah"))
 }
 
-/// An image of `files` (host path, path in the image) with `entrypoint`, as a docker archive
-/// that `ctr images import` names `name`.
+/// An image of `files` (host path, path in the image) with `entrypoint`, as an archive.
 fn build_image(
     cluster: &Cluster,
     name: &str,
     files: &[(&Path, &str)],
     entrypoint: &str,
 ) -> Result<PathBuf, ClusterError> {
-    let what = format!("building the image {name}");
-    let run = |args: &[&str]| -> Result<String, ClusterError> {
-        let mut command = buildah(cluster);
-        command.args(args);
-        cmd::output(&mut command, IMAGE_LIMIT)
-            .map(|out| out.trim().to_string())
-            .map_err(command_error(what.clone()))
-    };
-    let container = run(&["from", "scratch"])?;
-    for (host, inside) in files {
-        run(&["copy", &container, &host.to_string_lossy(), inside])?;
-    }
-    run(&["config", "--entrypoint", entrypoint, &container])?;
-    run(&["commit", "-q", "--rm", &container, name])?;
-    let stem = name.rsplit('/').next().unwrap_or(name).replace(':', "-");
-    let archive = node_dir(cluster).join(format!("images/{stem}.tar"));
-    run(&[
-        "push",
-        "-q",
-        name,
-        &format!("docker-archive:{}:{name}", archive.display()),
-    ])?;
-    Ok(archive)
+    let buildah = buildah(cluster);
+    buildah.from_files(name, "scratch", files, &["--entrypoint", entrypoint])?;
+    Ok(buildah.archive(name, &node_dir(cluster).join("images"))?)
 }
 
 /// The pause image: `pause.c` compiled statically, as upstream's Makefile does.
