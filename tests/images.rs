@@ -86,12 +86,33 @@ fn parse(name: &str) -> Dockerfile {
 }
 
 impl Dockerfile {
+    /// `text` with the global ARGs' defaults substituted, also inside one another's defaults.
     fn substitute(&self, text: &str) -> String {
-        self.global_args
+        let mut text = text.to_string();
+        loop {
+            let next = self
+                .global_args
+                .iter()
+                .fold(text.clone(), |text, (key, value)| {
+                    text.replace(&format!("${{{key}}}"), value)
+                });
+            if next == text {
+                return text;
+            }
+            text = next;
+        }
+    }
+
+    /// The stages' names (`FROM image AS name`).
+    fn stage_names(&self) -> Vec<String> {
+        self.stages
             .iter()
-            .fold(text.to_string(), |text, (key, value)| {
-                text.replace(&format!("${{{key}}}"), value)
+            .filter_map(|stage| {
+                let words: Vec<&str> = stage[0].args.split_whitespace().collect();
+                let at = words.iter().position(|w| w.eq_ignore_ascii_case("AS"))?;
+                words.get(at + 1).map(|name| name.to_string())
             })
+            .collect()
     }
 
     /// Every stage's base image (`FROM image [AS name]`), with the global ARGs substituted.
@@ -157,7 +178,9 @@ impl Dockerfile {
 /// Both images must build to a final stage that runs without a shell as a numeric non-root user.
 fn assert_hardened(name: &str, file: &Dockerfile) {
     let bases = file.bases();
-    for base in &bases {
+    let stages = file.stage_names();
+    // A stage built on an earlier stage (`FROM build AS binaries`) names no image to pin.
+    for base in bases.iter().filter(|base| !stages.contains(base)) {
         let tag = base.rsplit_once(':').map(|(_, tag)| tag);
         assert!(
             tag.is_some_and(|tag| !tag.is_empty() && tag != "latest" && !tag.contains('$')),
@@ -422,6 +445,18 @@ fn the_images_build_the_workspaces_binaries() {
                 "{name}: cargo build without {flag}"
             );
         }
+        // Unless told otherwise (the local test bed brings binaries built outside), the binary
+        // copied into the final stage is the one the build stage compiled.
+        assert_eq!(
+            file.global_args.get("BINARIES").map(String::as_str),
+            Some("build"),
+            "{name}: ARG BINARIES=build"
+        );
+        assert!(
+            file.stage_names().iter().any(|stage| stage == "build")
+                && file.bases().iter().any(|base| base == "build"),
+            "{name}: a stage FROM ${{BINARIES}} (the build stage by default)"
+        );
         // A static binary: distroless/static has no libc.
         assert!(
             build.args.contains("-unknown-linux-musl"),

@@ -155,6 +155,61 @@ fn a_pod_runs_in_a_real_container_and_down_cleans_the_host() {
         .expect("client logs");
     assert!(served.contains("served"), "{served}");
 
+    // The host's loopback listeners (the test databases) at the bridge's address, and the API
+    // server at the `kubernetes` Service the kubelet names in every pod's environment.
+    let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = host.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in host.incoming().flatten() {
+            let mut stream = stream;
+            let _ = std::io::Write::write_all(&mut stream, b"from the host\n");
+        }
+    });
+    let script = format!(
+        "busybox nc -w 2 {gateway} {port} </dev/null || exit 1; \
+         echo at $KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT; \
+         for i in 1 2 3 4 5 6 7 8 9 10; do \
+           printf 'GET / HTTP/1.0\\r\\n\\r\\n' | \
+             busybox nc -w 3 $KUBERNETES_SERVICE_HOST $KUBERNETES_SERVICE_PORT | \
+             busybox grep -q 'HTTPS server' && echo reached the API server && exit 0; \
+           busybox sleep 1; done; exit 1",
+        gateway = real_node::POD_GATEWAY
+    );
+    let client = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": { "name": "real-host-client", "namespace": "default" },
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [{
+                "name": "main",
+                "image": real_node::BUSYBOX_IMAGE,
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", script],
+            }],
+        },
+    });
+    cluster
+        .apply(None, &client.to_string())
+        .expect("creating the host client");
+    let waited = cluster.kubectl_output(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Succeeded",
+        "pod/real-host-client",
+        "--timeout=50s",
+    ]);
+    let logs = cluster
+        .kubectl_output(&["logs", "real-host-client"])
+        .unwrap_or_default();
+    assert!(waited.is_ok(), "the host client failed: {waited:?}\n{logs}");
+    assert!(logs.contains("from the host"), "{logs}");
+    // Go's TLS server answers plain HTTP with a 400 that says so: it was the API server.
+    assert!(logs.contains("reached the API server"), "{logs}");
+    assert!(
+        logs.contains(&format!("at {}:443", cluster::KUBERNETES_SERVICE_IP)),
+        "{logs}"
+    );
+
     let dir = cluster.dir.clone();
     cluster::down().expect("stopping the cluster");
     assert!(!dir.exists(), "{} is left", dir.display());
@@ -171,7 +226,9 @@ fn a_pod_runs_in_a_real_container_and_down_cleans_the_host() {
     let mut save = std::process::Command::new("iptables-save");
     let rules = devcluster::cmd::output(&mut save, Duration::from_secs(30)).unwrap();
     assert!(
-        !rules.contains("KUBE-") && !rules.contains("atlas-devcluster"),
+        !rules.contains("KUBE-")
+            && !rules.contains("atlas-devcluster")
+            && !rules.contains("ATLAS-DEVCLUSTER"),
         "iptables rules are left:\n{rules}"
     );
 }

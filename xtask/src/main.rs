@@ -5,6 +5,7 @@ mod cluster;
 mod crds;
 mod db;
 mod demo;
+mod images;
 mod steps;
 mod test;
 mod tools;
@@ -58,6 +59,9 @@ enum Command {
         #[arg(long)]
         idle_seconds: Option<u64>,
     },
+    /// Build the operator's and the runner's images with buildah (from the Dockerfiles, on base
+    /// images assembled here) and import them into the real node when one runs.
+    Images,
     /// Run the operator's main job end to end, as far as this build can.
     Demo {
         /// Leave what the demo started running.
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Command::Tools => tools::run(),
         Command::Db { command } => db::run(command),
         Command::Cluster { command } => cluster::run(command),
+        Command::Images => images::run(),
         Command::Demo { keep } => demo::run(keep),
         Command::Bench {
             quick,

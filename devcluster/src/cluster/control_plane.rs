@@ -134,8 +134,8 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
     let mut command = Command::new(apiserver);
     command
         .arg(format!("--etcd-servers={client_url}"))
-        .arg("--bind-address=127.0.0.1")
-        .arg("--advertise-address=127.0.0.1")
+        .arg(format!("--bind-address={}", cluster.api_address()))
+        .arg(format!("--advertise-address={}", cluster.api_address()))
         .arg(format!("--secure-port={}", cluster.ports.apiserver))
         .arg(format!(
             "--tls-cert-file={}",
@@ -156,8 +156,12 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
             sa.key.display()
         ))
         .arg(format!("--service-cluster-ip-range={SERVICE_CIDR}"))
-        // One API server on loopback: nothing to reconcile into the `kubernetes` Endpoints.
-        .arg("--endpoint-reconciler-type=none")
+        // On loopback nothing can reach the `kubernetes` Service's endpoint; on the real node's
+        // bridge its pods can (through kube-proxy), so the API server keeps the endpoint.
+        .arg(match cluster.node {
+            NodeKind::Process => "--endpoint-reconciler-type=none",
+            NodeKind::Real => "--endpoint-reconciler-type=lease",
+        })
         .arg(format!("--audit-policy-file={}", audit_policy.display()))
         .arg(format!(
             "--audit-log-path={}",

@@ -188,7 +188,17 @@ impl Cluster {
 
     /// The API server's URL.
     pub fn server(&self) -> String {
-        format!("https://127.0.0.1:{}", self.ports.apiserver)
+        format!("https://{}:{}", self.api_address(), self.ports.apiserver)
+    }
+
+    /// Where the API server listens: loopback, or with a real node the pods' bridge, which is
+    /// an address of this machine too, so nothing outside it can reach the API server either
+    /// way.
+    pub fn api_address(&self) -> std::net::Ipv4Addr {
+        match self.node {
+            NodeKind::Process => std::net::Ipv4Addr::LOCALHOST,
+            NodeKind::Real => real_node::POD_GATEWAY,
+        }
     }
 
     /// The audit log: one JSON event per request, at `Metadata` level.
@@ -440,6 +450,8 @@ fn start(cluster: &mut Cluster) -> Result<(), ClusterError> {
         NodeKind::Real => {
             let node = real_node::prepare()?;
             pki::make_pki(cluster)?;
+            // The API server listens on the bridge: it must exist first.
+            real_node::make_network(cluster)?;
             control_plane::start(cluster, &binaries)?;
             real_node::start(cluster, &node)?;
             control_plane::wait_until_set_up(cluster)?;
@@ -470,7 +482,13 @@ mod tests {
     #[test]
     fn urls_and_paths() {
         let cluster = sample();
-        assert_eq!(cluster.server(), "https://127.0.0.1:40003");
+        // A real node's pods reach the API server on their bridge.
+        assert_eq!(cluster.server(), "https://10.88.0.1:40003");
+        let process = Cluster {
+            node: NodeKind::Process,
+            ..cluster.clone()
+        };
+        assert_eq!(process.server(), "https://127.0.0.1:40003");
         assert_eq!(
             cluster.audit_log(),
             Path::new("/tmp/atlas-operator-devcluster-1234/audit.log")

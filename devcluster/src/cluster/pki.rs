@@ -178,9 +178,11 @@ pub(super) fn make_pki(cluster: &Cluster) -> Result<(), ClusterError> {
             ]
             .map(String::from)
             .to_vec(),
+            // The bridge address: where the real node's pods (and, then, everyone) reach it.
             ips: vec![
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 IpAddr::V4(KUBERNETES_SERVICE_IP),
+                IpAddr::V4(super::real_node::POD_GATEWAY),
             ],
         },
     )?;

@@ -43,6 +43,9 @@ pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
 /// The shim containerd starts per pod: not one of our components, found by our socket's path
 /// in its arguments.
 const SHIM: &str = "containerd-shim-runc-v2";
+/// The nat chain that sends pods' connections to the gateway on to the host's loopback.
+const HOST_CHAIN: &str = "ATLAS-DEVCLUSTER-HOST";
+const ROUTE_LOCALNET: &str = "net.ipv4.conf.atlascni0.route_localnet=1";
 /// The cgroup under which the kubelet (cgroupfs driver, default root) puts every pod.
 const PODS_CGROUP: &str = "kubepods";
 /// A pause or busybox image build is a few seconds.
@@ -163,7 +166,6 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
     let cni = dir.join("cni/net.d/10-devcluster.conflist");
     fs::write(&cni, cni_config(&dir)).map_err(io("writing the CNI config"))?;
 
-    make_bridge()?;
     let mut command = Command::new(&binaries.containerd);
     command.arg(format!("--config={}", config.display()));
     spawn(cluster, Component::Containerd, &mut command)?;
@@ -183,12 +185,7 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
                 .map_err(|err| err.to_string())
         },
     )?;
-    for archive in [pause, busybox] {
-        let mut import = ctr(cluster, binaries);
-        import.args(["images", "import"]).arg(&archive);
-        cmd::output(&mut import, IMAGE_LIMIT)
-            .map_err(command_error(format!("importing {}", archive.display())))?;
-    }
+    import_archives(&ctr(cluster, binaries), &[pause, busybox])?;
 
     let node_user = format!("system:node:{NODE_NAME}");
     let client = cluster.issue_cert("node", &node_user, &["system:nodes"], &Usage::Client)?;
@@ -254,6 +251,85 @@ pub(super) fn start(cluster: &mut Cluster, binaries: &Binaries) -> Result<(), Cl
     spawn(cluster, Component::Proxy, &mut command)
 }
 
+/// Makes images built here ([`crate::images`]) available to the node's pods, as if pulled.
+pub fn import(cluster: &Cluster, images: &[crate::images::Built]) -> Result<(), ClusterError> {
+    let ctr = ctr_for(cluster, &crate::tools::path("ctr")?);
+    let archives: Vec<PathBuf> = images.iter().map(|image| image.archive.clone()).collect();
+    import_archives(&ctr, &archives)
+}
+
+fn import_archives(ctr: &Command, archives: &[PathBuf]) -> Result<(), ClusterError> {
+    for archive in archives {
+        let mut import = Command::new(ctr.get_program());
+        import
+            .args(ctr.get_args())
+            .args(["images", "import"])
+            .arg(archive);
+        cmd::output(&mut import, IMAGE_LIMIT)
+            .map_err(command_error(format!("importing {}", archive.display())))?;
+    }
+    Ok(())
+}
+
+/// The pods' network as the host sees it: the bridge, and the way to the host's listeners.
+pub(super) fn make_network(cluster: &Cluster) -> Result<(), ClusterError> {
+    make_bridge()?;
+    reach_host_listeners(cluster)
+}
+
+/// Lets pods reach what listens on the host's loopback (the test databases, started before
+/// any node and shared with the process-kubelet's tests) at the bridge's address, port for
+/// port: new connections from the bridge to the gateway are sent to 127.0.0.1, which the
+/// kernel routes from a bridge only with `route_localnet`. The API server and the kubelet
+/// listen on the bridge itself and are left alone. The rule lives in a chain of ours, which
+/// `down` removes ([`remove_nat_chains`]); the sysctl goes with the bridge.
+fn reach_host_listeners(cluster: &Cluster) -> Result<(), ClusterError> {
+    let own_ports = format!("{},{}", cluster.ports.apiserver, cluster.ports.kubelet);
+    let gateway = format!("{POD_GATEWAY}/32");
+    let steps: Vec<Vec<&str>> = vec![
+        vec!["sysctl", "-q", "-w", ROUTE_LOCALNET],
+        vec!["iptables", "-t", "nat", "-N", HOST_CHAIN],
+        vec![
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            HOST_CHAIN,
+            "-d",
+            &gateway,
+            "-p",
+            "tcp",
+            "-m",
+            "multiport",
+            "!",
+            "--dports",
+            &own_ports,
+            "-j",
+            "DNAT",
+            "--to-destination",
+            "127.0.0.1",
+        ],
+        vec![
+            "iptables",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-i",
+            BRIDGE,
+            "-j",
+            HOST_CHAIN,
+        ],
+    ];
+    for step in steps {
+        let mut command = Command::new(step[0]);
+        command.args(&step[1..]);
+        cmd::output(&mut command, CALL_LIMIT)
+            .map_err(command_error("letting pods reach the host's listeners"))?;
+    }
+    Ok(())
+}
+
 /// The pods' bridge with its gateway address, made before the kubelet starts (the bridge plugin
 /// would make it only with the first pod), so the kubelet can listen on it.
 fn make_bridge() -> Result<(), ClusterError> {
@@ -278,7 +354,11 @@ fn make_bridge() -> Result<(), ClusterError> {
 }
 
 fn ctr(cluster: &Cluster, binaries: &Binaries) -> Command {
-    let mut ctr = Command::new(&binaries.ctr);
+    ctr_for(cluster, &binaries.ctr)
+}
+
+fn ctr_for(cluster: &Cluster, program: &Path) -> Command {
+    let mut ctr = Command::new(program);
     ctr.arg(format!(
         "--address={}",
         containerd_socket(cluster).display()
@@ -669,7 +749,7 @@ fn remove_nat_chains() {
                 table = name;
             } else if let Some(chain) = line.strip_prefix(':') {
                 let chain = chain.split_whitespace().next().unwrap_or_default();
-                if chain.starts_with("KUBE-") {
+                if chain.starts_with("KUBE-") || chain == HOST_CHAIN {
                     chains.push((table.to_string(), chain.to_string()));
                 }
             } else if let Some(rule) = line.strip_prefix("-A ") {
@@ -685,7 +765,8 @@ fn remove_nat_chains() {
                     chains.push((table.to_string(), target.clone()));
                 }
                 let from_outside = !words[0].starts_with("KUBE-") && !words[0].starts_with("CNI-");
-                if from_outside && (ours_cni || target.starts_with("KUBE-")) {
+                let ours = ours_cni || target.starts_with("KUBE-") || target == HOST_CHAIN;
+                if from_outside && ours {
                     deletes.push((table.to_string(), words));
                 }
             }

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use crate::cmd::{self, CmdError};
 
+pub mod workspace;
+
 /// The registry part of every image name built here: never one that could be pulled.
 pub const LOCAL_REGISTRY: &str = "devcluster.local";
 /// A single buildah step (a copy of a few hundred MiB on vfs, a commit) takes seconds.
@@ -40,9 +42,27 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {
     move |source| ImageError::Io { what, source }
 }
 
+/// An image built here, and the archive containerd imports it from.
+#[derive(Clone, Debug)]
+pub struct Built {
+    pub name: String,
+    pub archive: PathBuf,
+}
+
+/// Every image the real node's operator tests run: the operator's and the runner's.
+pub fn build_all() -> Result<Vec<Built>, ImageError> {
+    workspace::build()
+}
+
 /// `target/images`: buildah's storage and the archives.
 pub fn images_dir() -> PathBuf {
     crate::target_dir().join("images")
+}
+
+/// The file name of `name`'s archive: `devcluster.local/runner:dev` → `runner-dev.tar`.
+pub(crate) fn archive_name(name: &str) -> String {
+    let stem = name.rsplit('/').next().unwrap_or(name).replace(':', "-");
+    format!("{stem}.tar")
 }
 
 /// buildah with its storage in one directory of ours.
@@ -118,8 +138,7 @@ impl Buildah {
     /// `name`; returns its path.
     pub fn archive(&self, name: &str, dir: &Path) -> Result<PathBuf, ImageError> {
         fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
-        let stem = name.rsplit('/').next().unwrap_or(name).replace(':', "-");
-        let archive = dir.join(format!("{stem}.tar"));
+        let archive = dir.join(archive_name(name));
         let _ = fs::remove_file(&archive);
         self.run(
             &format!("writing {name} to {}", archive.display()),
