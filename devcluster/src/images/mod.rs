@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use crate::cmd::{self, CmdError};
 
+pub mod dev_database;
+
 /// The registry part of every image name built here: never one that could be pulled.
 pub const LOCAL_REGISTRY: &str = "devcluster.local";
 /// A single buildah step (a copy of a few hundred MiB on vfs, a commit) takes seconds.
