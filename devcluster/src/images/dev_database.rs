@@ -147,29 +147,31 @@ pub fn mariadb(buildah: &Buildah) -> Result<String, ImageError> {
         "atlas-devcluster-mariadb-data-{}",
         std::process::id()
     ));
-    install_mariadb(install_db, &template)?;
+    let installed = install_mariadb(install_db, &template);
 
     let tuning = format!("MARIADB_TUNING={}", MARIADB_TUNING.join(" "));
     let path = format!("PATH={PATH_DIRS}");
     let owner = format!("{SERVER_UID}:{SERVER_UID}");
-    let built = build(
-        buildah,
-        &name,
-        &[
-            (stage.root(), "/", None),
-            (&template, MARIADB_TEMPLATE, Some(&owner)),
-        ],
-        &[
-            "--env",
-            &path,
-            "--env",
-            &tuning,
-            "--port",
-            "3306/tcp",
-            "--stop-signal",
-            MARIADB_STOP_SIGNAL,
-        ],
-    );
+    let built = installed.and_then(|()| {
+        build(
+            buildah,
+            &name,
+            &[
+                (stage.root(), "/", None),
+                (&template, MARIADB_TEMPLATE, Some(&owner)),
+            ],
+            &[
+                "--env",
+                &path,
+                "--env",
+                &tuning,
+                "--port",
+                "3306/tcp",
+                "--stop-signal",
+                MARIADB_STOP_SIGNAL,
+            ],
+        )
+    });
     let _ = fs::remove_dir_all(&template);
     built?;
     Ok(name)
