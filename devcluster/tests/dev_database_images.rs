@@ -61,6 +61,7 @@ struct Sidecar {
 /// What differs between the sidecars of the three drivers.
 struct Flavour<'a> {
     env: &'a [(&'a str, &'a str)],
+    port: u16,
     data: &'a str,
     run: &'a str,
 }
@@ -70,6 +71,8 @@ impl Sidecar {
         let config = buildah.inspect(image).unwrap();
         let config = &config["OCIv1"]["config"];
         assert_eq!(config["User"], "999:999", "{config}");
+        let port = format!("{}/tcp", flavour.port);
+        assert!(config["ExposedPorts"].get(&port).is_some(), "{config}");
         let entrypoint: Vec<String> = serde_json::from_value(config["Entrypoint"].clone()).unwrap();
         let stop_signal = config["StopSignal"].as_str().unwrap().to_string();
         let image_env: Vec<String> = serde_json::from_value(config["Env"].clone()).unwrap();
@@ -265,8 +268,10 @@ impl Sidecar {
         assert_eq!(field("Uid:"), "999 999 999 999");
         assert_eq!(field("Gid:"), "999 999 999 999");
         assert_eq!(field("CapEff:"), "0000000000000000");
-        let touch = self.exec(&["touch", "/usr/probe"]).unwrap_err().to_string();
-        assert!(touch.contains("Read-only file system"), "{touch}");
+        for path in ["/probe", "/etc/probe", "/usr/probe", "/var/lib/probe"] {
+            let touch = self.exec(&["touch", path]).unwrap_err().to_string();
+            assert!(touch.contains("Read-only file system"), "{touch}");
+        }
         self.exec(&["touch", "/tmp/probe"]).unwrap();
     }
 
@@ -328,6 +333,7 @@ fn postgres_image_serves_the_dev_database_as_999_on_a_read_only_root() {
             ("POSTGRES_HOST_AUTH_METHOD", "trust"),
             ("POSTGRES_DB", "dev"),
         ],
+        port: 5432,
         data: "/var/lib/postgresql/data",
         run: "/var/run/postgresql",
     };
@@ -372,6 +378,7 @@ fn mariadb_image_serves_the_dev_database_for_the_maria_and_mysql_drivers() {
             ("MARIADB_ALLOW_EMPTY_ROOT_PASSWORD", "1"),
             ("MARIADB_DATABASE", "dev"),
         ],
+        port: 3306,
         data: "/var/lib/mysql",
         run: "/run/mysqld",
     };
@@ -380,6 +387,7 @@ fn mariadb_image_serves_the_dev_database_for_the_maria_and_mysql_drivers() {
             ("MYSQL_ALLOW_EMPTY_PASSWORD", "yes"),
             ("MYSQL_DATABASE", "dev"),
         ],
+        port: 3306,
         data: "/var/lib/mysql",
         run: "/var/run/mysqld",
     };

@@ -55,7 +55,8 @@ pub fn postgres(buildah: &Buildah) -> Result<String, ImageError> {
     let share = PathBuf::from(format!("/usr/share/postgresql/{major}"));
     require(&[&share, Path::new(BUSYBOX)])?;
 
-    let stage = Stage::new(&buildah.storage.join("stage/postgres"))?;
+    let stage = Stage::new(buildah, "postgres")?;
+    // The server and initdb; the clients for `kubectl exec` (and the test).
     let programs: Vec<PathBuf> = ["postgres", "initdb", "psql", "pg_isready"]
         .iter()
         .map(|program| bin.join(program))
@@ -113,17 +114,19 @@ pub fn mariadb(buildah: &Buildah) -> Result<String, ImageError> {
     let server = Path::new("/usr/sbin/mariadbd");
     let install_db = Path::new("/usr/bin/mariadb-install-db");
     let share = Path::new("/usr/share/mysql");
+    // The clients are for `kubectl exec` (and the test).
+    let clients = [
+        Path::new("/usr/bin/mariadb"),
+        Path::new("/usr/bin/mariadb-admin"),
+    ];
     require(&[server, install_db, share, Path::new(BUSYBOX)])?;
+    require(&clients)?;
     let major = mariadb_version(server)?;
     let name = format!("{LOCAL_REGISTRY}/mariadb:{major}");
 
-    let stage = Stage::new(&buildah.storage.join("stage/mariadb"))?;
+    let stage = Stage::new(buildah, "mariadb")?;
     let mut programs = vec![server.to_path_buf()];
-    for client in ["/usr/bin/mariadb", "/usr/bin/mariadb-admin"] {
-        if Path::new(client).exists() {
-            programs.push(PathBuf::from(client));
-        }
-    }
+    programs.extend(clients.iter().map(|client| client.to_path_buf()));
     for program in &programs {
         stage.file(program, program)?;
     }
@@ -299,13 +302,26 @@ fn is_shared_object(path: &Path) -> bool {
         .is_some_and(|name| name.ends_with(".so") || name.contains(".so."))
 }
 
-/// An image's files, laid out under `root` as they will be in the image.
+/// An image's files, laid out under `root` as they will be in the image; removed once the image
+/// holds them.
 struct Stage {
     root: PathBuf,
 }
 
+impl Drop for Stage {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
 impl Stage {
-    fn new(root: &Path) -> Result<Stage, ImageError> {
+    /// A fresh stage in `buildah`'s storage, of this process alone (two builds of one image may
+    /// share the storage).
+    fn new(buildah: &Buildah, image: &str) -> Result<Stage, ImageError> {
+        let root = buildah
+            .storage
+            .join(format!("stage/{image}-{}", std::process::id()));
+        let root = root.as_path();
         if root.exists() {
             fs::remove_dir_all(root).map_err(io(format!("removing {}", root.display())))?;
         }
