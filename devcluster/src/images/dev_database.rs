@@ -1,4 +1,4 @@
-//! The dev-database images of the real node: the operator's dev-database sidecar
+//! Dev-database images for a real kubelet: the operator's dev-database sidecar
 //! (`src/reconcile/build/dev_database.rs`) runs them as uid 999 on a read-only root, with
 //! `emptyDir`s at the data, socket and `/tmp` directories. Nothing can be pulled, so they are
 //! Debian's servers as installed on this machine, each with exactly what it loads: the server and
