@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::cmd::{self, CmdError};
 
+pub mod dev_database;
 pub mod workspace;
 
 /// The registry part of every image name built here: never one that could be pulled.
