@@ -7,6 +7,7 @@
 
 pub mod atlas;
 pub mod config;
+pub mod confinement;
 pub mod custom;
 pub mod inputs;
 pub mod lint;

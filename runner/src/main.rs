@@ -96,6 +96,10 @@ fn main() -> ExitCode {
                 kind.resource_kind(),
                 task.resource
             ));
+            run.log(&format!(
+                "confinement: {}",
+                atlas_runner::confinement::Confinement::current()
+            ));
             run.atlas_version = run.atlas.version();
             match &task.work {
                 Work::Migration(options) => migrate::run(&task, options, &mut run),

@@ -43,8 +43,12 @@ pub const POD_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 88, 0, 1);
 /// The shim containerd starts per pod: not one of our components, found by our socket's path
 /// in its arguments.
 const SHIM: &str = "containerd-shim-runc-v2";
+/// The prefix of the nat chains of ours, by which `down` finds them.
+const OUR_CHAINS: &str = "ATLAS-DEVCLUSTER-";
 /// The nat chain that sends pods' connections to the gateway on to the host's loopback.
 const HOST_CHAIN: &str = "ATLAS-DEVCLUSTER-HOST";
+/// The nat chain that makes those connections come from the loopback address.
+const HOST_SNAT_CHAIN: &str = "ATLAS-DEVCLUSTER-SNAT";
 const ROUTE_LOCALNET: &str = "net.ipv4.conf.atlascni0.route_localnet=1";
 /// The cgroup under which the kubelet (cgroupfs driver, default root) puts every pod.
 const PODS_CGROUP: &str = "kubepods";
@@ -281,49 +285,31 @@ pub(super) fn make_network(cluster: &Cluster) -> Result<(), ClusterError> {
 /// any node and shared with the process-kubelet's tests) at the bridge's address, port for
 /// port: new connections from the bridge to the gateway are sent to 127.0.0.1, which the
 /// kernel routes from a bridge only with `route_localnet`. The API server and the kubelet
-/// listen on the bridge itself and are left alone. The rule lives in a chain of ours, which
+/// listen on the bridge itself and are left alone. The rules live in chains of ours, which
 /// `down` removes ([`remove_nat_chains`]); the sysctl goes with the bridge.
 fn reach_host_listeners(cluster: &Cluster) -> Result<(), ClusterError> {
     let own_ports = format!("{},{}", cluster.ports.apiserver, cluster.ports.kubelet);
-    let gateway = format!("{POD_GATEWAY}/32");
-    let steps: Vec<Vec<&str>> = vec![
-        vec!["sysctl", "-q", "-w", ROUTE_LOCALNET],
-        vec!["iptables", "-t", "nat", "-N", HOST_CHAIN],
-        vec![
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            HOST_CHAIN,
-            "-d",
-            &gateway,
-            "-p",
-            "tcp",
-            "-m",
-            "multiport",
-            "!",
-            "--dports",
-            &own_ports,
-            "-j",
-            "DNAT",
-            "--to-destination",
-            "127.0.0.1",
-        ],
-        vec![
-            "iptables",
-            "-t",
-            "nat",
-            "-A",
-            "PREROUTING",
-            "-i",
-            BRIDGE,
-            "-j",
-            HOST_CHAIN,
-        ],
+    let steps = [
+        format!("sysctl -q -w {ROUTE_LOCALNET}"),
+        format!("iptables -t nat -N {HOST_CHAIN}"),
+        format!(
+            "iptables -t nat -A {HOST_CHAIN} -d {POD_GATEWAY}/32 -p tcp -m multiport \
+             ! --dports {own_ports} -j DNAT --to-destination 127.0.0.1"
+        ),
+        format!("iptables -t nat -A PREROUTING -i {BRIDGE} -j {HOST_CHAIN}"),
+        // The listeners then see the connection come from 127.0.0.1, as from the
+        // process-kubelet's pods: the test servers accept loopback clients only.
+        format!("iptables -t nat -N {HOST_SNAT_CHAIN}"),
+        format!(
+            "iptables -t nat -A {HOST_SNAT_CHAIN} -s {POD_SUBNET} -d 127.0.0.1/32 -p tcp \
+             -j SNAT --to-source 127.0.0.1"
+        ),
+        format!("iptables -t nat -A INPUT -j {HOST_SNAT_CHAIN}"),
     ];
     for step in steps {
-        let mut command = Command::new(step[0]);
-        command.args(&step[1..]);
+        let words: Vec<&str> = step.split_whitespace().collect();
+        let mut command = Command::new(words[0]);
+        command.args(&words[1..]);
         cmd::output(&mut command, CALL_LIMIT)
             .map_err(command_error("letting pods reach the host's listeners"))?;
     }
@@ -749,7 +735,7 @@ fn remove_nat_chains() {
                 table = name;
             } else if let Some(chain) = line.strip_prefix(':') {
                 let chain = chain.split_whitespace().next().unwrap_or_default();
-                if chain.starts_with("KUBE-") || chain == HOST_CHAIN {
+                if chain.starts_with("KUBE-") || chain.starts_with(OUR_CHAINS) {
                     chains.push((table.to_string(), chain.to_string()));
                 }
             } else if let Some(rule) = line.strip_prefix("-A ") {
@@ -765,7 +751,8 @@ fn remove_nat_chains() {
                     chains.push((table.to_string(), target.clone()));
                 }
                 let from_outside = !words[0].starts_with("KUBE-") && !words[0].starts_with("CNI-");
-                let ours = ours_cni || target.starts_with("KUBE-") || target == HOST_CHAIN;
+                let ours =
+                    ours_cni || target.starts_with("KUBE-") || target.starts_with(OUR_CHAINS);
                 if from_outside && ours {
                     deletes.push((table.to_string(), words));
                 }

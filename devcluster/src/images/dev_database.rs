@@ -13,14 +13,13 @@
 //! Everything is staged in one directory tree and copied into a `scratch` container at once
 //! (one `buildah copy` per file would be one buildah start-up each).
 
-use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use super::{Buildah, ImageError, LOCAL_REGISTRY, io};
+use super::{Buildah, ImageError, LOCAL_REGISTRY, io, parse_ldd};
 use crate::cmd::{self, User};
 
 /// The official images' server user, which the sidecar's `runAsUser`/`runAsGroup` name.
@@ -474,27 +473,6 @@ impl Stage {
     }
 }
 
-/// The libraries in `ldd`'s output for several objects; a library it could not find is an error
-/// (the server would not start in the image either).
-fn parse_ldd(out: &str) -> Result<BTreeSet<PathBuf>, ImageError> {
-    let mut libraries = BTreeSet::new();
-    for line in out.lines().filter(|line| line.starts_with('\t')) {
-        let line = line.trim();
-        if line.contains("not found") {
-            return Err(ImageError::Missing(format!("ldd: {line}")));
-        }
-        let path = match line.split_once("=>") {
-            Some((_, resolved)) => resolved.trim(),
-            None => line,
-        };
-        let path = path.split(" (").next().unwrap_or("").trim();
-        if path.starts_with('/') {
-            libraries.insert(PathBuf::from(path));
-        }
-    }
-    Ok(libraries)
-}
-
 /// The postgres image's entrypoint: the official image's start-up as far as the dev database
 /// relies on it (`POSTGRES_USER`, `POSTGRES_PASSWORD`, `POSTGRES_DB`,
 /// `POSTGRES_HOST_AUTH_METHOD`, `PGDATA`, `PGPORT`), then the server in its place.
@@ -655,24 +633,6 @@ mod tests {
         );
         assert_eq!(parse_mariadb_version("mariadbd Ver 11-x"), None);
         assert_eq!(parse_mariadb_version("nothing"), None);
-    }
-
-    #[test]
-    fn ldd_output_gives_resolved_paths_and_the_loader() {
-        let out = "/usr/sbin/a:\n\tlinux-vdso.so.1 (0x00007ffd)\n\
-                   \tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\
-                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n\
-                   /usr/lib/b.so:\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\
-                   \tstatically linked\n";
-        let libraries: Vec<PathBuf> = parse_ldd(out).unwrap().into_iter().collect();
-        assert_eq!(
-            libraries,
-            [
-                PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1"),
-                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
-            ]
-        );
-        assert!(parse_ldd("x:\n\tlibgone.so.3 => not found\n").is_err());
     }
 
     #[test]

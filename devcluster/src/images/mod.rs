@@ -5,6 +5,7 @@
 //! buildah keeps its storage under `target/images/buildah` on the `vfs` driver, so it mounts
 //! nothing that could be left behind; the archives are `target/images/*.tar`.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -50,9 +51,19 @@ pub struct Built {
     pub archive: PathBuf,
 }
 
-/// Every image the real node's operator tests run: the operator's and the runner's.
+/// Every image the real node's operator tests run: the operator's and the runner's, and the
+/// dev databases' (PostgreSQL, and MariaDB for the `mysql` and `maria` drivers).
 pub fn build_all() -> Result<Vec<Built>, ImageError> {
-    workspace::build()
+    let mut images = workspace::build()?;
+    let buildah = Buildah::shared();
+    for name in [
+        dev_database::postgres(&buildah)?,
+        dev_database::mariadb(&buildah)?,
+    ] {
+        let archive = buildah.archive(&name, &images_dir())?;
+        images.push(Built { name, archive });
+    }
+    Ok(images)
 }
 
 /// `target/images`: buildah's storage and the archives.
@@ -163,5 +174,49 @@ impl Buildah {
         serde_json::from_str(&text).map_err(|err| {
             ImageError::Missing(format!("buildah inspect {name} printed no JSON: {err}"))
         })
+    }
+}
+
+/// The libraries in `ldd`'s output for several objects; a library it could not find is an error
+/// (the server would not start in the image either).
+pub(crate) fn parse_ldd(out: &str) -> Result<BTreeSet<PathBuf>, ImageError> {
+    let mut libraries = BTreeSet::new();
+    for line in out.lines().filter(|line| line.starts_with('\t')) {
+        let line = line.trim();
+        if line.contains("not found") {
+            return Err(ImageError::Missing(format!("ldd: {line}")));
+        }
+        let path = match line.split_once("=>") {
+            Some((_, resolved)) => resolved.trim(),
+            None => line,
+        };
+        let path = path.split(" (").next().unwrap_or("").trim();
+        if path.starts_with('/') {
+            libraries.insert(PathBuf::from(path));
+        }
+    }
+    Ok(libraries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_gives_resolved_paths_and_the_loader() {
+        let out = "/usr/sbin/a:\n\tlinux-vdso.so.1 (0x00007ffd)\n\
+                   \tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\
+                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n\
+                   /usr/lib/b.so:\n\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)\n\
+                   \tstatically linked\n";
+        let libraries: Vec<PathBuf> = parse_ldd(out).unwrap().into_iter().collect();
+        assert_eq!(
+            libraries,
+            [
+                PathBuf::from("/lib/x86_64-linux-gnu/libz.so.1"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2")
+            ]
+        );
+        assert!(parse_ldd("x:\n\tlibgone.so.3 => not found\n").is_err());
     }
 }

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-use super::{Buildah, Built, ImageError, LOCAL_REGISTRY, archive_name, images_dir, io};
+use super::{Buildah, Built, ImageError, LOCAL_REGISTRY, archive_name, images_dir, io, parse_ldd};
 use crate::cmd;
 
 /// How the chart and the operator are told to name them (`image.repository`, `--runner-image`).
@@ -220,46 +220,14 @@ fn shared_libraries(binaries: &[&Path]) -> Result<BTreeSet<PathBuf>, ImageError>
             // `ldd` fails on a static binary ("not a dynamic executable"): it needs nothing.
             continue;
         };
-        libraries.extend(parse_ldd(&out));
+        libraries.extend(parse_ldd(&out)?);
     }
     Ok(libraries)
-}
-
-/// The library paths of `ldd`'s output: `libc.so.6 => /lib/…/libc.so.6 (0x…)` and the
-/// loader's `/lib64/ld-linux-x86-64.so.2 (0x…)`; the kernel's `linux-vdso.so.1` is no file.
-fn parse_ldd(out: &str) -> Vec<PathBuf> {
-    out.lines()
-        .filter_map(|line| {
-            let line = line.trim();
-            let path = match line.split_once("=>") {
-                Some((_, resolved)) => resolved.split_whitespace().next()?,
-                None => line.split_whitespace().next()?,
-            };
-            path.starts_with('/').then(|| PathBuf::from(path))
-        })
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ldd_output_reads_as_paths() {
-        let out = "\tlinux-vdso.so.1 (0x00007ffc)\n\
-                   \tlibgcc_s.so.1 => /lib/x86_64-linux-gnu/libgcc_s.so.1 (0x00007f1)\n\
-                   \tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f2)\n\
-                   \t/lib64/ld-linux-x86-64.so.2 (0x00007f3)\n";
-        assert_eq!(
-            parse_ldd(out),
-            [
-                "/lib/x86_64-linux-gnu/libgcc_s.so.1",
-                "/lib/x86_64-linux-gnu/libc.so.6",
-                "/lib64/ld-linux-x86-64.so.2"
-            ]
-            .map(PathBuf::from)
-        );
-    }
 
     #[test]
     fn archives_are_named_after_the_image() {
