@@ -53,7 +53,7 @@ fn root_is_read_only(mountinfo: &str) -> Option<bool> {
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            (fields.get(4) == Some(&"/")).then(|| fields.get(5).map(|options| *options))?
+            (fields.get(4) == Some(&"/")).then(|| fields.get(5).copied())?
         })
         .next_back()
         .map(|options| options.split(',').any(|option| option == "ro"))
