@@ -160,8 +160,7 @@ fn job_and_pod(ns: &TestNamespace) -> (Value, Value) {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|pod| pod["metadata"]["labels"]["job-name"] == name)
-        .next_back()
+        .rfind(|pod| pod["metadata"]["labels"]["job-name"] == name)
         .expect("the Job's pod")
         .clone();
     (job, pod)
