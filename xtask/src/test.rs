@@ -34,18 +34,32 @@ pub fn run() -> Result<()> {
         devcluster::cluster::Status::Up(_)
     );
     devcluster::cluster::up()?;
-    let totals = cargo_test();
+    let bulk = cargo_test(&["--workspace", "--no-fail-fast"]);
     // The benchmark's smoke run, so its harness never rots: it fails only when it cannot
     // measure, never on a figure's value (docs/performance.md).
     let bench = crate::bench::quick();
-    // Leave the machine as we found it: what someone started by hand stays up.
-    if started_cluster {
+    // Last, as it replaces the cluster's node: the tests in real containers.
+    let real = real_node_tier();
+    // Leave the machine as we found it: what someone started by hand stays up (with the node
+    // it had: the tier ends with a real one).
+    if started_cluster || real.ran {
         devcluster::cluster::down()?;
+    }
+    if !started_cluster && real.ran {
+        devcluster::cluster::up()?;
     }
     if started_databases {
         devcluster::db::down()?;
     }
-    let totals = totals?;
+    let mut totals = bulk?;
+    if let Some(tier) = real.totals {
+        let tier = tier?;
+        // The tier's tests are `#[ignore]`d in the bulk run, so they were counted as skipped
+        // there: each one that ran now counts once, as passed or failed.
+        totals.ignored = totals.ignored.saturating_sub(tier.passed + tier.failed);
+        totals.passed += tier.passed;
+        totals.failed += tier.failed;
+    }
     if let Err(err) = &bench {
         eprintln!("xtask: the benchmark smoke run failed: {err:#}");
     }
@@ -72,13 +86,51 @@ struct Totals {
     ignored: u64,
 }
 
-/// `cargo test --workspace --no-fail-fast` (unit, integration and doc tests: every binary runs,
-/// so one failure does not hide the others), echoing its output and adding up
-/// its `test result:` lines.
-fn cargo_test() -> Result<Totals> {
-    eprintln!("==> tests: cargo test --workspace --no-fail-fast");
+/// What the real-node tier did: nothing where the machine cannot run containers (its tests
+/// then stay counted as skipped), else the totals of its run.
+struct Tier {
+    ran: bool,
+    totals: Option<Result<Totals>>,
+}
+
+/// The tests that need a real kubelet and container runtime, `#[ignore]`d in the bulk run as
+/// they replace its cluster: every package's `tests/real_node.rs`, one after the other.
+fn real_node_tier() -> Tier {
+    if let Err(reason) = devcluster::cluster::real_node::can_run_containers() {
+        eprintln!("==> real-node tier skipped: {reason}");
+        return Tier {
+            ran: false,
+            totals: None,
+        };
+    }
+    let started = std::time::Instant::now();
+    let totals = cargo_test(&[
+        "--workspace",
+        "--no-fail-fast",
+        "--test",
+        "real_node",
+        "--",
+        "--ignored",
+        "--test-threads=1",
+    ]);
+    eprintln!(
+        "==> real-node tier: {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
+    Tier {
+        ran: true,
+        totals: Some(totals),
+    }
+}
+
+/// `cargo test <args>` (with `--workspace --no-fail-fast`: unit, integration and doc tests,
+/// every binary runs, so one failure does not hide the others), echoing its output and adding
+/// up its `test result:` lines.
+fn cargo_test(args: &[&str]) -> Result<Totals> {
+    eprintln!("==> tests: cargo test {}", args.join(" "));
     let mut child = Command::new("cargo")
-        .args(["test", "--workspace", "--no-fail-fast"])
+        .arg("test")
+        .args(args)
         .current_dir(workspace_root())
         .stdout(Stdio::piped())
         .spawn()
