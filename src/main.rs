@@ -7,6 +7,7 @@ use atlas_operator::controller::Options;
 use atlas_operator::reconcile::build::JobSettings;
 use atlas_operator::runtime::{self, LeaderElection, RunConfig};
 use clap::{Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::core::v1::ResourceRequirements;
 
 #[derive(Parser)]
 #[command(name = "atlas-operator", version, about)]
@@ -62,6 +63,10 @@ struct RunArgs {
     /// apply of its resource replaces it).
     #[arg(long, env = "JOB_TTL_SECONDS")]
     job_ttl_seconds: Option<i32>,
+    /// The Jobs' runner container's resources, as a Kubernetes ResourceRequirements in JSON
+    /// (`{"limits":{"memory":"512Mi"}}`); unset: requests 50m CPU and 64Mi, limit 256Mi.
+    #[arg(long, env = "JOB_RESOURCES", value_parser = parse_resources)]
+    job_resources: Option<ResourceRequirements>,
     /// Reconciles running at once, per kind and namespace.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
     concurrency: u16,
@@ -163,7 +168,7 @@ fn config(args: RunArgs) -> RunConfig {
             service_account: args.job_service_account,
             active_deadline_seconds: Some(args.job_deadline_seconds),
             ttl_seconds_after_finished: args.job_ttl_seconds,
-            resources: defaults.resources,
+            resources: args.job_resources.or(defaults.resources),
             dev_images,
         },
         metrics_address: args.metrics_address,
@@ -173,6 +178,11 @@ fn config(args: RunArgs) -> RunConfig {
             identity,
         }),
     }
+}
+
+fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
+    serde_json::from_str(text)
+        .map_err(|err| format!("not a ResourceRequirements in JSON ({err}): {text}"))
 }
 
 fn init_tracing(format: LogFormat) {

@@ -560,7 +560,7 @@ fn values_map_onto_the_operators_settings() {
                   runner: {image: {repository: reg.example/runner, tag: v9, pullPolicy: Always},\n\
                   \x20        imagePullSecrets: [{name: reg-a}, {name: reg-b}]}\n\
                   jobs: {activeDeadlineSeconds: 600, ttlSecondsAfterFinished: 3600,\n\
-                  \x20      serviceAccountName: migrator}\n\
+                  \x20      serviceAccountName: migrator, resources: {limits: {memory: 1Gi}}}\n\
                   devDatabase: {images: {postgres: 'postgres:15', mysql: 'mysql:8.0',\n\
                   \x20             mariadb: 'mariadb:10.11'}}\n";
     let docs = render(values);
@@ -578,6 +578,11 @@ fn values_map_onto_the_operators_settings() {
         ("JOB_DEADLINE_SECONDS", "600"),
         ("JOB_TTL_SECONDS", "3600"),
         ("JOB_SERVICE_ACCOUNT", "migrator"),
+        // Helm merges the given keys into the defaults: the requests stay.
+        (
+            "JOB_RESOURCES",
+            r#"{"limits":{"memory":"1Gi"},"requests":{"cpu":"50m","memory":"64Mi"}}"#,
+        ),
         ("DEV_IMAGE_POSTGRES", "postgres:15"),
         ("DEV_IMAGE_MYSQL", "mysql:8.0"),
         ("DEV_IMAGE_MARIA", "mariadb:10.11"),
@@ -606,6 +611,9 @@ fn the_charts_defaults_are_the_operators() {
         defaults.active_deadline_seconds.map(|s| s.to_string())
     );
     assert_eq!(env_value(&docs, "JOB_TTL_SECONDS"), None);
+    let resources: k8s_openapi::api::core::v1::ResourceRequirements =
+        serde_json::from_str(&env_value(&docs, "JOB_RESOURCES").expect("JOB_RESOURCES")).unwrap();
+    assert_eq!(Some(resources), defaults.resources);
     for (name, driver) in [
         ("DEV_IMAGE_POSTGRES", "postgres"),
         ("DEV_IMAGE_MYSQL", "mysql"),

@@ -182,6 +182,46 @@ fn seconds(timestamp: &Value) -> i64 {
         .unwrap_or_else(|err| panic!("{timestamp}: {err}"))
 }
 
+/// Returns once the Lease names the newest operator pod (after a rollout), and how long that took.
+fn wait_for_new_leader(cluster: &Cluster) -> Duration {
+    let started = Instant::now();
+    loop {
+        let pods: Value = serde_json::from_str(&kubectl(
+            cluster,
+            &["-n", operator::NAMESPACE, "get", "pods", "-o", "json"],
+        ))
+        .unwrap();
+        let newest = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .max_by_key(|pod| seconds(&pod["metadata"]["creationTimestamp"]))
+            .map(|pod| pod["metadata"]["name"].clone());
+        let lease: Value = serde_json::from_str(&kubectl(
+            cluster,
+            &[
+                "-n",
+                operator::NAMESPACE,
+                "get",
+                "lease",
+                RELEASE,
+                "-o",
+                "json",
+            ],
+        ))
+        .unwrap();
+        if newest.is_some_and(|name| lease["spec"]["holderIdentity"] == name) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(90),
+            "the new operator pod never took the Lease: {}",
+            lease["spec"]
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 #[test]
 #[ignore = "replaces the shared cluster with a real node: cargo xtask test runs it alone"]
 fn the_chart_and_the_seed_flows_run_in_real_containers() {
@@ -243,6 +283,8 @@ fn the_chart_and_the_seed_flows_run_in_real_containers() {
         "helm install --wait: Available in {:.1}s",
         installing.elapsed().as_secs_f64()
     );
+    // A cluster kept from an earlier run had a release: its old pod may still lead a while.
+    wait_for_new_leader(&cluster);
     let operator_pods: Value = serde_json::from_str(&kubectl(
         &cluster,
         &["-n", operator::NAMESPACE, "get", "pods", "-o", "json"],
@@ -339,5 +381,61 @@ fn the_chart_and_the_seed_flows_run_in_real_containers() {
         completed - runner_ended <= 10,
         "the Job completed {} s after its runner exited",
         completed - runner_ended
+    );
+
+    // A Job that exceeds its memory limit: the kernel's OOM killer, the runtime's `OOMKilled`,
+    // and a Ready=False that says so. The limit is below the 12.5 MiB Atlas peaks at for the
+    // seed migration (measured in a memory cgroup of its own).
+    let mut tight = values.clone();
+    tight["jobs"] = json!({"resources": {"requests": {"memory": "10Mi"},
+                                         "limits": {"memory": "10Mi"}}});
+    helm(
+        &cluster,
+        &[
+            "upgrade",
+            RELEASE,
+            chart.to_str().unwrap(),
+            "--wait",
+            "--timeout",
+            "180s",
+        ],
+        &tight,
+    )
+    .unwrap_or_else(|err| panic!("helm upgrade: {err}"));
+    // Until the new pod leads, the old one (with the old limit) may still make the Job.
+    let took_over = wait_for_new_leader(&cluster);
+    eprintln!(
+        "the upgraded operator leads {:.1}s after helm returned",
+        took_over.as_secs_f64()
+    );
+    let ns = restricted_namespace(&cluster, "real-oom");
+    let _db = database(&ns, Engine::Postgres, "postgres-credentials");
+    let applied = Instant::now();
+    apply_example(&ns, "examples/postgres-migration/migrationdir.yaml");
+    apply_example(&ns, "examples/postgres-migration/atlasmigration.yaml");
+    let failed = wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        |m| {
+            ready_condition(m).is_some_and(|c| {
+                c["status"] == "False"
+                    && c["reason"] == "Migrating"
+                    && c["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("ran out of memory")
+            })
+        },
+    );
+    eprintln!(
+        "out of memory reported {:.1}s after apply: {}",
+        applied.elapsed().as_secs_f64(),
+        ready_condition(&failed).unwrap()["message"]
+    );
+    let (_, pod) = job_and_pod(&ns);
+    assert_eq!(
+        container_status(&pod, "containerStatuses", "runner")["state"]["terminated"]["reason"],
+        "OOMKilled"
     );
 }

@@ -21,6 +21,19 @@ pub enum AtlasError {
     },
     #[error("Atlas did not finish within {}s and was stopped", .0.as_secs())]
     Timeout(Duration),
+    /// In a container, SIGKILL from no one the runner knows is the kernel's OOM killer: the
+    /// container's memory limit. Running again with the same limit would end the same way.
+    #[error("Atlas was killed by signal {signal}{}", if *.signal == 9 {
+        " (SIGKILL): in a container this is most often its memory limit (the OOM killer)"
+    } else { "" })]
+    Killed { signal: i32 },
+}
+
+impl AtlasError {
+    /// Whether another attempt can go differently.
+    pub fn is_transient(&self) -> bool {
+        !matches!(self, AtlasError::Killed { signal: 9 })
+    }
 }
 
 /// What one Atlas call printed.
@@ -109,6 +122,9 @@ impl Atlas {
             }
             std::thread::sleep(Duration::from_millis(20));
         };
+        if let Some(signal) = std::os::unix::process::ExitStatusExt::signal(&status) {
+            return Err(AtlasError::Killed { signal });
+        }
         Ok(Output {
             success: status.success(),
             stdout: out.join().unwrap_or_default(),
@@ -155,6 +171,19 @@ pub fn is_transient(error: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A process SIGKILLed as the OOM killer does it (here by itself: a real kill, not a mock).
+    #[test]
+    fn a_killed_atlas_says_so_and_is_not_retried() {
+        let atlas = Atlas::new(PathBuf::from("/bin/sh"), Duration::from_secs(10));
+        let err = atlas.run(&["-c", "kill -9 $$"]).unwrap_err();
+        assert!(matches!(err, AtlasError::Killed { signal: 9 }), "{err}");
+        assert!(err.to_string().contains("memory limit"), "{err}");
+        assert!(!err.is_transient());
+        let err = atlas.run(&["-c", "kill -15 $$"]).unwrap_err();
+        assert_eq!(err.to_string(), "Atlas was killed by signal 15");
+        assert!(err.is_transient());
+    }
 
     #[test]
     fn transient_errors_are_told_apart() {

@@ -186,7 +186,7 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
             }
         }
         Ok(output) => return atlas_failure(run, &output.error_text(), &files),
-        Err(err) => return run.failed(Reason::Migrating, &err.to_string(), true),
+        Err(err) => return run.failed(Reason::Migrating, &err.to_string(), err.is_transient()),
     };
     if let Some(refused) = refuse_migrate_down(run, &status, options) {
         return refused;
@@ -201,7 +201,7 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
     }
     let output = match run.atlas.run(&args) {
         Ok(output) => output,
-        Err(err) => return run.failed(Reason::Migrating, &err.to_string(), true),
+        Err(err) => return run.failed(Reason::Migrating, &err.to_string(), err.is_transient()),
     };
     let Ok(apply) = serde_json::from_str::<Apply>(output.stdout.trim()) else {
         // Early failures (checksum, lock, connection) print plain text and no JSON.

@@ -181,7 +181,9 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
     }
     let output = match run.atlas.run(&args) {
         Ok(output) => output,
-        Err(err) => return run.failed(Reason::ApplyingSchema, &err.to_string(), true),
+        Err(err) => {
+            return run.failed(Reason::ApplyingSchema, &err.to_string(), err.is_transient());
+        }
     };
     let parsed = serde_json::from_str::<Apply>(output.stdout.trim()).ok();
     match parsed {
@@ -256,7 +258,7 @@ fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaApply) -> O
             Err(err) => Err(Box::new(run.failed(
                 Reason::LintPolicyError,
                 &err.to_string(),
-                true,
+                err.is_transient(),
             ))),
         }
     };

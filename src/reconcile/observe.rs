@@ -13,6 +13,8 @@ use crate::reconcile::status::Observation;
 
 /// Kubelet waiting reasons that mean the pod cannot start until an object or key appears.
 const CONFIG_ERRORS: &[&str] = &["CreateContainerConfigError"];
+/// The terminated reason of a container whose process the kernel's OOM killer ended.
+const OOM_KILLED: &str = "OOMKilled";
 /// Waiting reasons that mean the image cannot be had.
 const IMAGE_ERRORS: &[&str] = &["ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
 
@@ -46,6 +48,20 @@ fn raw_message(pod: &Pod) -> Option<String> {
         .clone()
         .filter(|m| !m.trim().is_empty())
         .or_else(|| terminated.reason.clone())
+}
+
+/// Whether the runtime OOM-killed a process of the runner's container (the runner, or the Atlas
+/// it ran): the container's terminated reason says so, whatever the runner managed to report.
+fn ran_out_of_memory(pod: &Pod) -> bool {
+    runner_status(pod).and_then(|status| {
+        status
+            .state
+            .as_ref()?
+            .terminated
+            .as_ref()?
+            .reason
+            .as_deref()
+    }) == Some(OOM_KILLED)
 }
 
 fn finished_at(pod: &Pod) -> Option<i64> {
@@ -118,6 +134,20 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
         };
     }
     if let Some(failed) = job_condition(job, "Failed") {
+        if let Some(pod) = pods.iter().rev().find(|pod| ran_out_of_memory(pod)) {
+            let said = result_of(pod)
+                .map(|result| format!(" ({})", result.message))
+                .unwrap_or_default();
+            return Observation::Failed {
+                reason: kind.failure_reason(),
+                message: format!(
+                    "Job {name} ran out of memory: its runner container was OOM-killed at its \
+                     memory limit{said}; raise the Jobs' memory limit (the chart's \
+                     jobs.resources, the operator's --job-resources)"
+                ),
+                stalled: true,
+            };
+        }
         return match newest_result {
             Some((result, _)) => Observation::Failed {
                 reason: result.reason,
@@ -332,6 +362,38 @@ mod tests {
                 stalled: true
             }
         );
+    }
+
+    /// The runtime's verdict wins over the runner's: the OOM killer took Atlas, the runner said
+    /// only that Atlas was killed, the container's terminated reason names the memory limit.
+    #[test]
+    fn an_oom_killed_runner_says_it_ran_out_of_memory() {
+        let killed = "Atlas was killed by signal 9 (SIGKILL)";
+        let mut state = terminated(&result("failed", "Migrating", killed), 3);
+        state["terminated"]["reason"] = json!("OOMKilled");
+        let obs = observe(
+            Kind::Migration,
+            "h",
+            &job(
+                json!([{"type": "Failed", "status": "True", "reason": "PodFailurePolicy"}]),
+                1,
+            ),
+            &[pod(state)],
+            0,
+        );
+        let Observation::Failed {
+            reason,
+            message,
+            stalled,
+        } = obs
+        else {
+            panic!("{obs:?}")
+        };
+        assert_eq!(reason, Reason::Migrating);
+        assert!(stalled);
+        assert!(message.contains("ran out of memory"), "{message}");
+        assert!(message.contains(killed), "{message}");
+        assert!(message.contains("jobs.resources"), "{message}");
     }
 
     #[test]

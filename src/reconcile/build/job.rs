@@ -20,6 +20,9 @@ use super::inputs::{inputs_name, items};
 use super::*;
 use crate::reconcile::validate::{DevNeed, INLINE_PLACEHOLDER, INPUTS_DIR, InputSource, Plan};
 
+/// A container's exit code when its process died of SIGKILL (128 + 9), as the kubelet reports it.
+const EXIT_SIGKILL: i32 = 128 + 9;
+
 /// The name of the Job that applies `plan`: `…-dev` for the second Job, which brings the dev
 /// database the first one found it needs.
 pub fn plan_job_name(plan: &Plan, owner: &Owner) -> String {
@@ -196,6 +199,17 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
                             type_: "DisruptionTarget".into(),
                             status: "True".into(),
                         }]),
+                    },
+                    // The runner SIGKILLed by anything but a drain (ignored above) is the OOM
+                    // killer at the container's memory limit: the same limit kills it again.
+                    PodFailurePolicyRule {
+                        action: "FailJob".into(),
+                        on_exit_codes: Some(PodFailurePolicyOnExitCodesRequirement {
+                            container_name: Some(RUNNER_CONTAINER.into()),
+                            operator: "In".into(),
+                            values: vec![EXIT_SIGKILL],
+                        }),
+                        on_pod_conditions: None,
                     },
                 ],
             }),
