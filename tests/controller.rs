@@ -170,18 +170,16 @@ fn seed_schema_with_a_dev_url_on_mariadb() {
         json!({"url": db.url, "dev": dev.url}),
     );
     let operator = start_operator(&ns.name);
-    apply_json(
-        &ns.name,
-        &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
-        "metadata": {"name": "atlasschema-mysql"},
-        "spec": {
-            "urlFrom": {"secretKeyRef": {"key": "url", "name": "mysql-credentials"}},
-            "devURLFrom": {"secretKeyRef": {"key": "dev", "name": "mysql-credentials"}},
-            "policy": {"lint": {"destructive": {"error": true}}, "diff": {"skip": {"drop_index": true}}},
-            "schema": {"sql": "create table users (\n  id int not null auto_increment,\n  name varchar(255) not null,\n  primary key (id)\n);\n"},
-            "exclude": ["ignore_me"]
-        }}),
-    );
+    let mut schema = json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+    "metadata": {"name": "atlasschema-mysql"},
+    "spec": {
+        "urlFrom": {"secretKeyRef": {"key": "url", "name": "mysql-credentials"}},
+        "devURLFrom": {"secretKeyRef": {"key": "dev", "name": "mysql-credentials"}},
+        "policy": {"lint": {"destructive": {"error": true}}, "diff": {"skip": {"drop_index": true}}},
+        "schema": {"sql": "create table users (\n  id int not null auto_increment,\n  name varchar(255) not null,\n  primary key (id)\n);\n"},
+        "exclude": ["ignore_me"]
+    }});
+    apply_json(&ns.name, &schema);
     let done = wait_for(
         &ns,
         "atlasschema/atlasschema-mysql",
@@ -192,6 +190,36 @@ fn seed_schema_with_a_dev_url_on_mariadb() {
     assert!(done["status"]["last_applied"].as_i64().unwrap() > 0);
     let tables = db.query("show tables").unwrap();
     assert_eq!(tables.trim(), "ignore_me\nusers");
+    // As upstream's message does, the applied statements are named.
+    let message = ready(&done).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.starts_with("the schema has been applied (1 statements):\n- CREATE TABLE `users`"),
+        "{message}"
+    );
+
+    // A column dropped under the lint policy: refused in upstream's words, nothing applied.
+    schema["spec"]["schema"]["sql"] =
+        json!("create table users (\n  id int not null auto_increment,\n  primary key (id)\n);\n");
+    apply_json(&ns.name, &schema);
+    let refused = wait_for(
+        &ns,
+        "atlasschema/atlasschema-mysql",
+        Duration::from_secs(120),
+        &operator,
+        |s| ready(s).is_some_and(|r| r["reason"] == "LintPolicyError"),
+    );
+    let message = ready(&refused).unwrap()["message"].as_str().unwrap();
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines[0], "destructive changes detected:", "{message}");
+    assert!(
+        lines[1].starts_with("- ALTER TABLE") && lines[1].ends_with("users DROP COLUMN name"),
+        "{message}"
+    );
+    let columns = db.query("show columns from users").unwrap();
+    assert!(columns.contains("name"), "{columns}");
 }
 
 /// With every resource Ready, the operator makes no write at all.

@@ -62,21 +62,21 @@ pub fn destructive_changes(current: &Realm, desired: &Realm, skips: Skips) -> Ve
     for (schema, desired_schema) in pairs {
         let Some(desired_schema) = desired_schema else {
             if !skips.drop_schema {
-                drops.push(format!("drop schema {}", schema.name));
+                drops.push(format!("DROP SCHEMA {}", schema.name));
             }
             continue;
         };
         for table in &schema.tables {
             match desired_schema.tables.iter().find(|t| t.name == table.name) {
                 None if !skips.drop_table => {
-                    drops.push(format!("drop table {}.{}", schema.name, table.name));
+                    drops.push(format!("DROP TABLE {}.{}", schema.name, table.name));
                 }
                 None => {}
                 Some(desired_table) if !skips.drop_column => {
                     for column in &table.columns {
                         if !desired_table.columns.iter().any(|c| c.name == column.name) {
                             drops.push(format!(
-                                "drop column {}.{}.{}",
+                                "ALTER TABLE {}.{} DROP COLUMN {}",
                                 schema.name, table.name, column.name
                             ));
                         }
@@ -109,7 +109,10 @@ mod tests {
         assert_eq!(
             destructive_changes(&realm(CURRENT), &desired, Skips::default()),
             // In the database's table order.
-            ["drop column main.t.bio", "drop table main.keep_me"]
+            [
+                "ALTER TABLE main.t DROP COLUMN bio",
+                "DROP TABLE main.keep_me"
+            ]
         );
     }
 
@@ -138,7 +141,7 @@ mod tests {
         let desired = realm(r#"{"schemas":[{"name":"a"}]}"#);
         assert_eq!(
             destructive_changes(&current, &desired, Skips::default()),
-            ["drop schema b"]
+            ["DROP SCHEMA b"]
         );
     }
 }

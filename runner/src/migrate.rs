@@ -231,10 +231,11 @@ fn refuse_migrate_down(run: &Run, status: &Status, options: &MigrateApply) -> Op
             run.atlas_version.as_deref().unwrap_or("unknown version")
         )
     } else {
+        // Upstream's wording first, which scripts compare.
         format!(
-            "the database is at version {current}, newer than the directory's latest {latest}: \
-             that is migrating down, which is protected; set \
-             spec.protectedFlows.migrateDown.allow to true to allow it"
+            "migrate down is not allowed, set `migrateDown.allow` to true to allow downgrade: \
+             the database is at version {current}, newer than the directory's latest {latest} \
+             (spec.protectedFlows.migrateDown.allow)"
         )
     };
     let mut result = run.failed(Reason::ProtectedFlowError, &message, false);

@@ -200,7 +200,10 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
             } else {
                 (
                     Outcome::Applied,
-                    format!("the schema has been applied ({count} statements)"),
+                    format!(
+                        "the schema has been applied ({count} statements):\n{}",
+                        statement_list(&apply.changes.applied)
+                    ),
                 )
             };
             run.log(&message);
@@ -284,10 +287,15 @@ fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaApply) -> O
         run.log("lint: no destructive change");
         return None;
     }
+    // Upstream's wording, which scripts compare: the header, then one `- <statement>` line each.
     let message = format!(
-        "the plan has destructive changes and policy.lint.destructive.error is true, so nothing \
-         was applied: {}",
-        drops.join(", ")
+        "destructive changes detected:\n{}\nnothing was applied: spec.policy.lint.destructive.error \
+         is true",
+        drops
+            .iter()
+            .map(|drop| format!("- {drop}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
     run.log(&message);
     Some(run.failed(Reason::LintPolicyError, &message, false))
@@ -308,4 +316,59 @@ fn failure(run: &Run, error: &str) -> RunResult {
         Reason::ApplyingSchema
     };
     run.failed(reason, error, transient)
+}
+
+/// The statements of a message, one `- <statement>` line each, each on one line and cut, at
+/// most [`LISTED_STATEMENTS`] of them: a message lives in a condition and an event.
+fn statement_list(statements: &[String]) -> String {
+    let mut lines: Vec<String> = statements
+        .iter()
+        .take(LISTED_STATEMENTS)
+        .map(|statement| {
+            let line = statement.split_whitespace().collect::<Vec<_>>().join(" ");
+            match line.char_indices().nth(LISTED_STATEMENT_CHARS) {
+                Some((at, _)) => format!("- {}…", &line[..at]),
+                None => format!("- {line}"),
+            }
+        })
+        .collect();
+    if statements.len() > LISTED_STATEMENTS {
+        lines.push(format!(
+            "- … and {} more (the Job's log has them all)",
+            statements.len() - LISTED_STATEMENTS
+        ));
+    }
+    lines.join("\n")
+}
+
+const LISTED_STATEMENTS: usize = 10;
+const LISTED_STATEMENT_CHARS: usize = 160;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn applied_statements_are_listed_within_bounds() {
+        let two = [
+            "CREATE TABLE t (\n  id int\n)".to_string(),
+            "CREATE INDEX i ON t (id)".into(),
+        ];
+        assert_eq!(
+            statement_list(&two),
+            "- CREATE TABLE t ( id int )\n- CREATE INDEX i ON t (id)"
+        );
+        let many: Vec<String> = (0..12).map(|n| format!("DROP TABLE t{n}")).collect();
+        let listed = statement_list(&many);
+        assert_eq!(listed.lines().count(), LISTED_STATEMENTS + 1);
+        assert!(
+            listed.ends_with("- … and 2 more (the Job's log has them all)"),
+            "{listed}"
+        );
+        let long = ["x".repeat(500)];
+        assert_eq!(
+            statement_list(&long).chars().count(),
+            "- ".len() + LISTED_STATEMENT_CHARS + 1
+        );
+    }
 }

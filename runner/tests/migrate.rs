@@ -648,8 +648,11 @@ fn migrating_down_is_protected() {
     let ran = run_runner(&down, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
     assert_eq!(ran.code, EXIT_DEFINITIVE);
     assert_eq!(ran.result.reason, Reason::ProtectedFlowError);
+    // Upstream's wording, which scripts compare.
     assert!(
-        ran.result.message.contains("migrateDown.allow"),
+        ran.result.message.starts_with(
+            "migrate down is not allowed, set `migrateDown.allow` to true to allow downgrade"
+        ),
         "{}",
         ran.result.message
     );

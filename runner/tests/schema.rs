@@ -158,8 +158,18 @@ fn destructive_change_under_the_lint_policy_applies_nothing() {
         "{}",
         ran.result.message
     );
+    // Upstream's wording, which scripts compare: a header, then one `- <statement>` per line.
     assert!(
-        ran.result.message.contains("users.bio"),
+        ran.result
+            .message
+            .starts_with("destructive changes detected:\n- "),
+        "{}",
+        ran.result.message
+    );
+    assert!(
+        ran.result.message.lines().any(
+            |line| line.starts_with("- ALTER TABLE") && line.ends_with("users DROP COLUMN bio")
+        ),
         "{}",
         ran.result.message
     );
