@@ -626,6 +626,58 @@ fn failures_in_one_namespace_do_not_hold_up_another() {
     );
 }
 
+/// At the default level the operator's log says which resources it handled: one line for each
+/// Job it made and each change of Ready, with the resource, the hash and the outcome as fields
+/// (JSON with --log-format json), and no colour codes when its output is not a terminal.
+#[test]
+fn the_log_names_each_resource_it_handled() {
+    let (ns, _db) = namespace_with_database("ctl-log");
+    migration_dir(&ns, seed_files());
+    let operator = start_operator_with(&ns.name, &["--log-format", "json"]);
+    apply_json(&ns.name, &seed_migration());
+    wait_ready(&ns, SEED_MIGRATION, &operator);
+    let log = operator.log();
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
+    let resource = format!("{}/atlasmigration-sample", ns.name);
+    let lines: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect();
+    let line = |message: &str, ready: Option<&str>| {
+        lines
+            .iter()
+            .find(|l| {
+                l["fields"]["message"] == message
+                    && l["fields"]["resource"] == resource.as_str()
+                    && ready.is_none_or(|ready| l["fields"]["ready"] == ready)
+            })
+            .unwrap_or_else(|| panic!("no {message:?} line for {resource}:\n{log}"))
+    };
+    let created = line("Job created", None);
+    assert_eq!(created["level"], "INFO");
+    assert_eq!(created["fields"]["kind"], "AtlasMigration");
+    let hash = created["fields"]["hash"].as_str().unwrap();
+    assert!(
+        created["fields"]["job"].as_str().unwrap().ends_with(hash),
+        "{created}"
+    );
+    let started = line("Ready changed", Some("False"));
+    assert_eq!(started["fields"]["reason"], "Reconciling");
+    let ready = line("Ready changed", Some("True"));
+    assert_eq!(ready["fields"]["reason"], "Applied");
+    assert_eq!(ready["fields"]["desired_hash"], hash);
+    assert!(
+        ready["fields"]["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("migrated to version 20230316085611"),
+        "{ready}"
+    );
+}
+
 /// SIGTERM, as Kubernetes sends when it deletes the operator's pod: the process exits cleanly
 /// and gives the Lease up, so a standby replica does not wait for it to expire.
 #[test]

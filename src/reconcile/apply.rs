@@ -57,6 +57,13 @@ pub(super) async fn apply<K: AtlasResource>(
                 Err(err) => return Err(err.into()),
             };
             created_now = true;
+            tracing::info!(
+                kind = K::KIND.resource_kind(),
+                resource = %format!("{}/{}", owner.namespace, owner.name),
+                hash = plan.short_hash(),
+                job = %job_name,
+                "Job created"
+            );
             ctx.metrics
                 .jobs_created
                 .get_or_create(&KindLabels {

@@ -159,7 +159,8 @@ async fn reconcile_resource<K: AtlasResource>(
                 message: err.message.clone(),
                 stalled: !err.waits_for_object,
             };
-            update_status::write_status(resource, ctx, &previous, generation, &observation).await?;
+            update_status::write_status(resource, ctx, &previous, generation, None, &observation)
+                .await?;
             return Ok(if err.waits_for_object {
                 Action::requeue(RESYNC_WAITING)
             } else {
@@ -186,7 +187,9 @@ async fn reconcile_resource<K: AtlasResource>(
         &ctx.cache.pods_of(&namespace, &job_name),
         jiff::Timestamp::now().as_second(),
     );
-    update_status::write_status(resource, ctx, &previous, generation, &observation).await?;
+    let desired = Some(plan.short_hash());
+    update_status::write_status(resource, ctx, &previous, generation, desired, &observation)
+        .await?;
     Ok(match observation {
         Observation::InProgress { .. } => Action::requeue(RESYNC_IN_PROGRESS),
         Observation::Failed { stalled: false, .. } => Action::requeue(RESYNC_IN_PROGRESS),

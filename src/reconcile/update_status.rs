@@ -11,12 +11,14 @@ use super::status::{self, CommonStatus, Observation};
 use super::{AtlasResource, Context, Error, MANAGER};
 use crate::metrics::ReasonLabels;
 
-/// Writes the status when it differs from the current one, with an event for each transition.
+/// Writes the status when it differs from the current one, with an event for each transition;
+/// `desired` is the short hash of the plan the observation is of (None: no plan was made).
 pub(super) async fn write_status<K: AtlasResource>(
     resource: &K,
     ctx: &Context,
     previous: &CommonStatus,
     generation: Option<i64>,
+    desired: Option<&str>,
     observation: &Observation,
 ) -> Result<(), Error> {
     let next = status::compute(previous, generation, observation, super::now());
@@ -45,6 +47,19 @@ pub(super) async fn write_status<K: AtlasResource>(
         .find(|c| c.type_ == status::READY)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()));
     if ready_before != ready_after {
+        let (ready, reason, message) = ready_after.unwrap_or_default();
+        // One line per transition at the default level, so the operator's log says which
+        // resources it handled and how each ended (JSON fields with --log-format json).
+        tracing::info!(
+            kind = K::KIND.resource_kind(),
+            resource = %format!("{}/{}", resource.namespace().unwrap_or_default(), resource.name_any()),
+            desired_hash = desired.unwrap_or("none"),
+            ready = %ready,
+            %reason,
+            // Not `message`: that is the line's own.
+            detail = %message,
+            "Ready changed"
+        );
         match observation {
             Observation::Applied { message, .. } => {
                 publish(ctx, resource, EventType::Normal, "Applied", message).await
