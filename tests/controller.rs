@@ -626,6 +626,62 @@ fn failures_in_one_namespace_do_not_hold_up_another() {
     );
 }
 
+/// `backoffLimit` and `status.failed` as upstream's users read them: `failed` counts the failed
+/// attempts while retries go on (the Job controller backs off between them), retries stop once
+/// it exceeds `backoffLimit`, and it is 0 again once applied.
+#[test]
+fn failed_counts_the_attempts_up_to_the_backoff_limit() {
+    let (ns, db) = namespace_with_database("ctl-retry");
+    migration_dir(&ns, seed_files());
+    // Nothing listens on port 1: connection refused, which the runner reports as transient.
+    secret(
+        &ns,
+        "postgres-credentials",
+        json!({"url": "postgres://root:pass@127.0.0.1:1/db?sslmode=disable"}),
+    );
+    let operator = start_operator(&ns.name);
+    let mut migration = seed_migration();
+    migration["spec"]["backoffLimit"] = json!(1);
+    apply_json(&ns.name, &migration);
+    let retrying = wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(60),
+        &operator,
+        |m| m["status"]["failed"] == 1,
+    );
+    assert_eq!(ready(&retrying).unwrap()["reason"], "Reconciling");
+    let failed = wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(90),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["reason"] == "Migrating"),
+    );
+    assert_eq!(failed["status"]["failed"], 2, "{}", failed["status"]);
+    assert!(
+        ready(&failed).unwrap()["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("connection refused"),
+        "{}",
+        failed["status"]
+    );
+    let jobs = get(&ns, "jobs").unwrap();
+    assert_eq!(
+        jobs["items"][0]["status"]["failed"], 2,
+        "one retry, then no more"
+    );
+
+    // Fixed: the right URL, and a change to the spec (a Secret's change alone applies nothing).
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    migration["spec"]["backoffLimit"] = json!(2);
+    apply_json(&ns.name, &migration);
+    let done = wait_ready(&ns, SEED_MIGRATION, &operator);
+    assert_eq!(done["status"]["failed"], 0);
+}
+
 /// At the default level the operator's log says which resources it handled: one line for each
 /// Job it made and each change of Ready, with the resource, the hash and the outcome as fields
 /// (JSON with --log-format json), and no colour codes when its output is not a terminal.

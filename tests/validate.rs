@@ -332,3 +332,15 @@ fn custom_configs_and_vars_are_planned_by_reference() {
         err.message
     );
 }
+
+/// `backoffLimit` as upstream reads it: retries before the resource is failed, 20 by default,
+/// and 0 for no limit (the Job's own 0 would mean no retry at all).
+#[test]
+fn backoff_limit_zero_means_no_limit() {
+    for (given, job) in [(None, 20), (Some(3), 3), (Some(0), i32::MAX)] {
+        let mut migration = seed_migration();
+        migration.spec.backoff_limit = given;
+        let plan = support::plan(&migration, &seed_configmap()).unwrap();
+        assert_eq!(plan.backoff_limit, job, "spec.backoffLimit {given:?}");
+    }
+}

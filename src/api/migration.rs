@@ -67,9 +67,10 @@ pub struct AtlasMigrationSpec {
     /// Policies applied when migrating (Atlas Cloud's drift check).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<MigrationPolicy>,
-    /// How many times a failed apply is retried before the resource is marked failed.
+    /// How many failed attempts are retried before the resource is marked failed (`status.failed`
+    /// counts them); 0 means no limit but the Job's deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = 20))]
+    #[schemars(extend("default" = 20), range(min = 0))]
     pub backoff_limit: Option<i32>,
 }
 

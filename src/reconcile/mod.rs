@@ -159,8 +159,17 @@ async fn reconcile_resource<K: AtlasResource>(
                 message: err.message.clone(),
                 stalled: !err.waits_for_object,
             };
-            update_status::write_status(resource, ctx, &previous, generation, None, &observation)
-                .await?;
+            let (desired, attempts) = (None, None);
+            update_status::write_status(
+                resource,
+                ctx,
+                &previous,
+                generation,
+                desired,
+                attempts,
+                &observation,
+            )
+            .await?;
             return Ok(if err.waits_for_object {
                 Action::requeue(RESYNC_WAITING)
             } else {
@@ -188,8 +197,17 @@ async fn reconcile_resource<K: AtlasResource>(
         jiff::Timestamp::now().as_second(),
     );
     let desired = Some(plan.short_hash());
-    update_status::write_status(resource, ctx, &previous, generation, desired, &observation)
-        .await?;
+    let attempts = job.status.as_ref().map(|s| s.failed.unwrap_or(0));
+    update_status::write_status(
+        resource,
+        ctx,
+        &previous,
+        generation,
+        desired,
+        attempts,
+        &observation,
+    )
+    .await?;
     Ok(match observation {
         Observation::InProgress { .. } => Action::requeue(RESYNC_IN_PROGRESS),
         Observation::Failed { stalled: false, .. } => Action::requeue(RESYNC_IN_PROGRESS),

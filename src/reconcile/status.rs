@@ -96,10 +96,14 @@ pub fn is_current(status: &CommonStatus, hash: &str, generation: Option<i64>) ->
 }
 
 /// The next status, from the previous one and what was observed.
+/// `attempts` is how many attempts of the observed Job have failed (its `status.failed`; None
+/// when the observation is of no Job): `status.failed` shows it while retries go on, as the Go
+/// operator's does, and it is 0 again once the resource is applied.
 pub fn compute(
     previous: &CommonStatus,
     generation: Option<i64>,
     observation: &Observation,
+    attempts: Option<i32>,
     now: Time,
 ) -> CommonStatus {
     let mut next = previous.clone();
@@ -134,6 +138,10 @@ pub fn compute(
                 generation,
                 &now,
             );
+            // Retries going on: the failed attempts so far.
+            if let Some(attempts) = attempts.filter(|n| *n > 0) {
+                next.failed = Some(attempts);
+            }
         }
         Observation::Applied {
             hash,
@@ -199,9 +207,12 @@ pub fn compute(
                 generation,
                 &now,
             );
-            // `failed` counts failures in a row: once per failure, not once per reconcile.
-            if !was_failed {
-                next.failed = Some(previous.failed.unwrap_or(0) + 1);
+            // The Job's failed attempts; with no Job (a spec or input the operator refused),
+            // one per failure in a row, not one per reconcile.
+            match attempts.filter(|n| *n > 0) {
+                Some(attempts) => next.failed = Some(attempts),
+                None if !was_failed => next.failed = Some(previous.failed.unwrap_or(0) + 1),
+                None => {}
             }
         }
     }
@@ -324,7 +335,13 @@ mod tests {
 
     #[test]
     fn a_running_job_is_progressing_for_argocd_for_both_kinds() {
-        let computed = compute(&CommonStatus::default(), Some(1), &in_progress(), at(10));
+        let computed = compute(
+            &CommonStatus::default(),
+            Some(1),
+            &in_progress(),
+            None,
+            at(10),
+        );
         let ready = ready(&computed);
         assert_eq!(
             (
@@ -354,8 +371,14 @@ mod tests {
 
     #[test]
     fn applied_is_healthy_with_hash_time_and_version() {
-        let running = compute(&CommonStatus::default(), Some(1), &in_progress(), at(10));
-        let done = compute(&running, Some(1), &applied(), at(20));
+        let running = compute(
+            &CommonStatus::default(),
+            Some(1),
+            &in_progress(),
+            None,
+            at(10),
+        );
+        let done = compute(&running, Some(1), &applied(), None, at(20));
         assert_eq!(ready(&done).status, "True");
         assert_eq!(ready(&done).reason, "Applied");
         assert_eq!(ready(&done).last_transition_time, at(20));
@@ -371,18 +394,42 @@ mod tests {
 
     #[test]
     fn observing_the_same_thing_again_changes_nothing() {
-        let done = compute(&CommonStatus::default(), Some(1), &applied(), at(20));
-        let again = compute(&done, Some(1), &applied(), at(99));
+        let done = compute(&CommonStatus::default(), Some(1), &applied(), None, at(20));
+        let again = compute(&done, Some(1), &applied(), None, at(99));
         assert_eq!(again, done, "a second reconcile must have nothing to write");
         let failed = Observation::Failed {
             reason: Reason::Migrating,
             message: "migration file 2.sql failed".into(),
             stalled: true,
         };
-        let once = compute(&done, Some(2), &failed, at(30));
-        let twice = compute(&once, Some(2), &failed, at(40));
+        let once = compute(&done, Some(2), &failed, None, at(30));
+        let twice = compute(&once, Some(2), &failed, None, at(40));
         assert_eq!(twice, once);
         assert_eq!(once.failed, Some(1));
+    }
+
+    /// As upstream's: `failed` counts the failed attempts while retries go on, and is 0 again
+    /// once applied.
+    #[test]
+    fn failed_counts_the_attempts_and_resets_on_success() {
+        let retrying = compute(
+            &CommonStatus::default(),
+            Some(1),
+            &in_progress(),
+            Some(2),
+            at(10),
+        );
+        assert_eq!(retrying.failed, Some(2));
+        assert_eq!(ready(&retrying).reason, RECONCILING);
+        let failed = Observation::Failed {
+            reason: Reason::Migrating,
+            message: "connection refused".into(),
+            stalled: true,
+        };
+        let gave_up = compute(&retrying, Some(1), &failed, Some(3), at(20));
+        assert_eq!(gave_up.failed, Some(3));
+        let applied = compute(&gave_up, Some(2), &applied(), Some(0), at(30));
+        assert_eq!(applied.failed, Some(0));
     }
 
     #[test]
@@ -395,6 +442,7 @@ mod tests {
                 message: "migration file 2.sql failed at statement `create tabel`".into(),
                 stalled: true,
             },
+            None,
             at(10),
         );
         assert_eq!(ready(&failed).reason, "Migrating");
@@ -424,6 +472,7 @@ mod tests {
                 message: "GettingDevDB".into(),
                 stalled: false,
             },
+            None,
             at(10),
         );
         assert_eq!(
@@ -434,11 +483,11 @@ mod tests {
 
     #[test]
     fn only_ready_for_this_hash_and_generation_is_current() {
-        let done = compute(&CommonStatus::default(), Some(3), &applied(), at(10));
+        let done = compute(&CommonStatus::default(), Some(3), &applied(), None, at(10));
         assert!(is_current(&done, "h1", Some(3)));
         assert!(!is_current(&done, "def", Some(3)), "another hash");
         assert!(!is_current(&done, "h1", Some(4)), "a newer generation");
-        let running = compute(&done, Some(3), &in_progress(), at(11));
+        let running = compute(&done, Some(3), &in_progress(), None, at(11));
         assert!(!is_current(&running, "h1", Some(3)), "not Ready");
     }
 

@@ -12,16 +12,18 @@ use super::{AtlasResource, Context, Error, MANAGER};
 use crate::metrics::ReasonLabels;
 
 /// Writes the status when it differs from the current one, with an event for each transition;
-/// `desired` is the short hash of the plan the observation is of (None: no plan was made).
+/// `desired` is the short hash of the plan the observation is of (None: no plan was made),
+/// `attempts` the failed attempts of its Job (None: no Job).
 pub(super) async fn write_status<K: AtlasResource>(
     resource: &K,
     ctx: &Context,
     previous: &CommonStatus,
     generation: Option<i64>,
     desired: Option<&str>,
+    attempts: Option<i32>,
     observation: &Observation,
 ) -> Result<(), Error> {
-    let next = status::compute(previous, generation, observation, super::now());
+    let next = status::compute(previous, generation, observation, attempts, super::now());
     if next == *previous {
         return Ok(());
     }

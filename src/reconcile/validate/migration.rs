@@ -104,7 +104,7 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         env,
         inline,
         inputs: Some(inputs),
-        backoff_limit: spec.backoff_limit.unwrap_or(20),
+        backoff_limit: super::job_backoff_limit(spec.backoff_limit),
         dev: DevNeed::None,
         dev_override: DevOverride::default(),
     })

@@ -124,7 +124,7 @@ pub struct Plan {
     pub inline: BTreeMap<String, String>,
     /// The mounted inputs, if any.
     pub inputs: Option<InputSource>,
-    /// `spec.backoffLimit`.
+    /// The Job's `backoffLimit`, from `spec.backoffLimit` ([`job_backoff_limit`]).
     pub backoff_limit: i32,
     /// The apply needs a dev database and the spec gives none: the Job gets one as a sidecar.
     pub dev: DevNeed,
@@ -345,3 +345,15 @@ mod tests {
         );
     }
 }
+
+/// The Job's `backoffLimit` for `spec.backoffLimit`: the failed attempts retried before the
+/// resource is failed, 20 when unset, as upstream's. Upstream's 0 means no limit (a Job's 0 would
+/// mean no retry): the Job's deadline (`jobs.activeDeadlineSeconds`) then bounds the retries.
+pub fn job_backoff_limit(spec: Option<i32>) -> i32 {
+    match spec.unwrap_or(DEFAULT_BACKOFF_LIMIT) {
+        0 => i32::MAX,
+        limit => limit,
+    }
+}
+
+const DEFAULT_BACKOFF_LIMIT: i32 = 20;

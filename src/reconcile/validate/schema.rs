@@ -168,7 +168,7 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         env,
         inline,
         inputs: Some(inputs),
-        backoff_limit: spec.backoff_limit.unwrap_or(20),
+        backoff_limit: super::job_backoff_limit(spec.backoff_limit),
         dev,
         dev_override: dev_override(spec.dev.dev_db.as_ref())?,
     })
