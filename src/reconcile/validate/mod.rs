@@ -271,6 +271,18 @@ impl Common {
     }
 }
 
+/// The Job's `backoffLimit` for `spec.backoffLimit`: the failed attempts retried before the
+/// resource is failed, 20 when unset, as upstream's. Upstream's 0 means no limit (a Job's 0 would
+/// mean no retry): the Job's deadline (`jobs.activeDeadlineSeconds`) then bounds the retries.
+pub fn job_backoff_limit(spec: Option<i32>) -> i32 {
+    match spec.unwrap_or(DEFAULT_BACKOFF_LIMIT) {
+        0 => i32::MAX,
+        limit => limit,
+    }
+}
+
+const DEFAULT_BACKOFF_LIMIT: i32 = 20;
+
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -345,15 +357,3 @@ mod tests {
         );
     }
 }
-
-/// The Job's `backoffLimit` for `spec.backoffLimit`: the failed attempts retried before the
-/// resource is failed, 20 when unset, as upstream's. Upstream's 0 means no limit (a Job's 0 would
-/// mean no retry): the Job's deadline (`jobs.activeDeadlineSeconds`) then bounds the retries.
-pub fn job_backoff_limit(spec: Option<i32>) -> i32 {
-    match spec.unwrap_or(DEFAULT_BACKOFF_LIMIT) {
-        0 => i32::MAX,
-        limit => limit,
-    }
-}
-
-const DEFAULT_BACKOFF_LIMIT: i32 = 20;
