@@ -239,9 +239,11 @@ fn dev_db_overrides_the_sidecar_image_resources_and_pod_metadata() {
     assert_eq!(resources.limits.unwrap()["memory"].0, "2Gi");
     assert!(resources.requests.is_none());
 
-    // With an explicit dev URL there is no sidecar, and no dev database metadata on the pod.
+    // With an explicit dev URL and no devDB there is no sidecar, and no dev database metadata
+    // on the pod (with a devDB, the sidecar is the server the URL names: the test below).
     let mut explicit = resource.clone();
     explicit.spec.dev.dev_url = Some("mysql://root:pass@dev:3306/dev".into());
+    explicit.spec.dev.dev_db = None;
     let plan = support::plan(&explicit, &ConfigMaps::new()).unwrap();
     let template = build::render(&plan, &owner, &settings())
         .spec
@@ -263,4 +265,82 @@ fn dev_db_overrides_the_sidecar_image_resources_and_pod_metadata() {
         err.message
     );
     assert!(!err.waits_for_object);
+}
+
+/// Upstream's pattern: `devURL` names a server on the pod's loopback and `devDB` describes it.
+/// Both are honoured: the sidecar runs `devDB`'s image with its environment (the credentials
+/// `devURL` uses), and the runner waits for and uses the given `devURL`.
+#[test]
+fn dev_url_and_dev_db_together_run_the_described_server_next_to_the_runner() {
+    let mut resource: AtlasSchema =
+        serde_json::from_value(doc("examples/mysql-schema/schema.yaml", "AtlasSchema")).unwrap();
+    resource.spec.dev.dev_url = Some("mysql://root:pass@localhost:3306/dev".into());
+    resource.spec.dev.dev_db = Some(
+        serde_json::from_value(json!({"spec": {"containers": [{
+            "name": "mysql",
+            "image": "mysql:8",
+            "env": [
+                {"name": "MYSQL_ROOT_PASSWORD", "value": "pass"},
+                {"name": "MYSQL_DATABASE", "value": "dev"},
+            ],
+            "ports": [{"containerPort": 3306, "name": "mysql"}],
+        }]}}))
+        .unwrap(),
+    );
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
+    assert_eq!(plan.dev, validate::DevNeed::Described("mysql".into()));
+    let job = build::render(
+        &plan,
+        &owner(Kind::Schema, "atlasschema-mysql"),
+        &settings(),
+    );
+    let pod = job.spec.unwrap().template.spec.unwrap();
+    let sidecar = &pod.init_containers.as_ref().unwrap()[0];
+    assert_eq!(sidecar.image.as_deref(), Some("mysql:8"));
+    assert_eq!(sidecar.restart_policy.as_deref(), Some("Always"));
+    let env: Vec<(&str, Option<&str>)> = sidecar
+        .env
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|e| (e.name.as_str(), e.value.as_deref()))
+        .collect();
+    assert_eq!(
+        env,
+        [
+            ("MYSQL_ROOT_PASSWORD", Some("pass")),
+            ("MYSQL_DATABASE", Some("dev"))
+        ]
+    );
+    assert_eq!(sidecar.ports.as_ref().unwrap()[0].container_port, 3306);
+    let runner = &pod.containers[0];
+    let runner_env = runner.env.as_ref().unwrap();
+    let task_text = runner_env
+        .iter()
+        .find(|e| e.name == contract::TASK_ENV)
+        .and_then(|e| e.value.clone())
+        .unwrap();
+    let task = contract::Task::decode(&task_text).unwrap();
+    assert_eq!(task.dev_url_env, plan.task.dev_url_env, "the user's devURL");
+    assert!(task.dev_wait_seconds.is_some(), "the runner waits for it");
+    assert!(
+        !runner_env
+            .iter()
+            .any(|e| e.name == validate::ENV_DEV_URL && e.value.is_some()),
+        "no generated dev URL"
+    );
+
+    // An image the operator does not know, with a devURL from a Secret: nothing says the driver.
+    resource.spec.dev.dev_url = None;
+    resource.spec.dev.dev_url_from = Some(
+        serde_json::from_value(json!({"secretKeyRef": {"name": "dev", "key": "url"}})).unwrap(),
+    );
+    resource.spec.dev.dev_db = Some(
+        serde_json::from_value(
+            json!({"spec": {"containers": [{"name": "db", "image": "registry.example/dev-db:1"}]}}),
+        )
+        .unwrap(),
+    );
+    let refused = support::plan(&resource, &ConfigMaps::new()).unwrap_err();
+    assert_eq!(refused.reason, contract::Reason::GettingDevDb);
 }

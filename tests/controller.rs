@@ -222,6 +222,51 @@ fn seed_schema_with_a_dev_url_on_mariadb() {
     assert!(columns.contains("name"), "{columns}");
 }
 
+/// Upstream's users write a dev database as `devURL` on the pod's loopback plus a `devDB` pod of
+/// that server: both are honoured, the server runs as a native sidecar with `devDB`'s image and
+/// environment, and the runner plans against it at the given URL.
+#[test]
+fn dev_url_with_dev_db_runs_the_described_server_next_to_the_runner() {
+    let ns = cluster().namespace("ctl-devdb").unwrap();
+    let db = TestDatabase::create(Engine::MariaDb, "ctl_devdb").unwrap();
+    secret(&ns, "mysql-credentials", json!({"url": db.url}));
+    let operator = start_operator(&ns.name);
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+        "metadata": {"name": "atlasschema-mysql"},
+        "spec": {
+            "urlFrom": {"secretKeyRef": {"key": "url", "name": "mysql-credentials"}},
+            "devURL": "mysql://root:pass@localhost:3306/dev",
+            "devDB": {"spec": {"containers": [{
+                "name": "mysql",
+                "image": "mysql:8",
+                "env": [
+                    {"name": "MYSQL_ROOT_PASSWORD", "value": "pass"},
+                    {"name": "MYSQL_DATABASE", "value": "dev"}
+                ],
+                "ports": [{"containerPort": 3306}]
+            }]}},
+            "schema": {"sql": "create table users (\n  id int not null auto_increment,\n  primary key (id)\n);\n"}
+        }}),
+    );
+    wait_for(
+        &ns,
+        "atlasschema/atlasschema-mysql",
+        Duration::from_secs(120),
+        &operator,
+        |s| ready(s).is_some_and(|r| r["status"] == "True"),
+    );
+    let pods = get(&ns, "pods").unwrap();
+    let pod = &pods["items"][0];
+    assert_eq!(pod["spec"]["initContainers"][0]["image"], "mysql:8");
+    assert_eq!(
+        pod["spec"]["initContainers"][0]["env"][0]["name"],
+        "MYSQL_ROOT_PASSWORD"
+    );
+    assert_eq!(db.query("show tables").unwrap().trim(), "users");
+}
+
 /// With every resource Ready, the operator makes no write at all.
 #[test]
 fn an_idle_operator_writes_nothing() {

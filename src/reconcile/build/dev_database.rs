@@ -15,10 +15,13 @@ pub const DEV_WAIT_SECONDS: u64 = 120;
 
 /// The dev database sidecar of a driver: its container and the URL the runner reaches it at.
 /// Credentials never leave the pod: the server listens on the pod's loopback only and trusts it.
+/// `described`: the user's `devURL` names it, so its environment and ports are `devDB`'s (the
+/// user's credentials), and the URL returned is unused.
 pub(super) fn dev_sidecar(
     driver: &str,
     image: &str,
     over: &DevOverride,
+    described: bool,
 ) -> (Container, Vec<Volume>, String) {
     let (port, data_path, run_path, env, url) = match driver {
         "postgres" => (
@@ -58,20 +61,26 @@ pub(super) fn dev_sidecar(
         image_pull_policy: over.image_pull_policy.clone(),
         // A native sidecar: started before the runner, stopped after it.
         restart_policy: Some("Always".into()),
-        env: Some(
+        env: Some(if described {
+            over.env.clone()
+        } else {
             env.into_iter()
                 .map(|(name, value)| EnvVar {
                     name: name.into(),
                     value: Some(value.into()),
                     ..Default::default()
                 })
-                .collect(),
-        ),
-        ports: Some(vec![k8s_openapi::api::core::v1::ContainerPort {
-            container_port: port,
-            name: Some("dev-db".into()),
-            ..Default::default()
-        }]),
+                .collect()
+        }),
+        ports: Some(if described && !over.ports.is_empty() {
+            over.ports.clone()
+        } else {
+            vec![k8s_openapi::api::core::v1::ContainerPort {
+                container_port: port,
+                name: Some("dev-db".into()),
+                ..Default::default()
+            }]
+        }),
         volume_mounts: Some(vec![
             VolumeMount {
                 name: "dev-data".into(),

@@ -47,17 +47,21 @@ pub fn plan_job_name(plan: &Plan, owner: &Owner) -> String {
 /// The Job that applies `plan`.
 pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
     let name = plan_job_name(plan, owner);
+    // Described: the user's devURL reaches the sidecar with the user's credentials.
+    let described = matches!(plan.dev, DevNeed::Described(_));
     let sidecar = plan.dev.sidecar().map(|driver| {
         let image = settings
             .dev_images
             .get(driver)
             .cloned()
             .unwrap_or_else(|| format!("{driver}:latest"));
-        dev_sidecar(driver, &image, &plan.dev_override)
+        dev_sidecar(driver, &image, &plan.dev_override, described)
     });
     let mut task = plan.task.clone();
     if sidecar.is_some() {
-        task.dev_url_env = Some(crate::reconcile::validate::ENV_DEV_URL.into());
+        if !described {
+            task.dev_url_env = Some(crate::reconcile::validate::ENV_DEV_URL.into());
+        }
         task.dev_wait_seconds = Some(DEV_WAIT_SECONDS);
     }
     let inline_name = inputs_name(plan, owner);
@@ -73,7 +77,7 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
             ..Default::default()
         },
     ];
-    if let Some((_, _, url)) = &sidecar {
+    if let Some((_, _, url)) = sidecar.as_ref().filter(|_| !described) {
         // Not a secret: the sidecar trusts connections from its own pod's loopback only.
         env.push(EnvVar {
             name: crate::reconcile::validate::ENV_DEV_URL.into(),

@@ -17,7 +17,7 @@ mod target;
 use std::collections::BTreeMap;
 
 use contract::{Kind, Reason};
-use k8s_openapi::api::core::v1::{EnvVar, ResourceRequirements};
+use k8s_openapi::api::core::v1::{ContainerPort, EnvVar, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use migration::migration;
@@ -143,6 +143,10 @@ pub struct DevOverride {
     pub image_pull_policy: Option<String>,
     /// The first container's resources, instead of the operator's defaults.
     pub resources: Option<ResourceRequirements>,
+    /// The first container's environment and ports: used when `devURL` names the server
+    /// ([`DevNeed::Described`]), whose credentials are then the user's.
+    pub env: Vec<EnvVar>,
+    pub ports: Vec<ContainerPort>,
     /// `devDB.metadata`: added to the Job's pod (for example a service mesh's opt-out), never
     /// replacing the operator's own labels.
     pub labels: BTreeMap<String, String>,
@@ -168,13 +172,19 @@ pub enum DevNeed {
     Unknown,
     /// The driver the first Job found: the second Job (named `…-dev`) brings the sidecar.
     Found(String),
+    /// `devURL` names a server that `devDB` describes (upstream's pattern: `devURL:
+    /// mysql://root:pass@localhost/dev` with a `devDB` pod of that image and environment): a
+    /// sidecar of this driver from `devDB`'s container, reached at the given URL.
+    Described(String),
 }
 
 impl DevNeed {
     /// The driver of the sidecar the Job brings, if it brings one.
     pub fn sidecar(&self) -> Option<&str> {
         match self {
-            DevNeed::Sidecar(driver) | DevNeed::Found(driver) => Some(driver),
+            DevNeed::Sidecar(driver) | DevNeed::Found(driver) | DevNeed::Described(driver) => {
+                Some(driver)
+            }
             DevNeed::None | DevNeed::Unknown => None,
         }
     }

@@ -6,8 +6,8 @@ use contract::{Desired, Kind, Reason, SchemaApply, Work};
 use super::{
     Common, DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, driver_of_scheme,
 };
-use crate::api::AtlasSchema;
 use crate::api::common::DevDb;
+use crate::api::{AtlasSchema, AtlasSchemaSpec};
 use crate::reconcile::dereference::Dereferenced;
 
 /// The plan of an AtlasSchema.
@@ -137,8 +137,13 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
             concurrent_index_drop: concurrent.and_then(|c| c.drop),
         }),
     );
+    let dev_override = dev_override(spec.dev.dev_db.as_ref())?;
     let dev = if task.dev_url_env.is_some() {
-        DevNeed::None
+        match &dev_override.image {
+            // devURL names the server devDB runs: it runs next to the runner.
+            Some(image) => DevNeed::Described(described_driver(spec, image)?.into()),
+            None => DevNeed::None,
+        }
     } else {
         let scheme = match (&spec.target.url, &spec.target.credentials) {
             (Some(url), _) => url.split_once("://").map(|(scheme, _)| scheme.to_string()),
@@ -170,7 +175,33 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         inputs: Some(inputs),
         backoff_limit: super::job_backoff_limit(spec.backoff_limit),
         dev,
-        dev_override: dev_override(spec.dev.dev_db.as_ref())?,
+        dev_override,
+    })
+}
+
+/// The driver of the server `devDB` describes and `devURL` names: the URL's scheme when the
+/// spec has it, else the image's name (`devURLFrom` is a Secret the operator does not read).
+fn described_driver(spec: &AtlasSchemaSpec, image: &str) -> Result<&'static str, PlanError> {
+    let from_url = spec
+        .dev
+        .dev_url
+        .as_deref()
+        .and_then(|url| url.split_once("://"))
+        .and_then(|(scheme, _)| driver_of_scheme(scheme));
+    let repository = image.rsplit('/').next().unwrap_or(image);
+    let from_image = ["postgres", "mariadb", "mysql"]
+        .into_iter()
+        .find(|name| repository.starts_with(name))
+        .and_then(driver_of_scheme);
+    from_url.or(from_image).ok_or_else(|| {
+        PlanError::spec(
+            Reason::GettingDevDb,
+            format!(
+                "spec.devDB runs {image}, which is not a PostgreSQL, MySQL or MariaDB image the \
+                 operator knows, and devURL's scheme does not say which: give devURL as a \
+                 postgres://, mysql:// or maria:// URL"
+            ),
+        )
     })
 }
 
@@ -193,6 +224,14 @@ fn dev_override(dev_db: Option<&DevDb>) -> Result<DevOverride, PlanError> {
     Ok(DevOverride {
         image: container.as_ref().and_then(|c| c.image.clone()),
         image_pull_policy: container.as_ref().and_then(|c| c.image_pull_policy.clone()),
+        env: container
+            .as_ref()
+            .and_then(|c| c.env.clone())
+            .unwrap_or_default(),
+        ports: container
+            .as_ref()
+            .and_then(|c| c.ports.clone())
+            .unwrap_or_default(),
         resources: container.and_then(|c| c.resources),
         labels: metadata.labels.unwrap_or_default(),
         annotations: metadata.annotations.unwrap_or_default(),
