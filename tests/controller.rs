@@ -267,6 +267,64 @@ fn dev_url_with_dev_db_runs_the_described_server_next_to_the_runner() {
     assert_eq!(db.query("show tables").unwrap().trim(), "users");
 }
 
+/// Written as upstream's users write them: the target (and the dev database) named only by the
+/// resource's own atlas.hcl, `env "test" { url = var.db_url … }` with `envName: test`, the
+/// variables from a Secret and a ConfigMap. A migration on PostgreSQL and a schema on MariaDB.
+#[test]
+fn targets_named_only_by_the_custom_config_are_applied() {
+    let ns = cluster().namespace("ctl-config-target").unwrap();
+    let pg = TestDatabase::create(Engine::Postgres, "ctl_config_target").unwrap();
+    let maria = TestDatabase::create(Engine::MariaDb, "ctl_config_target").unwrap();
+    let maria_dev = TestDatabase::create(Engine::MariaDb, "ctl_config_target_dev").unwrap();
+    pg.query("create schema tenant_meta").unwrap();
+    secret(
+        &ns,
+        "db-urls",
+        json!({"pg": pg.url, "maria": maria.url, "maria-dev": maria_dev.url}),
+    );
+    configmap(&ns, "atlas-settings", json!({"revisions": "tenant_meta"}));
+    migration_dir(&ns, seed_files());
+    let operator = start_operator_with(&ns.name, &["--allow-custom-config"]);
+
+    let migration = json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+    "metadata": {"name": "config-target"},
+    "spec": {
+        "envName": "test",
+        "config": "variable \"db_url\" {\n  type = string\n}\nvariable \"revisions\" {\n  type = string\n}\n\nenv \"test\" {\n  url = var.db_url\n  migration {\n    revisions_schema = var.revisions\n  }\n}\n",
+        "vars": [
+            {"key": "db_url", "valueFrom": {"secretKeyRef": {"name": "db-urls", "key": "pg"}}},
+            {"key": "revisions", "valueFrom": {"configMapKeyRef": {"name": "atlas-settings", "key": "revisions"}}}
+        ],
+        "dir": {"configMapRef": {"name": "migrationdir"}}
+    }});
+    apply_json(&ns.name, &migration);
+    let schema = json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+    "metadata": {"name": "config-target"},
+    "spec": {
+        "envName": "test",
+        "config": "variable \"url\" {\n  type = string\n}\nvariable \"dev\" {\n  type = string\n}\n\nenv \"test\" {\n  url = var.url\n  dev = var.dev\n}\n",
+        "vars": [
+            {"key": "url", "valueFrom": {"secretKeyRef": {"name": "db-urls", "key": "maria"}}},
+            {"key": "dev", "valueFrom": {"secretKeyRef": {"name": "db-urls", "key": "maria-dev"}}}
+        ],
+        "schema": {"sql": "create table users (\n  id int not null auto_increment,\n  primary key (id)\n);\n"}
+    }});
+    apply_json(&ns.name, &schema);
+    let done = wait_ready(&ns, "atlasmigration/config-target", &operator);
+    assert_eq!(done["status"]["lastAppliedVersion"], "20230316085611");
+    let where_ = pg
+        .query("select table_schema from information_schema.tables where table_name = 'atlas_schema_revisions'")
+        .unwrap();
+    assert_eq!(where_.trim(), "tenant_meta");
+    wait_ready(&ns, "atlasschema/config-target", &operator);
+    assert_eq!(maria.query("show tables").unwrap().trim(), "users");
+    // No Job carries a URL: they came as secretKeyRef env only.
+    let jobs = kubectl(&["-n", &ns.name, "get", "jobs", "-o", "json"]).unwrap();
+    for url in [&pg.url, &maria.url, &maria_dev.url] {
+        assert!(!jobs.contains(url.as_str()), "a URL in a Job");
+    }
+}
+
 /// With every resource Ready, the operator makes no write at all.
 #[test]
 fn an_idle_operator_writes_nothing() {

@@ -274,7 +274,7 @@ fn ambiguous_or_missing_target_is_refused() {
     let errors = cel_errors("AtlasMigration", json!({"dir": dir}));
     assert_eq!(
         errors,
-        ["set one of url, urlFrom or credentials to name the target database"]
+        [atlas_operator::reconcile::validate::TARGET_REQUIRED]
     );
 
     let errors = cel_errors(

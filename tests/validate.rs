@@ -344,3 +344,23 @@ fn backoff_limit_zero_means_no_limit() {
         assert_eq!(plan.backoff_limit, job, "spec.backoffLimit {given:?}");
     }
 }
+
+/// Upstream's users may name the target only in their own project file: with a custom config
+/// and no url, urlFrom or credentials, the runner leaves the config's url to Atlas; without a
+/// custom config the refusal says how to name one.
+#[test]
+fn a_target_named_only_by_the_custom_config_is_planned() {
+    let mut resource = seed_migration();
+    resource.spec.target.url_from = None;
+    resource.spec.project.config = Some(
+        "variable \"db_url\" {\n  type = string\n}\nenv \"test\" {\n  url = var.db_url\n}\n".into(),
+    );
+    resource.spec.project.env_name = Some("test".into());
+    let plan = support::plan(&resource, &seed_configmap()).unwrap();
+    assert_eq!(plan.task.target, Target::FromConfig);
+    assert_eq!(plan.task.env_name, "test");
+
+    resource.spec.project.config = None;
+    let refused = support::plan(&resource, &seed_configmap()).unwrap_err();
+    assert_eq!(refused.message, validate::TARGET_REQUIRED);
+}

@@ -32,7 +32,7 @@ pub use task::{
 /// controller's task (or the other way round). Both sides refuse a version they do not know.
 ///
 /// v2: the work is one enum (`work.kind`), exec order and tx mode are enums.
-pub const CONTRACT_VERSION: u32 = 2;
+pub const CONTRACT_VERSION: u32 = 3;
 
 /// The environment variable of the runner's container that holds the [`Task`] as JSON.
 pub const TASK_ENV: &str = "RUNNER_TASK";

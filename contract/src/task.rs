@@ -81,6 +81,9 @@ pub enum Target {
     UrlEnv(String),
     /// URL parts, assembled by the runner with correct percent-encoding.
     Credentials(Credentials),
+    /// Named by the resource's own project file (`env "<envName>" { url = … }` in `spec.config`
+    /// or `spec.configFrom`), which the runner leaves as it is: neither side knows the URL.
+    FromConfig,
 }
 
 /// The parts of a database URL.

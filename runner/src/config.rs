@@ -15,8 +15,9 @@ fn strings(values: &[String]) -> Expression {
     Expression::Array(values.iter().cloned().map(Expression::from).collect())
 }
 
-/// `env "<name>" { url = getenv(…) … migration { … } }` for `atlas migrate apply`.
-pub fn migration(env_name: &str, dir_url: &str, job: &MigrateApply) -> Body {
+/// `env "<name>" { url = getenv(…) … migration { … } }` for `atlas migrate apply`; without
+/// `url` when the resource's own project file names the target (`with_url` false).
+pub fn migration(env_name: &str, dir_url: &str, with_url: bool, job: &MigrateApply) -> Body {
     let mut migration = Block::builder("migration").add_attribute(("dir", dir_url));
     if let Some(schema) = &job.revisions_schema {
         migration = migration.add_attribute(("revisions_schema", schema.as_str()));
@@ -24,11 +25,11 @@ pub fn migration(env_name: &str, dir_url: &str, job: &MigrateApply) -> Body {
     if let Some(baseline) = &job.baseline {
         migration = migration.add_attribute(("baseline", baseline.as_str()));
     }
-    let env = Block::builder("env")
-        .add_label(env_name)
-        .add_attribute(("url", getenv(URL_ENV)))
-        .add_block(migration.build())
-        .build();
+    let mut env = Block::builder("env").add_label(env_name);
+    if with_url {
+        env = env.add_attribute(("url", getenv(URL_ENV)));
+    }
+    let env = env.add_block(migration.build()).build();
     Body::builder().add_block(env).build()
 }
 
@@ -36,13 +37,26 @@ pub fn migration(env_name: &str, dir_url: &str, job: &MigrateApply) -> Body {
 /// the dev database (whose URL must stay off the command line).
 pub const DESIRED_ENV: &str = "desired";
 
+/// Which URLs the runner gives the generated env; the others the resource's own project file
+/// names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Generated {
+    pub url: bool,
+    pub dev: bool,
+}
+
 /// Two envs for `atlas schema apply` and its lint: `<name>` { url, dev, src, schemas, exclude,
-/// diff { … } } for the target, and [`DESIRED_ENV`] { url = <desired file>, dev, … }.
-pub fn schema(env_name: &str, desired_url: &str, job: &SchemaApply) -> Body {
-    let target = scope(Block::builder("env").add_label(env_name), job)
-        .add_attribute(("url", getenv(URL_ENV)))
-        .add_attribute(("src", desired_url))
-        .add_attribute(("dev", getenv(DEV_URL_ENV)));
+/// diff { … } } for the target, and [`DESIRED_ENV`] { url = <desired file>, dev, … } (which
+/// needs a dev URL of the runner's).
+pub fn schema(env_name: &str, desired_url: &str, generated: Generated, job: &SchemaApply) -> Body {
+    let mut target = scope(Block::builder("env").add_label(env_name), job);
+    if generated.url {
+        target = target.add_attribute(("url", getenv(URL_ENV)));
+    }
+    target = target.add_attribute(("src", desired_url));
+    if generated.dev {
+        target = target.add_attribute(("dev", getenv(DEV_URL_ENV)));
+    }
     let mut diff = Block::builder("diff");
     let mut has_diff = false;
     if !job.skip.is_empty() {
@@ -121,12 +135,15 @@ mod tests {
             baseline: Some("20230101000000".into()),
             ..Default::default()
         };
-        let text = hcl::to_string(&migration("k8s", "file:///tmp/dir", &job)).unwrap();
+        let text = hcl::to_string(&migration("k8s", "file:///tmp/dir", true, &job)).unwrap();
         assert!(text.contains("env \"k8s\""), "{text}");
         assert!(
             text.contains("url = getenv(\"ATLAS_RUNNER_URL\")"),
             "{text}"
         );
+        // Named by the resource's own project file: no url of the runner's to override it.
+        let text = hcl::to_string(&migration("k8s", "file:///tmp/dir", false, &job)).unwrap();
+        assert!(!text.contains("url ="), "{text}");
         assert!(text.contains("revisions_schema = \"atlas\""), "{text}");
         assert!(text.contains("baseline = \"20230101000000\""), "{text}");
     }
@@ -139,7 +156,11 @@ mod tests {
             concurrent_index_create: Some(true),
             ..Default::default()
         };
-        let text = hcl::to_string(&schema("k8s", "file:///tmp/schema.sql", &job)).unwrap();
+        let both = Generated {
+            url: true,
+            dev: true,
+        };
+        let text = hcl::to_string(&schema("k8s", "file:///tmp/schema.sql", both, &job)).unwrap();
         assert!(text.contains("env \"desired\""), "{text}");
         assert!(text.contains("url = \"file:///tmp/schema.sql\""), "{text}");
         assert!(

@@ -191,7 +191,7 @@ env "other" {
             dir: "/migrations".into(),
             ..Default::default()
         };
-        crate::config::migration("k8s", "file:///work/dir", &job)
+        crate::config::migration("k8s", "file:///work/dir", true, &job)
     }
 
     #[test]

@@ -142,15 +142,22 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         Ok(url) => url,
         Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), false),
     };
-    if let Err(err) = target::check_reachable(&url, CONNECT_LIMIT) {
+    // A URL the project file names is Atlas's to reach: its error says which host failed.
+    if let Some(url) = url.as_deref()
+        && let Err(err) = target::check_reachable(url, CONNECT_LIMIT)
+    {
         return run.failed(Reason::Migrating, &err.to_string(), true);
     }
-    run.atlas.env(URL_ENV, url);
+    let generated_url = url.is_some();
+    if let Some(url) = url {
+        run.atlas.env(URL_ENV, url);
+    }
 
     let config_path = work.path().join("atlas.hcl");
     let body = config::migration(
         &task.env_name,
         &format!("file://{}", dir.display()),
+        generated_url,
         options,
     );
     let text = match crate::custom::project_file(task, body, run) {

@@ -106,17 +106,19 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
         Ok(url) => url,
         Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), false),
     };
-    // The dev database: given, or (SQLite) in memory. Atlas needs one to read a desired schema.
-    let dev_url = match &task.dev_url_env {
-        Some(name) => match target::dev_url(name, &mut run.redactor) {
-            Ok(url) => url,
+    // The dev database: given, or (SQLite) in memory, or named by the project file that names
+    // the target. Atlas needs one to read a desired schema.
+    let dev_url = match (&task.dev_url_env, &url) {
+        (Some(name), _) => match target::dev_url(name, &mut run.redactor) {
+            Ok(url) => Some(url),
             Err(err) => return run.failed(Reason::GettingDevDb, &err.to_string(), false),
         },
-        None if url.starts_with("sqlite://") || url.starts_with("libsql") => {
-            "sqlite://dev?mode=memory".to_string()
+        (None, None) => None,
+        (None, Some(url)) if url.starts_with("sqlite://") || url.starts_with("libsql") => {
+            Some("sqlite://dev?mode=memory".to_string())
         }
-        None => {
-            let driver = target::server_driver(&url);
+        (None, Some(url)) => {
+            let driver = target::server_driver(url);
             let message = format!(
                 "no dev database was given for this {} target: the operator adds one to the \
                  next Job, or set spec.devURL or spec.devURLFrom",
@@ -130,24 +132,46 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
             return result;
         }
     };
-    if let Err(err) = target::check_reachable(&url, CONNECT_LIMIT) {
+    if dev_url.is_none() && options.lint_destructive {
+        // The lint inspects the desired schema on the dev database, in an env of the runner's.
+        return run.failed(
+            Reason::LintPolicyError,
+            "policy.lint.destructive needs a dev database the operator knows: set spec.devURL or \
+             spec.devURLFrom (the custom config's dev is Atlas's alone)",
+            false,
+        );
+    }
+    // URLs the project file names are Atlas's to reach: its error says which host failed.
+    if let Some(url) = &url
+        && let Err(err) = target::check_reachable(url, CONNECT_LIMIT)
+    {
         return run.failed(Reason::ApplyingSchema, &err.to_string(), true);
     }
-    let dev_ready = match task.dev_wait_seconds {
-        Some(seconds) => {
-            target::wait_reachable(&dev_url, Duration::from_secs(seconds)).map_err(|err| {
-                format!("the dev database did not accept connections within {seconds}s: {err}")
-            })
+    if let Some(dev_url) = &dev_url {
+        let dev_ready = match task.dev_wait_seconds {
+            Some(seconds) => {
+                target::wait_reachable(dev_url, Duration::from_secs(seconds)).map_err(|err| {
+                    format!("the dev database did not accept connections within {seconds}s: {err}")
+                })
+            }
+            None => target::check_reachable(dev_url, CONNECT_LIMIT).map_err(|err| err.to_string()),
+        };
+        if let Err(message) = dev_ready {
+            return run.failed(Reason::GettingDevDb, &message, true);
         }
-        None => target::check_reachable(&dev_url, CONNECT_LIMIT).map_err(|err| err.to_string()),
-    };
-    if let Err(message) = dev_ready {
-        return run.failed(Reason::GettingDevDb, &message, true);
     }
-    run.atlas.env(URL_ENV, url);
-    run.atlas.env(DEV_URL_ENV, dev_url);
+    let generated = config::Generated {
+        url: url.is_some(),
+        dev: dev_url.is_some(),
+    };
+    if let Some(url) = url {
+        run.atlas.env(URL_ENV, url);
+    }
+    if let Some(dev_url) = dev_url {
+        run.atlas.env(DEV_URL_ENV, dev_url);
+    }
 
-    let body = config::schema(&task.env_name, &desired_url, options);
+    let body = config::schema(&task.env_name, &desired_url, generated, options);
     let config_path = work.path().join("atlas.hcl");
     match crate::custom::project_file(task, body, run) {
         Ok(text) => {

@@ -31,9 +31,11 @@ fn env(name: &str) -> Result<String, TargetError> {
     std::env::var(name).map_err(|_| TargetError::MissingEnv(name.to_string()))
 }
 
-/// The target's URL; every secret part is remembered by the redactor.
-pub fn url(target: &Target, redactor: &mut Redactor) -> Result<String, TargetError> {
+/// The target's URL; every secret part is remembered by the redactor. None: the resource's own
+/// project file names it, and Atlas reads it there.
+pub fn url(target: &Target, redactor: &mut Redactor) -> Result<Option<String>, TargetError> {
     let url = match target {
+        Target::FromConfig => return Ok(None),
         Target::UrlEnv(name) => env(name)?,
         Target::Credentials(credentials) => {
             let user = credentials.user.as_ref().map(value).transpose()?;
@@ -57,7 +59,7 @@ pub fn url(target: &Target, redactor: &mut Redactor) -> Result<String, TargetErr
     if let Some(password) = password_of(&url) {
         redactor.add(password);
     }
-    Ok(url)
+    Ok(Some(url))
 }
 
 /// A dev database URL from an environment variable.

@@ -567,6 +567,44 @@ fn revisions_schema_holds_the_revisions_table() {
     assert_eq!(where_.trim(), "atlas_meta");
 }
 
+/// Upstream's users name the target in their own atlas.hcl (`env "test" { url = var.db_url }`)
+/// with the URL in a variable from a Secret: the runner leaves that url as it is, and Atlas
+/// migrates the database it names.
+#[test]
+fn a_target_named_only_by_the_custom_config_is_migrated() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_from_config").unwrap();
+    let scratch = Scratch::new("from-config");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let mut task = task(&dir, &seed_files(), Target::FromConfig);
+    task.env_name = "test".into();
+    task.custom_config_env = Some("CUSTOM_CONFIG".into());
+    task.vars = vec![contract::Var {
+        key: "db_url".into(),
+        value: Value::Env("VAR_DB_URL".into()),
+    }];
+    let custom = r#"
+variable "db_url" {
+  type = string
+}
+
+env "test" {
+  url = var.db_url
+}
+"#;
+    let env = [("CUSTOM_CONFIG", custom), ("VAR_DB_URL", db.url.as_str())];
+    let ran = run_runner(&task, &env, &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
+    assert_eq!(
+        ran.result.current_version.as_deref(),
+        Some("20230316085611")
+    );
+    let tables = db
+        .query("select count(*) from information_schema.tables where table_name = 'users'")
+        .unwrap();
+    assert_eq!(tables.trim(), "1");
+}
+
 /// A user's own atlas.hcl (allowed by the operator) keeps its settings, the spec still decides
 /// the URL and directory, and a variable read from a Secret reaches Atlas without showing.
 #[test]

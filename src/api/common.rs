@@ -102,6 +102,13 @@ pub struct ProjectConfigSpec {
     pub vars: Option<Vec<Variable>>,
 }
 
+impl ProjectConfigSpec {
+    /// Whether the resource brings its own project file (`config` not blank, or `configFrom`).
+    pub fn has_config(&self) -> bool {
+        self.config.as_ref().is_some_and(|c| !c.trim().is_empty()) || self.config_from.is_some()
+    }
+}
+
 /// One input variable of the project configuration.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

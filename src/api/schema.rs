@@ -28,7 +28,7 @@ use super::common::{DevDatabaseSpec, ProjectConfigSpec, TargetSpec, TokenFrom};
     validation = Rule::new("[has(self.url), has(self.urlFrom), has(self.credentials)].filter(x, x).size() <= 1")
         .message("set only one of url, urlFrom or credentials"),
     validation = Rule::new("has(self.url) || has(self.urlFrom) || has(self.credentials) || has(self.config) || has(self.configFrom)")
-        .message("set one of url, urlFrom or credentials to name the target database"),
+        .message("set one of url, urlFrom or credentials to name the target database, or a custom config (config or configFrom) whose env names it"),
     validation = Rule::new("(has(self.schema) && (has(self.schema.sql) || has(self.schema.hcl) || has(self.schema.url) || has(self.schema.configMapKeyRef))) || has(self.config) || has(self.configFrom)")
         .message("schema needs one of sql, hcl, url or configMapKeyRef"),
 )]
@@ -65,7 +65,7 @@ pub struct AtlasSchemaSpec {
     /// How many failed attempts are retried before the resource is marked failed (`status.failed`
     /// counts them); 0 means no limit but the Job's deadline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = 20), range(min = 0))]
+    #[schemars(extend("default" = 20))]
     pub backoff_limit: Option<i32>,
 }
 

@@ -22,6 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 pub use migration::migration;
 pub use schema::schema;
+pub use target::TARGET_REQUIRED;
 
 use super::AtlasResource;
 use super::dereference::Dereferenced;
@@ -236,7 +237,7 @@ impl Common {
             target,
             mut env,
             mut inline,
-        } = target::target(target_spec, reason)?;
+        } = target::target(target_spec, project_spec.has_config(), reason)?;
         let dev_url_env = target::dev_url(dev, &mut env, &mut inline)?;
         let project = project::project_config(project_spec, reason, &mut env, &mut inline)?;
         Ok(Common {
@@ -287,6 +288,8 @@ impl Common {
 pub fn job_backoff_limit(spec: Option<i32>) -> i32 {
     match spec.unwrap_or(DEFAULT_BACKOFF_LIMIT) {
         0 => i32::MAX,
+        // Meaningless, and a Job refuses it: no retry.
+        limit if limit < 0 => 0,
         limit => limit,
     }
 }

@@ -52,13 +52,23 @@ pub(super) fn inline_env(name: &str, key: &str) -> EnvVar {
     }
 }
 
+/// The refusal of a resource that names no target database.
+pub const TARGET_REQUIRED: &str = "set one of url, urlFrom or credentials to name the target \
+     database, or a custom config (config or configFrom) whose env names it";
+
 pub(super) struct Targeted {
     pub target: Target,
     pub env: Vec<EnvVar>,
     pub inline: BTreeMap<String, String>,
 }
 
-pub(super) fn target(spec: &TargetSpec, reason: Reason) -> Result<Targeted, PlanError> {
+/// `custom_config`: the resource brings its own project file, which may name the target (and
+/// the dev database) itself, as upstream's users write it.
+pub(super) fn target(
+    spec: &TargetSpec,
+    custom_config: bool,
+    reason: Reason,
+) -> Result<Targeted, PlanError> {
     let mut env = Vec::new();
     let mut inline = BTreeMap::new();
     let target = match (&spec.url, &spec.url_from, &spec.credentials) {
@@ -122,11 +132,9 @@ pub(super) fn target(spec: &TargetSpec, reason: Reason) -> Result<Targeted, Plan
                 parameters: credentials.parameters.clone().unwrap_or_default(),
             })
         }
+        (None, None, None) if custom_config => Target::FromConfig,
         (None, None, None) => {
-            return Err(PlanError::spec(
-                reason,
-                "set one of url, urlFrom or credentials to name the target database",
-            ));
+            return Err(PlanError::spec(reason, TARGET_REQUIRED));
         }
         _ => {
             return Err(PlanError::spec(
