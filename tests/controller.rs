@@ -325,6 +325,32 @@ fn targets_named_only_by_the_custom_config_are_applied() {
     }
 }
 
+/// Upstream's template directories: the ConfigMap's files are templates that the resource's
+/// atlas.hcl renders (`data "template_dir"` over `migrations`) with a variable from a ConfigMap.
+#[test]
+fn a_template_directory_is_rendered_and_applied() {
+    let (ns, db) = namespace_with_database("ctl-template-dir");
+    migration_dir(
+        &ns,
+        hashed(&[("1_init.sql", "create table {{ .table }} (id int);\n")]),
+    );
+    configmap(&ns, "atlas-settings", json!({"table": "from_template"}));
+    let operator = start_operator_with(&ns.name, &["--allow-custom-config"]);
+    let mut migration = seed_migration();
+    migration["spec"]["config"] = json!(
+        "variable \"table\" {\n  type = string\n}\n\ndata \"template_dir\" \"migrations\" {\n  path = \"migrations\"\n  vars = {\n    table = var.table\n  }\n}\n\nenv \"k8s\" {\n  migration {\n    dir = data.template_dir.migrations.url\n  }\n}\n"
+    );
+    migration["spec"]["vars"] = json!([
+        {"key": "table", "valueFrom": {"configMapKeyRef": {"name": "atlas-settings", "key": "table"}}}
+    ]);
+    apply_json(&ns.name, &migration);
+    wait_ready(&ns, SEED_MIGRATION, &operator);
+    let tables = db
+        .query("select count(*) from information_schema.tables where table_name = 'from_template'")
+        .unwrap();
+    assert_eq!(tables.trim(), "1");
+}
+
 /// With every resource Ready, the operator makes no write at all.
 #[test]
 fn an_idle_operator_writes_nothing() {

@@ -65,6 +65,9 @@ pub struct Atlas {
     pub limit: Duration,
     /// Environment given to every call (the URLs): never on the command line.
     env: Vec<(String, String)>,
+    /// The working directory of every call: relative paths of a project file (a
+    /// `template_dir`'s `path`) are Atlas's working directory's.
+    cwd: Option<PathBuf>,
 }
 
 impl Atlas {
@@ -73,7 +76,13 @@ impl Atlas {
             program,
             limit,
             env: Vec::new(),
+            cwd: None,
         }
+    }
+
+    /// Runs every later call in `dir`.
+    pub fn work_in(&mut self, dir: &std::path::Path) {
+        self.cwd = Some(dir.to_path_buf());
     }
 
     pub fn env(&mut self, key: &str, value: String) {
@@ -91,6 +100,9 @@ impl Atlas {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        if let Some(dir) = &self.cwd {
+            command.current_dir(dir);
+        }
         let mut child = command.spawn().map_err(|source| AtlasError::Spawn {
             program: self.program.display().to_string(),
             source,

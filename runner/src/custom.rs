@@ -5,7 +5,9 @@
 //! The generated env wins where both set the same thing (`url`, `dev`, `migration.dir`, …):
 //! those come from the resource's spec, which is what the status reports on. Everything else of
 //! the user's file stays: other envs, `variable`, `data` and `locals` blocks, and the user's own
-//! settings inside the env (a `lint` block, `migration.lock_timeout`, …).
+//! settings inside the env (a `lint` block, `migration.lock_timeout`, …). One exception: a
+//! `migration.dir` computed from a data source (a `template_dir` over `migrations`, the spec's
+//! files as the runner writes them in Atlas's working directory) stays the user's.
 
 use hcl::expr::{Expression, FuncCall};
 use hcl::structure::{Attribute, Block, Body, Structure};
@@ -100,9 +102,17 @@ fn set_attribute(body: &mut Body, attribute: Attribute) {
         _ => None,
     });
     match existing {
+        // A computed migration dir (`dir = data.template_dir.migrations.url`, upstream's
+        // template directories) renders the spec's own files, which the runner writes as
+        // `migrations/` in Atlas's working directory: the user's stays.
+        Some(existing) if existing.key.as_str() == "dir" && is_computed(&existing.expr) => {}
         Some(existing) => *existing = attribute,
         None => body.0.push(Structure::Attribute(attribute)),
     }
+}
+
+fn is_computed(expr: &Expression) -> bool {
+    !matches!(expr, Expression::String(_))
 }
 
 /// The text of the `atlas.hcl` to run with: `generated` alone, or merged into the user's own.
@@ -208,6 +218,18 @@ env "other" {
         assert!(text.contains("error = false"), "{text}");
         assert!(text.contains("sqlite://other"), "{text}");
         assert_eq!(text.matches("env \"k8s\"").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn a_computed_migration_dir_stays_the_users() {
+        let custom =
+            "env \"k8s\" {\n  migration {\n    dir = data.template_dir.migrations.url\n  }\n}\n";
+        let text = hcl::to_string(&merge(custom, generated(), &[]).unwrap()).unwrap();
+        assert!(
+            text.contains("dir = data.template_dir.migrations.url"),
+            "{text}"
+        );
+        assert!(!text.contains("file:///work/dir"), "{text}");
     }
 
     #[test]

@@ -128,10 +128,13 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         Ok(work) => work,
         Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), true),
     };
+    // `migrations/` in Atlas's working directory, where upstream's template directories
+    // (`data "template_dir" { path = "migrations" }`) look for it.
     let dir = work.path().join("migrations");
     if let Err(err) = inputs::write_copy(&dir, &files) {
         return run.failed(Reason::ReadingMigrationData, &err.to_string(), true);
     }
+    run.atlas.work_in(work.path());
     run.log(&format!(
         "migration directory: {} files from {}",
         files.len(),

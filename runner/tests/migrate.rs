@@ -605,6 +605,49 @@ env "test" {
     assert_eq!(tables.trim(), "1");
 }
 
+/// Upstream's template directories: the spec's files are templates, which the project file's
+/// `data "template_dir"` (over `migrations`, where the runner writes them) renders with
+/// variables; its computed `migration.dir` stays the user's.
+#[test]
+fn a_template_directory_renders_the_specs_files() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_template_dir").unwrap();
+    let scratch = Scratch::new("template-dir");
+    let files = hashed(&[("1_init.sql", "create table {{ .table }} (id int);\n")]);
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let mut task = task(&dir, &files, url_target());
+    task.custom_config_env = Some("CUSTOM_CONFIG".into());
+    task.vars = vec![contract::Var {
+        key: "table".into(),
+        value: Value::Literal("from_template".into()),
+    }];
+    let custom = r#"
+variable "table" {
+  type = string
+}
+
+data "template_dir" "migrations" {
+  path = "migrations"
+  vars = {
+    table = var.table
+  }
+}
+
+env "k8s" {
+  migration {
+    dir = data.template_dir.migrations.url
+  }
+}
+"#;
+    let env = [("DATABASE_URL", db.url.as_str()), ("CUSTOM_CONFIG", custom)];
+    let ran = run_runner(&task, &env, &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
+    let tables = db
+        .query("select count(*) from information_schema.tables where table_name = 'from_template'")
+        .unwrap();
+    assert_eq!(tables.trim(), "1");
+}
+
 /// A user's own atlas.hcl (allowed by the operator) keeps its settings, the spec still decides
 /// the URL and directory, and a variable read from a Secret reaches Atlas without showing.
 #[test]
