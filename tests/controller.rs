@@ -351,6 +351,45 @@ fn a_template_directory_is_rendered_and_applied() {
     assert_eq!(tables.trim(), "1");
 }
 
+/// A directory that lost files the database has applied is a protected "migrate down": refused
+/// in upstream's words, which scripts compare, and nothing is dropped.
+#[test]
+fn a_migrate_down_is_refused_in_upstreams_words() {
+    let (ns, db) = namespace_with_database("ctl-down");
+    let both = [
+        ("1_a.sql", "create table a (id int);\n"),
+        ("2_b.sql", "create table b (id int);\n"),
+    ];
+    migration_dir(&ns, hashed(&both));
+    let operator = start_operator(&ns.name);
+    apply_json(&ns.name, &seed_migration());
+    wait_ready(&ns, SEED_MIGRATION, &operator);
+    // The ConfigMap as a rollback in Git would leave it: the newer file is gone.
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "migrationdir"},
+                "data": hashed(&both[..1])}),
+    );
+    let refused = wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(60),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["reason"] == "ProtectedFlowError"),
+    );
+    let message = ready(&refused).unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(
+            "migrate down is not allowed, set `migrateDown.allow` to true to allow downgrade"
+        ),
+        "{message}"
+    );
+    let tables = db
+        .query("select count(*) from information_schema.tables where table_name = 'b'")
+        .unwrap();
+    assert_eq!(tables.trim(), "1", "nothing dropped");
+}
+
 /// With every resource Ready, the operator makes no write at all.
 #[test]
 fn an_idle_operator_writes_nothing() {
