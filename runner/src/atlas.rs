@@ -144,6 +144,20 @@ impl Atlas {
         })
     }
 
+    /// Whether `atlas <command> --help` lists `flag`: what this build can do, read from the
+    /// binary itself rather than from its version.
+    pub fn offers_flag(&self, command: &[&str], flag: &str) -> bool {
+        let mut args = command.to_vec();
+        args.push("--help");
+        self.run(&args).is_ok_and(|output| {
+            output
+                .stdout
+                .split(|c: char| c.is_whitespace() || c == ',' || c == '=')
+                .chain(output.stderr.split(|c: char| c.is_whitespace() || c == ','))
+                .any(|word| word == flag)
+        })
+    }
+
     /// `atlas version`'s version, for the result (`v0.13.1`).
     pub fn version(&self) -> Option<String> {
         let output = self.run(&["version"]).ok()?;

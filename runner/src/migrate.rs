@@ -32,6 +32,10 @@ pub struct Status {
     pub applied: Vec<Revision>,
     #[serde(default)]
     pub current: String,
+    /// Files older than the database's version that it has not applied (Atlas 1.x lists them;
+    /// v0.13.1 does not, and [`out_of_order`] finds them itself).
+    #[serde(default)]
+    pub out_of_order: Vec<File>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,14 +107,19 @@ fn database_version(status: &Status) -> Option<&str> {
 }
 
 pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
-    if let Some(order) = options.exec_order.filter(|o| *o != ExecOrder::Linear) {
+    // Decided by what the binary offers, never by its version's text.
+    if let Some(order) = options.exec_order.filter(|o| *o != ExecOrder::Linear)
+        && !run.atlas.offers_flag(&["migrate", "apply"], "--exec-order")
+    {
         return run.failed(
             Reason::Migrating,
             &format!(
-                "execOrder {} needs Atlas v0.14 or newer; this runner's Atlas CLI is {} \
-                 (the community build it is made with): use execOrder linear",
+                "execOrder {} needs an Atlas whose `migrate apply` has --exec-order (v0.14 and \
+                 later); this runner's Atlas CLI ({}) has not: use execOrder linear",
                 order.as_str(),
-                run.atlas_version.as_deref().unwrap_or("older")
+                run.atlas_version
+                    .as_deref()
+                    .unwrap_or("of an unknown version")
             ),
             false,
         );
@@ -198,8 +207,33 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         Ok(output) => return atlas_failure(run, &output.error_text(), &files),
         Err(err) => return run.failed(Reason::Migrating, &err.to_string(), err.is_transient()),
     };
-    if let Some(refused) = refuse_migrate_down(run, &status, options) {
+    let versions: Vec<&str> = files
+        .iter()
+        .filter_map(|(name, _)| file_version(name))
+        .collect();
+    if let Some(refused) = refuse_migrate_down(run, &status, &versions, options) {
         return refused;
+    }
+    let late = out_of_order(&status, &files, options);
+    if !late.is_empty() {
+        if options.exec_order == Some(ExecOrder::LinearSkip) {
+            run.log(&format!(
+                "execOrder linear-skip: skipping {}, added out of order",
+                late.join(", ")
+            ));
+        } else {
+            let current = database_version(&status).unwrap_or_default();
+            let message = format!(
+                "migration file {} was added out of order: the database is at version {current}, \
+                 newer than that file, which it has not applied; nothing was applied. Renumber \
+                 the file after {current} (and rehash the directory), or set execOrder: \
+                 non-linear to apply it anyway (linear-skip to leave it out)",
+                late.join(", ")
+            );
+            let mut result = run.failed(Reason::Migrating, &message, false);
+            result.current_version = Some(current.to_string());
+            return result;
+        }
     }
 
     // 2. The apply.
@@ -208,6 +242,10 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
     args.extend(["--format", "{{ json . }}"]);
     if let Some(tx_mode) = &options.tx_mode {
         args.extend(["--tx-mode", tx_mode.as_str()]);
+    }
+    // Only an Atlas that has the flag gets here with another order (checked above).
+    if let Some(order) = options.exec_order.filter(|o| *o != ExecOrder::Linear) {
+        args.extend(["--exec-order", order.as_str()]);
     }
     let output = match run.atlas.run(&args) {
         Ok(output) => output,
@@ -220,14 +258,55 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
     report(run, apply, output.success, database_version(&status))
 }
 
+/// A migration file's version: its name up to the first `_` (or `.sql`), as Atlas reads it.
+fn file_version(name: &str) -> Option<&str> {
+    let stem = name.strip_suffix(".sql")?;
+    let version = stem.split('_').next().unwrap_or(stem);
+    (!version.is_empty()).then_some(version)
+}
+
+/// The directory's files the database skipped: older than its version, not in its revisions,
+/// and not before the baseline (which stands in for them). With execOrder non-linear Atlas
+/// applies them, so they are no problem.
+fn out_of_order(
+    status: &Status,
+    files: &[(String, Vec<u8>)],
+    options: &MigrateApply,
+) -> Vec<String> {
+    if options.exec_order == Some(ExecOrder::NonLinear) {
+        return Vec::new();
+    }
+    let mut late: Vec<String> = status.out_of_order.iter().map(|f| f.name.clone()).collect();
+    let Some(current) = database_version(status) else {
+        return late;
+    };
+    let baseline = options.baseline.as_deref().map(version_key);
+    for (name, _) in files {
+        let Some(version) = file_version(name) else {
+            continue;
+        };
+        let skipped = version_key(version) < version_key(current)
+            && baseline.is_none_or(|baseline| version_key(version) > baseline)
+            && !status.applied.iter().any(|r| r.version == version);
+        if skipped && !late.contains(name) {
+            late.push(name.clone());
+        }
+    }
+    late
+}
+
 /// A database newer than the directory is a "migrate down": refused unless allowed, and then
-/// refused anyway when this Atlas build cannot do it.
-fn refuse_migrate_down(run: &Run, status: &Status, options: &MigrateApply) -> Option<RunResult> {
+/// refused anyway when this Atlas build cannot do it. `versions`: the directory's files'.
+fn refuse_migrate_down(
+    run: &Run,
+    status: &Status,
+    versions: &[&str],
+    options: &MigrateApply,
+) -> Option<RunResult> {
     let current = database_version(status)?;
-    let latest = status
-        .available
+    let latest = versions
         .iter()
-        .map(|f| f.version.as_str())
+        .copied()
         .max_by_key(|v| version_key(v))
         .unwrap_or("");
     if version_key(current) <= version_key(latest) {
@@ -350,4 +429,53 @@ fn atlas_failure(run: &Run, error: &str, files: &[(String, Vec<u8>)]) -> RunResu
     }
     let transient = atlas::is_transient(error);
     run.failed(Reason::Migrating, error, transient)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn files(names: &[&str]) -> Vec<(String, Vec<u8>)> {
+        names.iter().map(|n| (n.to_string(), Vec::new())).collect()
+    }
+
+    #[test]
+    fn file_versions_are_atlas_s() {
+        assert_eq!(file_version("20230316085611.sql"), Some("20230316085611"));
+        assert_eq!(file_version("2_b.sql"), Some("2"));
+        assert_eq!(file_version("atlas.sum"), None);
+    }
+
+    /// v0.13.1 says nothing of a skipped file: it is found from the revisions. Atlas 1.x's
+    /// status names it under `OutOfOrder` (its JSON as it prints it).
+    #[test]
+    fn files_the_database_skipped_are_out_of_order_on_both_versions() {
+        let old: Status = serde_json::from_str(
+            r#"{"Available":[{"Name":"1_a.sql","Version":"1"},{"Name":"2_b.sql","Version":"2"},
+                {"Name":"3_c.sql","Version":"3"}],"Pending":[],"Applied":[{"Version":"1"},
+                {"Version":"3"}],"Current":"3","Status":"OK"}"#,
+        )
+        .unwrap();
+        let dir = files(&["1_a.sql", "2_b.sql", "3_c.sql", "atlas.sum"]);
+        let linear = MigrateApply::default();
+        assert_eq!(out_of_order(&old, &dir, &linear), ["2_b.sql"]);
+        let new: Status = serde_json::from_str(
+            r#"{"Pending":[{"Name":"2_b.sql","Version":"2"}],"OutOfOrder":[{"Name":"2_b.sql",
+                "Version":"2"}],"Applied":[{"Version":"1"},{"Version":"3"}],"Current":"3",
+                "Status":"PENDING","Error":"migration file 2_b.sql was added out of order"}"#,
+        )
+        .unwrap();
+        assert_eq!(out_of_order(&new, &dir, &linear), ["2_b.sql"]);
+        let non_linear = MigrateApply {
+            exec_order: Some(ExecOrder::NonLinear),
+            ..MigrateApply::default()
+        };
+        assert!(out_of_order(&new, &dir, &non_linear).is_empty());
+        // Files up to the baseline stand for the database's past: never out of order.
+        let baselined = MigrateApply {
+            baseline: Some("2".into()),
+            ..MigrateApply::default()
+        };
+        assert!(out_of_order(&old, &dir, &baselined).is_empty());
+    }
 }
