@@ -423,6 +423,13 @@ pub fn ensure_all() -> Result<Vec<(&'static Binary, PathBuf)>, ToolsError> {
 /// tools first).
 pub fn path(binary: &str) -> Result<PathBuf, ToolsError> {
     let name = env_name(binary);
+    // The switch to run everything against another build (`ATLAS_BIN=/path/to/atlas cargo
+    // xtask test`): the environment wins over what `cargo xtask tools` built.
+    if let Some(path) = std::env::var_os(&name).map(PathBuf::from)
+        && path.is_file()
+    {
+        return Ok(path);
+    }
     crate::read_env_file(&env_file())
         .ok()
         .and_then(|pairs| pairs.into_iter().find(|(key, _)| *key == name))
@@ -440,6 +447,20 @@ pub fn atlas() -> Result<Command, ToolsError> {
         .env("ATLAS_NO_UPGRADE_SUGGESTIONS", "1")
         .env("ATLAS_NO_ANON_TELEMETRY", "true");
     Ok(atlas)
+}
+
+/// The version the Atlas CLI the tests run reports (`v0.13.1`), as the runner reads it: what a
+/// test compares with, so no test pins one Atlas.
+pub fn atlas_version() -> Result<String, ToolsError> {
+    let mut atlas = atlas()?;
+    atlas.arg("version");
+    let out = cmd::output(&mut atlas, Duration::from_secs(30)).unwrap_or_default();
+    out.split_whitespace()
+        .find(|word| word.starts_with('v') && word[1..].starts_with(|c: char| c.is_ascii_digit()))
+        .map(str::to_string)
+        .ok_or_else(|| {
+            ToolsError::NotBuilt(format!("{} (no version in {out:?})", env_name("atlas")))
+        })
 }
 
 /// What a tool prints as its version (first line), for the `cargo xtask tools` report.
