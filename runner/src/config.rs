@@ -70,7 +70,11 @@ pub fn schema(env_name: &str, desired_url: &str, generated: Generated, job: &Sch
     if job.concurrent_index_create.is_some() || job.concurrent_index_drop.is_some() {
         let mut concurrent = Block::builder("concurrent_index");
         if let Some(create) = job.concurrent_index_create {
-            concurrent = concurrent.add_attribute(("create", create));
+            // Atlas 1.x reads `create`; v0.13.1 reads `add` (and ignores `create`, as 1.x
+            // ignores `add`): both, so every build plans what the policy asks.
+            concurrent = concurrent
+                .add_attribute(("create", create))
+                .add_attribute(("add", create));
         }
         if let Some(drop) = job.concurrent_index_drop {
             concurrent = concurrent.add_attribute(("drop", drop));
@@ -170,5 +174,6 @@ mod tests {
         assert!(text.contains(r#""a\"b""#), "{text}");
         assert!(text.contains("drop_index = true"), "{text}");
         assert!(text.contains("create = true"), "{text}");
+        assert!(text.contains("add = true"), "{text}");
     }
 }

@@ -200,7 +200,13 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
         "--format",
         "{{ json . }}",
     ];
-    if let Some(tx_mode) = &options.tx_mode {
+    let concurrent = options.concurrent_index_create == Some(true)
+        || options.concurrent_index_drop == Some(true);
+    if concurrent {
+        // PostgreSQL refuses CREATE/DROP INDEX CONCURRENTLY inside a transaction block.
+        run.log("concurrent index policy: applying without a transaction, as PostgreSQL requires");
+        args.extend(["--tx-mode", "none"]);
+    } else if let Some(tx_mode) = &options.tx_mode {
         args.extend(["--tx-mode", tx_mode.as_str()]);
     }
     let output = match run.atlas.run(&args) {
@@ -216,6 +222,13 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
                 run.log(&format!("-> {statement}"));
             }
             let count = apply.changes.applied.len();
+            let blocking = blocking_index_statements(&apply.changes.applied, options);
+            for statement in &blocking {
+                run.log(&format!(
+                    "the concurrent index policy is set, but this Atlas build planned `{statement}` \
+                     without CONCURRENTLY: it locked the table while it ran"
+                ));
+            }
             let (outcome, message) = if count == 0 {
                 (
                     Outcome::NoOp,
@@ -228,6 +241,15 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
                         "the schema has been applied ({count} statements):\n{}",
                         statement_list(&apply.changes.applied)
                     ),
+                )
+            };
+            let message = if blocking.is_empty() {
+                message
+            } else {
+                format!(
+                    "{message}\n(the concurrent index policy is set, but this Atlas build planned \
+                     {} index statement(s) without CONCURRENTLY, which locked the table)",
+                    blocking.len()
                 )
             };
             run.log(&message);
@@ -342,6 +364,29 @@ fn failure(run: &Run, error: &str) -> RunResult {
     run.failed(reason, error, transient)
 }
 
+/// The index statements of `applied` that the concurrent index policy wanted concurrent but
+/// this Atlas build planned without `CONCURRENTLY`.
+fn blocking_index_statements(applied: &[String], options: &SchemaApply) -> Vec<String> {
+    let wanted = |verb: &str| match verb {
+        "CREATE" => options.concurrent_index_create == Some(true),
+        "DROP" => options.concurrent_index_drop == Some(true),
+        _ => false,
+    };
+    applied
+        .iter()
+        .filter(|statement| {
+            let upper = statement.to_uppercase();
+            let mut words = upper.split_whitespace();
+            let verb = words.next().unwrap_or_default();
+            let rest: Vec<&str> = words.collect();
+            let is_index = rest.first() == Some(&"INDEX")
+                || (rest.first() == Some(&"UNIQUE") && rest.get(1) == Some(&"INDEX"));
+            is_index && wanted(verb) && !rest.contains(&"CONCURRENTLY")
+        })
+        .cloned()
+        .collect()
+}
+
 /// The statements of a message, one `- <statement>` line each, each on one line and cut, at
 /// most [`LISTED_STATEMENTS`] of them: a message lives in a condition and an event.
 fn statement_list(statements: &[String]) -> String {
@@ -371,6 +416,25 @@ const LISTED_STATEMENT_CHARS: usize = 160;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_statements_without_concurrently_are_found_when_the_policy_wants_it() {
+        let applied = [
+            "CREATE INDEX \"a\" ON \"t\" (\"x\")".to_string(),
+            "CREATE UNIQUE INDEX CONCURRENTLY \"b\" ON \"t\" (\"y\")".into(),
+            "DROP INDEX \"c\"".into(),
+            "CREATE TABLE \"index\" (id int)".into(),
+        ];
+        let create = SchemaApply {
+            concurrent_index_create: Some(true),
+            ..SchemaApply::default()
+        };
+        assert_eq!(
+            blocking_index_statements(&applied, &create),
+            [applied[0].clone()]
+        );
+        assert!(blocking_index_statements(&applied, &SchemaApply::default()).is_empty());
+    }
 
     #[test]
     fn applied_statements_are_listed_within_bounds() {

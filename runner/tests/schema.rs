@@ -205,6 +205,52 @@ fn drop_in_names_and_comments_is_not_destructive() {
     assert_eq!(describe(&db, "stats"), ["id", "drop_count"]);
 }
 
+/// `diff.concurrent_index.create` on PostgreSQL: the index is built concurrently, outside a
+/// transaction as PostgreSQL requires, and the log says so; an Atlas build that planned it
+/// without CONCURRENTLY would be named in the message, never silent.
+#[test]
+fn the_concurrent_index_policy_builds_the_index_concurrently() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_concurrent").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_concurrent_dev").unwrap();
+    db.query("create table users (id int primary key, email text)")
+        .unwrap();
+    let scratch = Scratch::new("concurrent");
+    let task = task(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "create table users (id int primary key, email text);\n\
+             create index users_email on users (email);\n",
+        ),
+        SchemaApply {
+            concurrent_index_create: Some(true),
+            ..SchemaApply::default()
+        },
+    );
+    let ran = run_runner(
+        &task,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
+    assert!(
+        ran.stdout.contains("without a transaction"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains("CREATE INDEX CONCURRENTLY")
+            || ran.result.message.contains("without CONCURRENTLY"),
+        "{}\n{}",
+        ran.result.message,
+        ran.stdout
+    );
+    let index = db
+        .query("select indexname from pg_indexes where indexname = 'users_email'")
+        .unwrap();
+    assert_eq!(index.trim(), "users_email");
+}
+
 #[test]
 fn skip_drop_index_keeps_the_index_and_exclude_keeps_the_table() {
     let db = TestDatabase::create(Engine::Postgres, "schema_skip").unwrap();
