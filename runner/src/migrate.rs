@@ -52,6 +52,21 @@ pub struct File {
 pub struct Revision {
     #[serde(default)]
     pub version: String,
+    /// Statements of the file that ran, of `total`.
+    #[serde(default)]
+    pub applied: u32,
+    #[serde(default)]
+    pub total: u32,
+    #[serde(default)]
+    pub error: String,
+}
+
+impl Revision {
+    /// Whether the file went through whole: a file that failed half-way on a database that does
+    /// not roll DDL back (MySQL, MariaDB) leaves a revision with its error.
+    fn is_complete(&self) -> bool {
+        self.error.is_empty() && self.applied >= self.total
+    }
 }
 
 /// `atlas migrate apply --format '{{ json . }}'`, the parts we read.
@@ -77,6 +92,9 @@ struct AppliedFile {
     name: String,
     #[serde(default)]
     version: String,
+    /// Statements an earlier, failed attempt already ran (Atlas resumes after them).
+    #[serde(default)]
+    skipped: usize,
     #[serde(default)]
     applied: Vec<String>,
     #[serde(default)]
@@ -97,11 +115,13 @@ fn version_key(version: &str) -> (usize, &str) {
     (version.len(), version)
 }
 
-/// The newest version the database has applied, per `migrate status`.
+/// The newest version the database has applied whole, per `migrate status` (a file that
+/// failed half-way is not applied, whatever its revision says).
 fn database_version(status: &Status) -> Option<&str> {
     status
         .applied
         .iter()
+        .filter(|r| r.is_complete())
         .map(|r| r.version.as_str())
         .max_by_key(|v| version_key(v))
 }
@@ -161,6 +181,10 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         return run.failed(Reason::Migrating, &err.to_string(), true);
     }
     let generated_url = url.is_some();
+    let url_scheme = url
+        .as_deref()
+        .and_then(|url| url.split_once("://"))
+        .map(|(scheme, _)| scheme.to_string());
     if let Some(url) = url {
         run.atlas.env(URL_ENV, url);
     }
@@ -255,7 +279,22 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         // Early failures (checksum, lock, connection) print plain text and no JSON.
         return atlas_failure(run, &output.error_text(), &files);
     };
-    report(run, apply, output.success, database_version(&status))
+    // PostgreSQL and SQLite roll a failed file's DDL back (unless told not to use transactions);
+    // MySQL and MariaDB cannot. Unknown (a URL in the project file): said with "may".
+    let rolls_back = url_scheme.as_deref().map(|scheme| {
+        matches!(
+            target::server_driver(&format!("{scheme}://")),
+            Some("postgres")
+        ) || scheme.starts_with("sqlite")
+    });
+    let rolls_back = rolls_back.map(|r| r && options.tx_mode != Some(contract::TxMode::None));
+    report(
+        run,
+        apply,
+        output.success,
+        database_version(&status),
+        rolls_back,
+    )
 }
 
 /// A migration file's version: its name up to the first `_` (or `.sql`), as Atlas reads it.
@@ -333,7 +372,14 @@ fn refuse_migrate_down(
     Some(result)
 }
 
-fn report(run: &Run, apply: Apply, success: bool, before: Option<&str>) -> RunResult {
+/// `rolls_back`: whether the database rolls a failed file's statements back (None: unknown).
+fn report(
+    run: &Run,
+    apply: Apply,
+    success: bool,
+    before: Option<&str>,
+    rolls_back: Option<bool>,
+) -> RunResult {
     for file in &apply.applied {
         run.log(&format!(
             "-- migrating version {} ({})",
@@ -388,13 +434,27 @@ fn report(run: &Run, apply: Apply, success: bool, before: Option<&str>) -> RunRe
     let message = match apply.applied.iter().find(|f| f.error.is_some()) {
         Some(file) => {
             let error = file.error.as_ref().expect("found by its error");
-            format!(
+            let mut message = format!(
                 "migration file {} failed at statement `{}`: {}; the database is at version {}",
                 file.name,
                 error.stmt.trim(),
                 error.text,
                 now.as_deref().unwrap_or("(none)")
-            )
+            );
+            // The statements of the file that ran before the failing one, in this attempt or
+            // an earlier one.
+            let ran = file.skipped + file.applied.len().saturating_sub(1);
+            if ran > 0 && rolls_back != Some(true) {
+                let may = if rolls_back.is_none() { "may be" } else { "is" };
+                message.push_str(&format!(
+                    ", and {may} partially at version {} ({ran} of the file's statements ran \
+                     before it): this database does not roll DDL back, so the same file will \
+                     fail again until the file or the database is fixed (undo those statements \
+                     by hand, or change the file to continue from them and rehash the directory)",
+                    file.version
+                ));
+            }
+            message
         }
         None => apply.error.clone(),
     };

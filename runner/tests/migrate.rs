@@ -840,6 +840,52 @@ fn a_file_added_out_of_order_is_refused_by_name() {
     assert_eq!(b.trim(), "0", "nothing applied");
 }
 
+/// MariaDB runs DDL outside transactions: when the second statement of file 2 fails, its first
+/// stays. Neither that run nor a retry may report version 2 as applied: the message says the
+/// database is partially at 2, which statement failed, and that retrying cannot help.
+#[test]
+fn a_half_applied_file_on_mariadb_is_never_reported_as_applied() {
+    let files = hashed(&[
+        ("1_a.sql", "create table a (id int);\n"),
+        (
+            "2_b.sql",
+            "create table b (id int);\ncreate table a (id int);\n",
+        ),
+    ]);
+    let db = TestDatabase::create(Engine::MariaDb, "runner_partial").unwrap();
+    let scratch = Scratch::new("partial");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let task = task(&dir, &files, url_target());
+    for attempt in ["first", "retry"] {
+        let ran = run_runner(&task, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+        assert_eq!(
+            ran.code, EXIT_DEFINITIVE,
+            "{attempt}: {}",
+            ran.result.message
+        );
+        assert_eq!(ran.result.reason, Reason::Migrating, "{attempt}");
+        let message = &ran.result.message;
+        assert_eq!(
+            ran.result.current_version.as_deref(),
+            Some("1"),
+            "{attempt}: {message}"
+        );
+        assert!(
+            message.contains("partially at version 2"),
+            "{attempt}: {message}"
+        );
+        assert!(message.contains("create table a"), "{attempt}: {message}");
+        assert!(message.contains("will fail again"), "{attempt}: {message}");
+        eprintln!("{attempt}: {message}");
+    }
+    let tables = db.query("show tables").unwrap();
+    assert!(
+        tables.contains('b'),
+        "the first statement of file 2 stayed: {tables}"
+    );
+}
+
 #[test]
 fn mariadb_and_sqlite_migrate_too() {
     let files = hashed(&[
