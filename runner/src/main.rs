@@ -100,7 +100,7 @@ fn main() -> ExitCode {
                 "confinement: {}",
                 atlas_runner::confinement::Confinement::current()
             ));
-            run.atlas_version = run.atlas.version();
+            run.ask_atlas_version();
             match &task.work {
                 Work::Migration(options) => migrate::run(&task, options, &mut run),
                 Work::Schema(options) => schema::run(&task, options, &mut run),

@@ -137,7 +137,7 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
                 "execOrder {} needs an Atlas whose `migrate apply` has --exec-order (v0.14 and \
                  later); this runner's Atlas CLI ({}) has not: use execOrder linear",
                 order.as_str(),
-                run.atlas_version
+                run.atlas_version()
                     .as_deref()
                     .unwrap_or("of an unknown version")
             ),
@@ -356,7 +356,7 @@ fn refuse_migrate_down(
             "the database is at version {current}, newer than the directory's latest {latest}: \
              migrating down is allowed, but this runner's Atlas CLI ({}, community build) has no \
              `migrate down`; restore the newer files or migrate down by hand",
-            run.atlas_version.as_deref().unwrap_or("unknown version")
+            run.atlas_version().as_deref().unwrap_or("unknown version")
         )
     } else {
         // Upstream's wording first, which scripts compare.

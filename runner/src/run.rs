@@ -2,6 +2,8 @@
 //! turning an outcome into the [`RunResult`] the controller reads.
 
 use std::path::PathBuf;
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::atlas::Atlas;
@@ -15,7 +17,10 @@ pub struct Run {
     /// Where the private working directory is made (the pod's `emptyDir` at /tmp).
     pub tmp: PathBuf,
     pub started: Instant,
-    pub atlas_version: Option<String>,
+    /// `atlas version`, asked in the background while the apply's own Atlas runs: it is only
+    /// for the result and for messages, so it costs no time on the way to the apply.
+    version: Mutex<Option<JoinHandle<Option<String>>>>,
+    version_read: OnceLock<Option<String>>,
 }
 
 impl Run {
@@ -25,8 +30,26 @@ impl Run {
             redactor: Redactor::default(),
             tmp,
             started: Instant::now(),
-            atlas_version: None,
+            version: Mutex::new(None),
+            version_read: OnceLock::new(),
         }
+    }
+
+    /// Starts asking the Atlas CLI its version, for [`Run::atlas_version`].
+    pub fn ask_atlas_version(&mut self) {
+        let atlas = self.atlas.clone();
+        *self.version.get_mut().unwrap() = Some(std::thread::spawn(move || atlas.version()));
+    }
+
+    /// The Atlas CLI's version (`v0.13.1`), once [`Run::ask_atlas_version`] has it; None if it
+    /// was never asked or Atlas did not say.
+    pub fn atlas_version(&self) -> Option<String> {
+        self.version_read
+            .get_or_init(|| {
+                let asked = self.version.lock().unwrap().take();
+                asked.and_then(|thread| thread.join().ok().flatten())
+            })
+            .clone()
     }
 
     /// Prints a line for `kubectl logs`, redacted.
@@ -46,7 +69,7 @@ impl Run {
             files_applied: 0,
             statements_applied: 0,
             duration_ms: self.started.elapsed().as_millis() as u64,
-            atlas_version: self.atlas_version.clone(),
+            atlas_version: self.atlas_version(),
             dev_driver: None,
         }
     }

@@ -2,44 +2,24 @@
 //! is one of the bad inputs, and reads what a controller would read (the result in the
 //! termination message and the exit code) plus what is in the database afterwards.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use atlas_runner::sum;
 use contract::Reason;
 use contract::{
     self, CONTRACT_VERSION, Credentials, EXIT_DEFINITIVE, EXIT_OK, EXIT_TRANSIENT, ExecOrder,
-    MigrateApply, Outcome, RunResult, Target, Task, Value, Work,
+    MigrateApply, Outcome, Target, Task, Value, Work,
 };
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::seed;
+use support::{Ran, Scratch};
 
-/// A scratch directory, removed at the end of the test whatever happens.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!(
-            "runner-test-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Scratch(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A migration directory with an `atlas.sum` computed as Atlas computes it.
 fn hashed(files: &[(&str, &str)]) -> Vec<(String, String)> {
     let mut owned: Vec<(String, Vec<u8>)> = files
         .iter()
@@ -100,53 +80,8 @@ fn url_target() -> Target {
     Target::UrlEnv("DATABASE_URL".into())
 }
 
-/// What one run of the runner left behind.
-struct Ran {
-    code: u8,
-    result: RunResult,
-    stdout: String,
-    stderr: String,
-    result_text: String,
-    took: Duration,
-}
-
 fn run_runner(task: &Task, env: &[(&str, &str)], scratch: &Path, extra: &[&str]) -> Ran {
-    let result_path = scratch.join("termination-log");
-    let tmp = scratch.join("tmp");
-    std::fs::create_dir_all(&tmp).unwrap();
-    let started = Instant::now();
-    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .arg("migrate")
-        .arg("--termination-log")
-        .arg(&result_path)
-        .arg("--atlas")
-        .arg(devcluster::tools::path("atlas").expect("run `cargo xtask tools` first"))
-        .arg("--tmp")
-        .arg(&tmp)
-        .args(extra)
-        .env(contract::TASK_ENV, task.encode())
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let took = started.elapsed();
-    let result_text = std::fs::read_to_string(&result_path).unwrap_or_default();
-    let result: RunResult = serde_json::from_str(&result_text).unwrap_or_else(|err| {
-        panic!(
-            "no valid result ({err}): {result_text}\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        )
-    });
-    assert!(result_text.len() <= contract::TERMINATION_MESSAGE_LIMIT);
-    Ran {
-        code: output.status.code().unwrap() as u8,
-        result,
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        result_text,
-        took,
-    }
+    support::run_runner("migrate", task, env, scratch, extra)
 }
 
 #[test]

@@ -1,36 +1,17 @@
 //! `runner schema` against the real Atlas CLI and real MariaDB, PostgreSQL and SQLite.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use contract::Reason;
 use contract::{
-    self, CONTRACT_VERSION, Desired, EXIT_DEFINITIVE, EXIT_OK, Outcome, RunResult, SchemaApply,
-    Target, Task, Work,
+    self, CONTRACT_VERSION, Desired, EXIT_DEFINITIVE, EXIT_OK, Outcome, SchemaApply, Target, Task,
+    Work,
 };
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::seed;
-
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let path = std::env::temp_dir().join(format!(
-            "runner-schema-{name}-{}-{:?}",
-            std::process::id(),
-            std::thread::current().id()
-        ));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path).unwrap();
-        Scratch(path)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::{Ran, Scratch};
 
 fn task(file: &Path, options: SchemaApply) -> Task {
     let content = std::fs::read(file).unwrap();
@@ -58,37 +39,8 @@ fn desired(scratch: &Scratch, name: &str, sql: &str) -> PathBuf {
     path
 }
 
-struct Ran {
-    code: u8,
-    result: RunResult,
-    stdout: String,
-}
-
 fn run_runner(task: &Task, env: &[(&str, &str)], scratch: &Scratch) -> Ran {
-    let result_path = scratch.0.join("termination-log");
-    let _ = std::fs::remove_file(&result_path);
-    let output = Command::new(env!("CARGO_BIN_EXE_runner"))
-        .arg("schema")
-        .arg("--termination-log")
-        .arg(&result_path)
-        .arg("--atlas")
-        .arg(devcluster::tools::path("atlas").expect("run `cargo xtask tools` first"))
-        .arg("--tmp")
-        .arg(&scratch.0)
-        .env(contract::TASK_ENV, task.encode())
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
-    let text = std::fs::read_to_string(&result_path).unwrap_or_default();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    let result: RunResult = serde_json::from_str(&text)
-        .unwrap_or_else(|err| panic!("no valid result ({err}): {text}\n{stdout}"));
-    Ran {
-        code: output.status.code().unwrap() as u8,
-        result,
-        stdout,
-    }
+    support::run_runner("schema", task, env, &scratch.0, &[])
 }
 
 fn describe(db: &TestDatabase, table: &str) -> Vec<String> {
