@@ -4,6 +4,7 @@
 pub mod api;
 pub mod cache;
 pub mod controller;
+pub mod leader;
 pub mod metrics;
 pub mod reconcile;
 pub mod runtime;

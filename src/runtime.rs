@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use kube::Client;
-use kube_lease_manager::{LeaseManager, LeaseManagerBuilder};
 
 use crate::controller::{self, Options};
+use crate::leader::Elector;
 use crate::metrics::Metrics;
 use crate::reconcile::Context;
 use crate::reconcile::build::JobSettings;
@@ -67,65 +67,41 @@ pub async fn run(config: RunConfig) -> Result<(), RunError> {
         controller::run(client, ctx, config.options, shutdown).await;
         return Ok(());
     };
-    let manager = lease_manager(client.clone(), &election).await?;
-    let (mut leading, lease_task) = manager.watch().await;
+    let elector = Elector::new(
+        client.clone(),
+        &election.lease_namespace,
+        &election.lease_name,
+        &election.identity,
+        &lease_field_manager(&election.identity),
+    );
     // A follower is ready too: it is healthy and will take over when the leader goes.
     ready.store(true, Ordering::Relaxed);
     tracing::info!(lease = %election.lease_name, identity = %election.identity, "waiting for the leadership");
-    let standing_by = async {
-        while !*leading.borrow_and_update() {
-            if leading.changed().await.is_err() {
-                return Err(RunError::Lease("the lease task ended".into()));
-            }
-        }
-        Ok(())
-    };
-    let result = tokio::select! {
-        led = standing_by => led,
+    tokio::select! {
+        led = elector.acquire() => led.map_err(|err| RunError::Lease(err.to_string()))?,
         // A standby asked to stop has nothing to finish.
         () = shutdown.clone() => {
-            drop(leading);
-            let _ = lease_task.await;
             tracing::info!("stopped while standing by");
             return Ok(());
         }
-    };
-    result?;
+    }
     tracing::info!("leading: starting the controllers");
     let result = tokio::select! {
-        _ = controller::run(client, ctx, config.options, shutdown) => Ok(()),
-        lost = async {
-            loop {
-                if leading.changed().await.is_err() || !*leading.borrow() {
-                    break;
-                }
-            }
-        } => { let () = lost; Err(RunError::LostLeadership) }
+        () = controller::run(client, ctx, config.options, shutdown) => Ok(()),
+        lost = elector.hold() => {
+            tracing::error!(error = %lost, "lost the leadership");
+            Err(RunError::LostLeadership)
+        }
     };
-    // Dropping the receiver makes the lease task release the Lease, so a standby replica need
-    // not wait for it to expire.
-    drop(leading);
-    let _ = lease_task.await;
-    if result.is_ok() {
-        tracing::info!("stopped: reconciles finished and the lease released");
+    // Releasing the Lease lets a standby lead at once instead of waiting for it to expire.
+    match elector.release().await {
+        Ok(()) if result.is_ok() => {
+            tracing::info!("stopped: reconciles finished and the lease released");
+        }
+        Ok(()) => {}
+        Err(err) => tracing::warn!(error = %err, "releasing the Lease"),
     }
     result
-}
-
-/// This replica's handle on the Lease (created when missing).
-pub async fn lease_manager(
-    client: Client,
-    election: &LeaderElection,
-) -> Result<LeaseManager, RunError> {
-    LeaseManagerBuilder::new(client, &election.lease_name)
-        .with_namespace(&election.lease_namespace)
-        .with_identity(&election.identity)
-        // Locking relies on server-side apply conflicts between replicas, so each replica needs
-        // a field manager of its own: a shared one lets two replicas both take the lease.
-        .with_field_manager(lease_field_manager(&election.identity))
-        .build()
-        .await
-        .map_err(|err| RunError::Lease(err.to_string()))
 }
 
 /// The field manager a replica writes the Lease with, unique per replica.

@@ -586,8 +586,8 @@ fn two_operators_elect_one_leader_and_make_one_job() {
         first.log(),
         second.log()
     );
-    // The lock is a server-side apply conflict: it only holds when each replica writes the Lease
-    // under a field manager of its own. Two racing replicas once both won through a shared one.
+    // Each replica writes the Lease under a field manager of its own (the lock itself is the
+    // resourceVersion of every replace), so the managed fields name the holder.
     let lease_name = format!("lease/atlas-operator-{}", ns.name);
     let lease: Value = serde_json::from_str(
         &kubectl(&[
@@ -617,6 +617,63 @@ fn two_operators_elect_one_leader_and_make_one_job() {
         !managers.contains(&"atlas-operator"),
         "a shared field manager on the Lease: {managers:?}"
     );
+}
+
+/// A standby leads within a second of the leader releasing the Lease (SIGTERM), and within the
+/// Lease's duration (15 s) plus 2 s of the leader's crash (SIGKILL). The crate used before slept
+/// until the expiry it had last read and took 15–27 s in both cases.
+#[test]
+fn a_standby_takes_over_at_once_after_a_release_and_soon_after_a_crash() {
+    let ns = cluster().namespace("ctl-takeover").unwrap();
+    let leads = |operator: &OperatorProcess, limit: Duration| -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if operator.log().contains("leading: starting the controllers") {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    };
+    let stands_by = |operator: &OperatorProcess| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !operator.log().contains("waiting for the leadership") {
+            assert!(Instant::now() < deadline, "{}", operator.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let mut first = start_operator(&ns.name);
+    leads(&first, Duration::from_secs(30)).unwrap_or_else(|| panic!("{}", first.log()));
+    let mut second = start_operator(&ns.name);
+    stands_by(&second);
+    // Long enough for the standby to have seen the leader renew at least once.
+    std::thread::sleep(Duration::from_secs(6));
+    assert!(!second.log().contains("leading:"), "{}", second.log());
+
+    let status = first
+        .terminate(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("{}", first.log()));
+    assert!(status.success(), "{status:?}\n{}", first.log());
+    let after_release = leads(&second, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("standby never led:\n{}", second.log()));
+    assert!(
+        after_release < Duration::from_secs(2),
+        "led {after_release:?} after the release:\n{}",
+        second.log()
+    );
+
+    let third = start_operator(&ns.name);
+    stands_by(&third);
+    std::thread::sleep(Duration::from_secs(6));
+    second.kill();
+    let after_crash = leads(&third, Duration::from_secs(40))
+        .unwrap_or_else(|| panic!("standby never led:\n{}", third.log()));
+    assert!(
+        after_crash <= Duration::from_secs(17),
+        "led {after_crash:?} after the crash:\n{}",
+        third.log()
+    );
+    eprintln!("took over {after_release:?} after a release, {after_crash:?} after a crash");
 }
 
 /// The seed's MySQL AtlasSchema, unchanged (no dev URL, the URL in a Secret): the operator finds

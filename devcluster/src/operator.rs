@@ -174,6 +174,12 @@ impl OperatorProcess {
         self.child.id()
     }
 
+    /// Sends `SIGKILL`, as a crash or a lost node would end it: nothing is released.
+    pub fn kill(&mut self) -> std::process::ExitStatus {
+        let _ = self.child.kill();
+        self.child.wait().expect("waiting for the killed operator")
+    }
+
     /// Sends `SIGTERM`, as the kubelet does to a pod being deleted, and waits up to `limit` for
     /// the process to exit; its exit status, or None if it is still running then.
     pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {

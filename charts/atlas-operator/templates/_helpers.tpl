@@ -90,7 +90,7 @@ rbac/operator-clusterrole.yaml and rbac/operator-role.yaml (tests/chart.rs compa
 {{- define "atlas-operator.leaseRules" -}}
 - apiGroups: ["coordination.k8s.io"]
   resources: ["leases"]
-  verbs: ["get", "create", "patch"]
+  verbs: ["get", "list", "watch", "create", "update"]
 {{- end }}
 
 {{/* Pull secret names, comma-separated, from [{name: a}, {name: b}] (or plain names). */}}
