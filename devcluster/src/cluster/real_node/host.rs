@@ -68,7 +68,6 @@ fn make_bridge() -> Result<(), ClusterError> {
     Ok(())
 }
 
-
 /// Kills every process in the pods' cgroups: the kubelet leaves its pods running when it stops,
 /// and containerd's shims would restart nothing but keep them.
 pub(in crate::cluster) fn tear_down_pods() {
