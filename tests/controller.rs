@@ -123,6 +123,40 @@ fn broken_sql_fails_with_an_event_and_a_fix_recovers() {
     let events = kubectl(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "json"]).unwrap();
     assert!(events.contains("\"reason\": \"Migrating\""), "{events}");
 
+    // Another failure of the same reason is an event with its own message, not "x2" of the first.
+    migration_dir(
+        &ns,
+        hashed(&[("1_users.sql", "create table users (id nosuchtype);\n")]),
+    );
+    wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["message"].as_str().unwrap_or("").contains("nosuchtype")),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events: Value = serde_json::from_str(
+            &kubectl(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "json"]).unwrap(),
+        )
+        .unwrap();
+        let notes: Vec<&str> = events["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["reason"] == "Migrating")
+            .filter_map(|e| e["note"].as_str())
+            .collect();
+        if notes.iter().any(|n| n.contains("tabel"))
+            && notes.iter().any(|n| n.contains("nosuchtype"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{notes:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
     migration_dir(
         &ns,
         hashed(&[("1_users.sql", "create table users (id int);\n")]),

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
-use kube::runtime::events::EventType;
+
 use kube::{Api, ResourceExt};
 
 use super::build::{self, Owner};
-use super::events::publish;
+use super::events::{EventType, publish};
 use super::validate::Plan;
 use super::{AtlasResource, Context, ControllerContext, Error};
 use crate::metrics::KindLabels;

@@ -17,6 +17,7 @@ mod apply;
 pub mod build;
 pub mod dereference;
 mod events;
+pub use events::Recorder;
 pub mod hash;
 mod kind;
 pub mod observe;
@@ -32,7 +33,6 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::Api;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::{Client, ResourceExt};
 
 pub use kind::AtlasResource;
@@ -74,12 +74,8 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: Client, settings: JobSettings, metrics: Arc<Metrics>) -> Context {
-        let reporter = Reporter {
-            controller: MANAGER.into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            recorder: Recorder::new(client.clone(), std::env::var("POD_NAME").ok()),
             client,
             settings,
             metrics,

@@ -3,10 +3,10 @@
 //! So a reconcile that finds nothing new writes nothing.
 
 use kube::api::{Patch, PatchParams};
-use kube::runtime::events::EventType;
+
 use kube::{Api, ResourceExt};
 
-use super::events::publish;
+use super::events::{EventType, publish};
 use super::status::{self, CommonStatus, Observation};
 use super::{AtlasResource, Context, Error, MANAGER};
 use crate::metrics::ReasonLabels;
