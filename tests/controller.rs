@@ -164,6 +164,73 @@ fn broken_sql_fails_with_an_event_and_a_fix_recovers() {
     wait_ready(&ns, SEED_MIGRATION, &operator);
 }
 
+/// A host that does not resolve is shown within seconds with the seed's reason, the host and the
+/// error, and an event, while `Reconciling=True` says the Job retries (kstatus: in progress); the
+/// retries succeed by themselves once the Secret names a host that is there. Before, it stayed
+/// `Ready=False Reconciling` without an event until the Job's deadline (30 minutes).
+#[test]
+fn an_unresolvable_host_is_reported_at_once_and_retries_recover() {
+    let (ns, db) = namespace_with_database("ctl-nohost");
+    secret(
+        &ns,
+        "postgres-credentials",
+        json!({"url": "postgres://app:secret@no-such-host.invalid:5432/app?sslmode=disable"}),
+    );
+    migration_dir(&ns, seed_files());
+    let operator = start_operator(&ns.name);
+    let started = Instant::now();
+    apply_json(&ns.name, &seed_migration());
+    let failing = wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(60),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["reason"] == "Migrating"),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "took {:?}",
+        started.elapsed()
+    );
+    let message = ready(&failing).unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.contains("no-such-host.invalid") && message.contains("does not resolve"),
+        "{message}"
+    );
+    assert!(!message.contains("secret"), "{message}");
+    let condition = |type_: &str| {
+        failing["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(condition("Reconciling")["status"], "True", "{failing}");
+    assert_eq!(condition("Stalled")["status"], "False", "{failing}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let events =
+            kubectl(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "json"]).unwrap();
+        if events.contains("no-such-host.invalid") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no event: {events}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    secret(&ns, "postgres-credentials", json!({"url": db.url}));
+    let done = wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(90),
+        &operator,
+        is_ready,
+    );
+    assert_eq!(done["status"]["failed"], 0, "{done}");
+}
+
 #[test]
 fn a_missing_secret_is_reported_within_seconds_and_the_secret_unblocks_it() {
     let ns = cluster().namespace("ctl-secret").unwrap();

@@ -160,7 +160,7 @@ pub fn check_reachable(url: &str, limit: Duration) -> Result<(), TargetError> {
     };
     let addresses: Vec<_> = (host.as_str(), port)
         .to_socket_addrs()
-        .map_err(|err| unreachable(err.to_string()))?
+        .map_err(|err| unreachable(format!("the name does not resolve ({err})")))?
         .collect();
     let mut last = String::from("no address");
     for address in addresses {

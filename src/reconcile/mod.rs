@@ -205,7 +205,9 @@ async fn reconcile_resource<K: AtlasResource>(
     )
     .await?;
     Ok(match observation {
-        Observation::InProgress { .. } => Action::requeue(RESYNC_IN_PROGRESS),
+        Observation::InProgress { .. } | Observation::Retrying { .. } => {
+            Action::requeue(RESYNC_IN_PROGRESS)
+        }
         Observation::Failed { stalled: false, .. } => Action::requeue(RESYNC_IN_PROGRESS),
         _ => Action::await_change(),
     })

@@ -249,14 +249,30 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
         }
     }
     let attempts = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
-    let detail = match newest_result {
-        Some((result, _)) if attempts > 0 => format!(
-            "Job {name}: attempt {attempts} failed ({}: {}); retrying",
-            result.reason, result.message
-        ),
-        _ => format!("Job {name} is applying the change"),
-    };
-    Observation::InProgress { detail }
+    match newest_result {
+        // Shown at once, not at the Job's deadline: the database (or a name) may come back, and
+        // the Job tries again meanwhile.
+        Some((result, _))
+            if attempts > 0 && result.outcome == Outcome::Failed && result.transient =>
+        {
+            Observation::Retrying {
+                reason: result.reason,
+                message: result.message,
+                detail: format!(
+                    "Job {name}: attempt {attempts} failed; the Job tries again with backoff"
+                ),
+            }
+        }
+        Some((result, _)) if attempts > 0 => Observation::InProgress {
+            detail: format!(
+                "Job {name}: attempt {attempts} failed ({}: {}); retrying",
+                result.reason, result.message
+            ),
+        },
+        _ => Observation::InProgress {
+            detail: format!("Job {name} is applying the change"),
+        },
+    }
 }
 
 #[cfg(test)]
@@ -513,5 +529,30 @@ mod tests {
         };
         assert!(detail.contains("attempt 1 failed"), "{detail}");
         assert!(detail.contains("connection refused"), "{detail}");
+    }
+    #[test]
+    fn a_transient_failure_is_shown_at_once_while_the_job_retries() {
+        let transient = json!({"version": contract::CONTRACT_VERSION, "outcome": "failed",
+            "reason": "Migrating", "transient": true, "durationMs": 10,
+            "message": "cannot reach the database at no-such-host.invalid:5432: the name does not resolve"})
+        .to_string();
+        let obs = observe(
+            Kind::Migration,
+            "h",
+            &job(json!([]), 2),
+            &[pod(terminated(&transient, 3))],
+            0,
+        );
+        let Observation::Retrying {
+            reason,
+            message,
+            detail,
+        } = obs
+        else {
+            panic!("{obs:?}")
+        };
+        assert_eq!(reason, Reason::Migrating);
+        assert!(message.contains("no-such-host.invalid"), "{message}");
+        assert!(detail.contains("attempt 2 failed"), "{detail}");
     }
 }

@@ -7,6 +7,9 @@
 //!   (ArgoCD's health checks read exactly that as Progressing, for both kinds); which Job and why
 //!   go in the `Reconciling` condition.
 //! - Applied: `Ready=True`/`Applied`, with `observed_hash` and the time of the apply.
+//! - Retrying (an attempt failed on something that may pass, and the Job tries again):
+//!   `Ready=False` with the runner's reason and message at once, `Reconciling=True` (kstatus: in
+//!   progress; ArgoCD: Degraded with that message, Healthy by itself once an attempt succeeds).
 //! - Failed: `Ready=False` with the runner's reason and message; `Stalled=True` when retrying
 //!   cannot help until the spec (or a ConfigMap) changes.
 
@@ -32,6 +35,15 @@ pub enum Observation {
         applied_at: i64,
         /// Migrations: the version the database is at.
         version: Option<String>,
+    },
+    /// An attempt failed on something that may pass (the database unreachable, busy, or a name
+    /// that does not resolve yet) and the Job is trying again with backoff: the failure is shown
+    /// at once with its own reason and message, while `Reconciling=True` says retries go on.
+    Retrying {
+        reason: Reason,
+        message: String,
+        /// Which Job, which attempt.
+        detail: String,
     },
     /// It cannot be applied as it is. `stalled`: nothing but a change to the spec or its inputs
     /// can fix it (as opposed to waiting for an object to appear).
@@ -139,6 +151,27 @@ pub fn compute(
                 &now,
             );
             // Retries going on: the failed attempts so far.
+            if let Some(attempts) = attempts.filter(|n| *n > 0) {
+                next.failed = Some(attempts);
+            }
+        }
+        Observation::Retrying {
+            reason,
+            message,
+            detail,
+        } => {
+            let reason = reason.as_str();
+            set(conditions, READY, false, reason, message, generation, &now);
+            set(
+                conditions,
+                RECONCILING,
+                true,
+                reason,
+                detail,
+                generation,
+                &now,
+            );
+            set(conditions, STALLED, false, reason, "", generation, &now);
             if let Some(attempts) = attempts.filter(|n| *n > 0) {
                 next.failed = Some(attempts);
             }
@@ -367,6 +400,45 @@ mod tests {
         assert_eq!(reconciling.status, "True");
         assert!(reconciling.message.contains("atlasmigration-x-0123abcd"));
         assert_eq!(computed.observed_generation, Some(1));
+    }
+
+    #[test]
+    fn a_retried_failure_has_its_reason_now_and_is_in_progress_for_kstatus() {
+        let retrying = Observation::Retrying {
+            reason: Reason::Migrating,
+            message: "cannot reach the database at db:5432: connection refused".into(),
+            detail: "Job atlasmigration-x-0123abcd: attempt 1 failed; the Job tries again".into(),
+        };
+        let computed = compute(
+            &CommonStatus::default(),
+            Some(1),
+            &retrying,
+            Some(1),
+            at(10),
+        );
+        let condition = |type_: &str| {
+            computed
+                .conditions
+                .iter()
+                .find(|c| c.type_ == type_)
+                .unwrap()
+                .clone()
+        };
+        let ready = condition(READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "Migrating")
+        );
+        assert!(ready.message.contains("connection refused"));
+        // kstatus: Reconciling=True is in progress, whatever Ready says.
+        assert_eq!(condition(RECONCILING).status, "True");
+        assert!(condition(RECONCILING).message.contains("attempt 1"));
+        assert_eq!(condition(STALLED).status, "False");
+        assert_eq!(computed.failed, Some(1));
+        assert_eq!(
+            argo_health(Kind::Migration, &computed.conditions),
+            ArgoHealth::Degraded
+        );
     }
 
     #[test]

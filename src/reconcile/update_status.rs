@@ -68,6 +68,9 @@ pub(super) async fn write_status<K: AtlasResource>(
             }
             Observation::Failed {
                 reason, message, ..
+            }
+            | Observation::Retrying {
+                reason, message, ..
             } => {
                 ctx.metrics
                     .failures
