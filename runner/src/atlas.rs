@@ -171,29 +171,6 @@ impl Atlas {
     }
 }
 
-/// Whether an Atlas error is worth retrying: the database could not be reached or was busy, as
-/// opposed to something in the inputs that will fail the same way every time.
-pub fn is_transient(error: &str) -> bool {
-    const TRANSIENT: &[&str] = &[
-        "connection refused",
-        "connection reset",
-        "no such host",
-        "i/o timeout",
-        "timeout",
-        "too many connections",
-        "the database system is starting up",
-        "the database system is shutting down",
-        "acquiring database lock",
-        "lock timeout",
-        "broken pipe",
-        "network is unreachable",
-        "server closed the connection",
-        "bad connection",
-    ];
-    let lower = error.to_lowercase();
-    TRANSIENT.iter().any(|needle| lower.contains(needle))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,19 +186,5 @@ mod tests {
         let err = atlas.run(&["-c", "kill -15 $$"]).unwrap_err();
         assert_eq!(err.to_string(), "Atlas was killed by signal 15");
         assert!(err.is_transient());
-    }
-
-    #[test]
-    fn transient_errors_are_told_apart() {
-        assert!(is_transient(
-            "postgres: scanning system variables: dial tcp 127.0.0.1:1: connect: connection refused"
-        ));
-        assert!(is_transient(
-            "sql/migrate: acquiring database lock: lock timeout"
-        ));
-        assert!(!is_transient(
-            "pq: password authentication failed for user \"root\""
-        ));
-        assert!(!is_transient("near \"tabel\": syntax error"));
     }
 }

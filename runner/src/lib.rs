@@ -1,11 +1,13 @@
 //! The `runner` crate: the binary that runs in every atlas-operator Job pod, next to the Atlas CLI.
 //!
 //! It speaks the `contract` crate's task and result, which is all it shares with the controller:
-//! [`migrate`] and [`schema`] drive one Atlas apply each, through [`atlas`] (the
-//! CLI), [`config`] (the `atlas.hcl` it reads), [`inputs`] (the mounted files), [`target`] (the
-//! database URLs) and [`redact`] (keeping secrets out of every output).
+//! [`migrate`] and [`schema`] drive one Atlas apply each, through [`atlas`] (the CLI),
+//! [`classify`] (what its errors come to), [`config`] (the `atlas.hcl` it reads), [`inputs`]
+//! (the mounted files), [`target`] (the database URLs) and [`redact`] (keeping secrets out of
+//! every output).
 
 pub mod atlas;
+pub mod classify;
 pub mod config;
 pub mod confinement;
 pub mod custom;

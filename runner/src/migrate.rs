@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::atlas::{self, URL_ENV};
+use crate::atlas::URL_ENV;
+use crate::classify::{self, Failure};
 use crate::config;
 use crate::inputs::{self, WorkDir};
 use crate::run::Run;
 use crate::target;
 use contract::Reason;
-use contract::{ExecOrder, MigrateApply, Outcome, RunResult, Task};
+use contract::{ExecOrder, Kind, MigrateApply, Outcome, RunResult, Task};
 
 /// How long the reachability check waits for the database's TCP port.
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
@@ -431,7 +432,21 @@ fn report(
         return result;
     }
 
-    let message = match apply.applied.iter().find(|f| f.error.is_some()) {
+    let failed = apply.applied.iter().find(|f| f.error.is_some());
+    // The JSON names the file and the statement that failed: a migration that failed, and the
+    // database's own text of the error says whether another attempt can go differently (a lock
+    // wait, a dropped connection). Without a file, the report's error is all there is.
+    let (reason, transient) = match failed.and_then(|file| file.error.as_ref()) {
+        Some(error) => (
+            Reason::Migrating,
+            classify::classify(Kind::Migration, &error.text).transient,
+        ),
+        None => {
+            let verdict = classify::classify(Kind::Migration, &apply.error);
+            (verdict.reason, verdict.transient)
+        }
+    };
+    let message = match failed {
         Some(file) => {
             let error = file.error.as_ref().expect("found by its error");
             let mut message = format!(
@@ -459,11 +474,7 @@ fn report(
         None => apply.error.clone(),
     };
     run.log(&message);
-    let mut result = run.failed(
-        Reason::Migrating,
-        &message,
-        atlas::is_transient(&apply.error),
-    );
+    let mut result = run.failed(reason, &message, transient);
     result.current_version = now;
     result.target_version = Some(apply.target).filter(|t| !t.is_empty());
     result.files_applied = complete.len() as u32;
@@ -471,15 +482,17 @@ fn report(
     result
 }
 
-/// An Atlas error with no JSON to read.
+/// An Atlas error with no JSON to read: Atlas prints none for what fails before its report
+/// starts (checksum, lock, connection, a database that is not clean), so its text is classified.
 fn atlas_failure(run: &Run, error: &str, files: &[(String, Vec<u8>)]) -> RunResult {
     run.log(error);
-    if error.contains("checksum") {
+    let verdict = classify::classify(Kind::Migration, error);
+    if verdict.failure == Failure::Checksum {
         let which = crate::sum::first_mismatch(files)
             .map(|file| format!(" (first file that does not match: {file})"))
             .unwrap_or_default();
         return run.failed(
-            Reason::ReadingMigrationData,
+            verdict.reason,
             &format!(
                 "atlas.sum does not match the migration files{which}: a file was edited or added \
                  after the directory was hashed; run `atlas migrate hash` and commit atlas.sum"
@@ -487,8 +500,7 @@ fn atlas_failure(run: &Run, error: &str, files: &[(String, Vec<u8>)]) -> RunResu
             false,
         );
     }
-    let transient = atlas::is_transient(error);
-    run.failed(Reason::Migrating, error, transient)
+    run.failed(verdict.reason, error, verdict.transient)
 }
 
 #[cfg(test)]

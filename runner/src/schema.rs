@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::atlas::{self, DEV_URL_ENV, URL_ENV};
+use crate::atlas::{DEV_URL_ENV, URL_ENV};
+use crate::classify::{self, DESIRED_FILE_STEM};
 use crate::config::{self, DESIRED_ENV};
 use crate::inputs::{self, WorkDir};
 use crate::lint::{self, Realm, Skips};
@@ -14,7 +15,7 @@ use crate::migrate::CONNECT_LIMIT;
 use crate::run::Run;
 use crate::target;
 use contract::Reason;
-use contract::{Desired, Outcome, RunResult, SchemaApply, Task};
+use contract::{Desired, Kind, Outcome, RunResult, SchemaApply, Task};
 
 /// `atlas schema apply --format '{{ json . }}'`, the parts we read.
 #[derive(Debug, Default, Deserialize)]
@@ -96,7 +97,8 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
         Ok(work) => work,
         Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), true),
     };
-    let desired_path = work.path().join(format!("schema.{language}"));
+    // Named as the failure table expects: HCL diagnostics start with the file they are about.
+    let desired_path = work.path().join(format!("{DESIRED_FILE_STEM}.{language}"));
     if let Err(err) = std::fs::write(&desired_path, &files[0].1) {
         return run.failed(Reason::ReadSchema, &err.to_string(), true);
     }
@@ -272,8 +274,19 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
                 None => output.error_text(),
             };
             run.log(&message);
-            let transient = atlas::is_transient(&message);
-            run.failed(Reason::ApplyingSchema, &message, transient)
+            // A statement Atlas planned failed: the database's own text of the error says
+            // whether another attempt can go differently. No statement: the text is all there is.
+            let (reason, transient) = match &apply.changes.error {
+                Some(error) => (
+                    Reason::ApplyingSchema,
+                    classify::classify(Kind::Schema, &error.text).transient,
+                ),
+                None => {
+                    let verdict = classify::classify(Kind::Schema, &message);
+                    (verdict.reason, verdict.transient)
+                }
+            };
+            run.failed(reason, &message, transient)
         }
         None => failure(run, &output.error_text()),
     }
@@ -347,21 +360,14 @@ fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaApply) -> O
     Some(run.failed(Reason::LintPolicyError, &message, false))
 }
 
-/// An Atlas error with no JSON to read: a broken desired schema, or the database.
+/// An Atlas error with no JSON to read: Atlas prints none when it cannot read the desired
+/// schema or reach the database, so its text is classified (a broken desired schema is
+/// `ReadSchema`: Atlas reads it by running it on the dev database, and an error there is in the
+/// user's schema, not in the target).
 fn failure(run: &Run, error: &str) -> RunResult {
     run.log(error);
-    let transient = atlas::is_transient(error);
-    // Atlas reads the desired schema by running it on the dev database: an error there is in the
-    // user's schema, not in the target.
-    let reason = if error.contains("read migration directory state")
-        || error.contains("schema.hcl")
-        || error.contains("schema.sql")
-    {
-        Reason::ReadSchema
-    } else {
-        Reason::ApplyingSchema
-    };
-    run.failed(reason, error, transient)
+    let verdict = classify::classify(Kind::Schema, error);
+    run.failed(verdict.reason, error, verdict.transient)
 }
 
 /// The index statements of `applied` that the concurrent index policy wanted concurrent but
