@@ -976,14 +976,24 @@ fn failed_counts_the_attempts_up_to_the_backoff_limit() {
         &operator,
         |m| m["status"]["failed"] == 1,
     );
-    assert_eq!(ready(&retrying).unwrap()["reason"], "Reconciling");
+    // Shown at once with its reason while the Job retries; Reconciling=True until it stops.
+    assert_eq!(ready(&retrying).unwrap()["reason"], "Migrating");
+    let condition = |m: &Value, type_: &str| {
+        m["status"]["conditions"]
+            .as_array()
+            .and_then(|all| all.iter().find(|c| c["type"] == type_).cloned())
+            .unwrap_or_default()
+    };
+    assert_eq!(condition(&retrying, "Reconciling")["status"], "True");
     let failed = wait_for(
         &ns,
         SEED_MIGRATION,
         Duration::from_secs(90),
         &operator,
-        |m| ready(m).is_some_and(|r| r["reason"] == "Migrating"),
+        |m| condition(m, "Stalled")["status"] == "True",
     );
+    assert_eq!(ready(&failed).unwrap()["reason"], "Migrating");
+    assert_eq!(condition(&failed, "Reconciling")["status"], "False");
     assert_eq!(failed["status"]["failed"], 2, "{}", failed["status"]);
     assert!(
         ready(&failed).unwrap()["message"]

@@ -482,11 +482,23 @@ fn report(
     result
 }
 
+/// The directory's checksum file, which Atlas requires.
+const SUM_FILE: &str = "atlas.sum";
+
 /// An Atlas error with no JSON to read: Atlas prints none for what fails before its report
 /// starts (checksum, lock, connection, a database that is not clean), so its text is classified.
 fn atlas_failure(run: &Run, error: &str, files: &[(String, Vec<u8>)]) -> RunResult {
     run.log(error);
     let verdict = classify::classify(Kind::Migration, error);
+    if verdict.failure == Failure::Checksum && !files.iter().any(|(name, _)| name == SUM_FILE) {
+        return run.failed(
+            verdict.reason,
+            "atlas.sum is missing from the migration directory: Atlas applies only a hashed \
+             directory; run `atlas migrate hash` and commit atlas.sum with the files (in the \
+             ConfigMap too)",
+            false,
+        );
+    }
     if verdict.failure == Failure::Checksum {
         let which = crate::sum::first_mismatch(files)
             .map(|file| format!(" (first file that does not match: {file})"))

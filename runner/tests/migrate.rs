@@ -179,6 +179,36 @@ fn tampered_atlas_sum_applies_nothing_and_names_the_file() {
     assert_eq!(tables.trim(), "0");
 }
 
+/// A directory without `atlas.sum` is said to lack it, not to mismatch it.
+#[test]
+fn a_missing_atlas_sum_is_named_missing() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_nosum").unwrap();
+    let scratch = Scratch::new("nosum");
+    let files: Vec<(String, String)> = seed_files()
+        .into_iter()
+        .filter(|(name, _)| name != "atlas.sum")
+        .collect();
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let ran = run_runner(
+        &task(&dir, &files, url_target()),
+        &[("DATABASE_URL", &db.url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE);
+    assert_eq!(ran.result.reason, Reason::ReadingMigrationData);
+    assert!(
+        ran.result.message.contains("atlas.sum is missing"),
+        "{}",
+        ran.result.message
+    );
+    let tables = db
+        .query("select count(*) from information_schema.tables where table_schema = 'public'")
+        .unwrap();
+    assert_eq!(tables.trim(), "0");
+}
+
 #[test]
 fn broken_statement_in_file_two_of_three_keeps_file_one() {
     let db = TestDatabase::create(Engine::Postgres, "runner_broken").unwrap();
