@@ -111,19 +111,34 @@ fn a_password_written_in_the_spec_is_not_in_the_job() {
     resource.spec.target.url = Some("postgres://root:Sentinel-Job-7@db:5432/app".into());
     let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
     let owner = owner(Kind::Migration, "m");
-    let rendered = serde_json::to_string(&build::render(&plan, &owner, &settings())).unwrap();
+    let job = build::render(&plan, &owner, &settings());
+    let rendered = serde_json::to_string(&job).unwrap();
     assert!(!rendered.contains("Sentinel-Job-7"), "{rendered}");
-    // It reaches the pod from the inputs ConfigMap, which the volume does not mount.
-    let inputs = build::inputs_configmap(&plan, &owner).unwrap();
-    assert!(
-        inputs
-            .data
-            .unwrap()
-            .values()
-            .any(|v| v.contains("Sentinel-Job-7"))
+    // Never in a ConfigMap, which the built-in `view` role reads.
+    if let Some(inputs) = build::inputs_configmap(&plan, &owner) {
+        let data = serde_json::to_string(&inputs).unwrap();
+        assert!(!data.contains("Sentinel-Job-7"), "{data}");
+    }
+    // It reaches the pod from the credentials Secret, owned by the Job, which starts suspended
+    // until the Secret exists.
+    let mut created = job.clone();
+    created.metadata.uid = Some("job-uid".into());
+    let secret = build::credentials_secret(&plan, &owner, &created).unwrap();
+    let value = &secret.data.as_ref().unwrap()["atlas-operator.target-url"];
+    assert_eq!(value.0, b"postgres://root:Sentinel-Job-7@db:5432/app");
+    assert_eq!(secret.immutable, Some(true));
+    let owners = secret.metadata.owner_references.as_ref().unwrap();
+    assert_eq!(
+        (owners[0].kind.as_str(), owners[0].uid.as_str()),
+        ("Job", "job-uid")
     );
+    assert_eq!(job.spec.as_ref().unwrap().suspend, Some(true));
+    let name = build::credentials_name(&plan, &owner);
+    assert_eq!(secret.metadata.name.as_deref(), Some(name.as_str()));
     assert!(
-        rendered.contains("\"key\":\"atlas-operator.target-url\""),
+        rendered.contains(&format!(
+            "{{\"key\":\"atlas-operator.target-url\",\"name\":\"{name}\",\"optional\":false}}"
+        )),
         "{rendered}"
     );
 }

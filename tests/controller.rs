@@ -588,6 +588,104 @@ fn a_password_appears_nowhere() {
     }
 }
 
+/// A password written in the spec (an inline URL, as upstream's examples do) reaches the Job's pod
+/// through a Secret the operator creates, owned by the Job: never through a ConfigMap (the
+/// built-in `view` role reads those), the Job's spec, the status, events or the log. The Secret
+/// goes with its Job.
+#[test]
+fn an_inline_password_is_kept_in_a_secret_owned_by_the_job() {
+    let ns = cluster().namespace("ctl-inline").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "ctl_inline").unwrap();
+    let role = format!("r_{}", db.name);
+    let password = "Sentinel-Inline-52q";
+    db.query(&format!(
+        "create role {role} login password '{password}'; alter database {} owner to {role}; grant all on schema public to {role}",
+        db.name
+    ))
+    .unwrap();
+    let servers = devcluster::db::shared().unwrap();
+    migration_dir(&ns, seed_files());
+    let operator = start_operator(&ns.name);
+    let url = format!(
+        "postgres://{role}:{password}@127.0.0.1:{}/{}?sslmode=disable",
+        servers.postgres_port, db.name
+    );
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+        "metadata": {"name": "inline"},
+        "spec": {"url": url, "dir": {"configMapRef": {"name": "migrationdir"}}}}),
+    );
+    wait_for(
+        &ns,
+        "atlasmigration/inline",
+        Duration::from_secs(120),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["status"] == "True"),
+    );
+    // The resource itself holds it, as written: what the admission warning is about.
+    let status = kubectl(&[
+        "-n",
+        &ns.name,
+        "get",
+        "atlasmigration/inline",
+        "-o",
+        "jsonpath={.status}",
+    ])
+    .unwrap();
+    let readable_by_view = kubectl(&[
+        "-n",
+        &ns.name,
+        "get",
+        "jobs,pods,configmaps,events.events.k8s.io",
+        "-o",
+        "json",
+    ])
+    .unwrap();
+    for text in [status, readable_by_view, operator.log()] {
+        assert!(!text.contains(password), "the password leaked:\n{text}");
+    }
+    let jobs = get(&ns, "jobs").unwrap();
+    let job = &jobs["items"][0];
+    let secret: Value = serde_json::from_str(
+        &kubectl(&[
+            "-n",
+            &ns.name,
+            "get",
+            "secret",
+            &format!("{}-credentials", job["metadata"]["name"].as_str().unwrap()),
+            "-o",
+            "json",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        secret["metadata"]["ownerReferences"][0]["uid"],
+        job["metadata"]["uid"]
+    );
+    assert_eq!(secret["immutable"], true);
+
+    // With its Job, the garbage collector takes the Secret.
+    kubectl(&[
+        "-n",
+        &ns.name,
+        "delete",
+        "atlasmigration/inline",
+        "--wait=true",
+    ])
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let secrets = kubectl(&["-n", &ns.name, "get", "secrets", "-o", "name"]).unwrap();
+        if !secrets.contains("-credentials") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still there: {secrets}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// A plain HTTP GET on loopback (the operator's endpoints), without a client library.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};

@@ -337,12 +337,12 @@ impl Release {
         name
     }
 
-    /// Its service account may run Jobs in `watched` and read no Secret there, nor in its own
-    /// namespace.
+    /// Its service account may run Jobs in `watched` and read, change or delete no Secret
+    /// there, nor in its own namespace (it may only create one: a Job's credentials Secret).
     fn check_rights(&self, watched: &[&str]) {
         let user = self.service_account();
         for namespace in watched.iter().copied().chain([self.namespace.as_str()]) {
-            for verb in ["get", "list", "watch"] {
+            for verb in ["get", "list", "watch", "update", "patch", "delete"] {
                 assert!(
                     !can_i(&self.cluster, &user, verb, "secrets", namespace),
                     "{user} can {verb} secrets in {namespace}"

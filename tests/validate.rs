@@ -8,7 +8,7 @@ use atlas_operator::api::{AtlasMigration, AtlasSchema};
 use atlas_operator::reconcile::dereference::{self, ConfigMaps};
 use atlas_operator::reconcile::hash;
 use atlas_operator::reconcile::validate::{
-    self, ENV_PASSWORD, ENV_URL, INLINE_PLACEHOLDER, InputSource,
+    self, CREDENTIALS_PLACEHOLDER, ENV_PASSWORD, ENV_URL, InputSource,
 };
 use contract::{self, Desired, Reason, Target, Value, Work};
 use k8s_openapi::api::core::v1::ConfigMap;
@@ -157,14 +157,22 @@ fn plain_text_secrets_in_the_spec_stay_out_of_the_job_spec() {
     let mut resource = seed_migration();
     resource.spec.target.url_from = None;
     resource.spec.target.url = Some("postgres://root:Sentinel-1@db/app".into());
+    resource.spec.dev.dev_url = Some("postgres://root:Sentinel-2@dev/app".into());
     let plan = support::plan(&resource, &seed_configmap()).unwrap();
+    // For the credentials Secret, never the inputs ConfigMap (which `view` can read).
     assert_eq!(
-        plan.inline["atlas-operator.target-url"],
+        plan.credentials["atlas-operator.target-url"],
         "postgres://root:Sentinel-1@db/app"
     );
+    assert_eq!(
+        plan.credentials["atlas-operator.dev-url"],
+        "postgres://root:Sentinel-2@dev/app"
+    );
+    let inline = serde_json::to_string(&plan.inline).unwrap();
+    assert!(!inline.contains("Sentinel"), "{inline}");
     let env = serde_json::to_string(&plan.env).unwrap();
-    assert!(!env.contains("Sentinel-1"), "{env}");
-    assert!(env.contains(INLINE_PLACEHOLDER), "{env}");
+    assert!(!env.contains("Sentinel"), "{env}");
+    assert!(env.contains(CREDENTIALS_PLACEHOLDER), "{env}");
     assert!(
         !serde_json::to_string(&plan.task)
             .unwrap()

@@ -5,8 +5,8 @@
 use std::sync::Arc;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{DeleteParams, ListParams, PostParams, PropagationPolicy};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams, PropagationPolicy};
 
 use kube::{Api, ResourceExt};
 
@@ -81,11 +81,48 @@ pub(super) async fn apply<K: AtlasResource>(
             Arc::new(created)
         }
     };
+    // A Job made suspended for its credentials Secret, here or by a reconcile cut short (the
+    // Job controller marks it Suspended; the cache keeps no spec): the Secret, then the release.
+    if !plan.credentials.is_empty() && (created_now || is_suspended(&job)) {
+        release(ctx, plan, owner, &job).await?;
+    }
     let older = ctx.cache.older_jobs(owner, plan.short_hash());
     if created_now || !older.is_empty() {
         delete_older(ctx, owner, plan.short_hash(), &older).await?;
     }
     Ok(Applied::Job(job))
+}
+
+fn is_suspended(job: &Job) -> bool {
+    job.status
+        .as_ref()
+        .and_then(|status| status.conditions.as_ref())
+        .is_some_and(|all| {
+            all.iter()
+                .any(|c| c.type_ == "Suspended" && c.status == "True")
+        })
+}
+
+/// Creates the credentials Secret of `job` (owned by it) and lets the Job start.
+async fn release(ctx: &Context, plan: &Plan, owner: &Owner, job: &Job) -> Result<(), Error> {
+    if let Some(secret) = build::credentials_secret(plan, owner, job) {
+        let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+        match secrets.create(&PostParams::default(), &secret).await {
+            Ok(_) => {}
+            // Immutable and named by the Job: an existing one holds the same data.
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &owner.namespace);
+    let release = serde_json::json!({"spec": {"suspend": false}});
+    jobs.patch(
+        &job.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&release),
+    )
+    .await?;
+    Ok(())
 }
 
 /// Deletes the `older` Jobs and the inputs ConfigMaps of other hashes: the latest Job stays for

@@ -70,14 +70,20 @@ rbac/operator-clusterrole.yaml and rbac/operator-role.yaml (tests/chart.rs compa
 - apiGroups: ["db.atlasgo.io"]
   resources: ["atlasmigrations/status", "atlasschemas/status"]
   verbs: ["get", "patch", "update"]
+# Patch: a Job made suspended is released once its credentials Secret exists.
 - apiGroups: ["batch"]
   resources: ["jobs"]
-  verbs: ["get", "list", "watch", "create", "delete"]
+  verbs: ["get", "list", "watch", "create", "patch", "delete"]
 # Read: migration directories and schemas kept in ConfigMaps. Create and delete: the
 # immutable inputs ConfigMaps made for inline dir.local and schema.sql/hcl.
 - apiGroups: [""]
   resources: ["configmaps"]
   verbs: ["get", "list", "watch", "create", "delete"]
+# Create only, never read, change or delete: the credentials Secret of a Job whose spec writes
+# a URL or password inline (owned by the Job, deleted with it by the garbage collector).
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create"]
 # A Job's pod that cannot start (a missing Secret) is reported from its status.
 - apiGroups: [""]
   resources: ["pods"]

@@ -15,10 +15,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::credentials::credentials_name;
 use super::dev_database::dev_sidecar;
 use super::inputs::{inputs_name, items};
 use super::*;
-use crate::reconcile::validate::{DevNeed, INLINE_PLACEHOLDER, INPUTS_DIR, InputSource, Plan};
+use crate::reconcile::validate::{
+    CREDENTIALS_PLACEHOLDER, DevNeed, INLINE_PLACEHOLDER, INPUTS_DIR, InputSource, Plan,
+};
 
 /// A container's exit code when its process died of SIGKILL (128 + 9), as the kubelet reports it.
 const EXIT_SIGKILL: i32 = 128 + 9;
@@ -93,6 +96,14 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
             .filter(|selector| selector.name == INLINE_PLACEHOLDER)
         {
             selector.name = inline_name.clone();
+        }
+        if let Some(selector) = var
+            .value_from
+            .as_mut()
+            .and_then(|from| from.secret_key_ref.as_mut())
+            .filter(|selector| selector.name == CREDENTIALS_PLACEHOLDER)
+        {
+            selector.name = credentials_name(plan, owner);
         }
         var
     }));
@@ -179,6 +190,9 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
     Job {
         metadata: metadata(name, owner, plan),
         spec: Some(JobSpec {
+            // Released once its credentials Secret exists (the apply step makes it, owned by
+            // this Job), so the pod never starts without it.
+            suspend: (!plan.credentials.is_empty()).then_some(true),
             backoff_limit: Some(plan.backoff_limit),
             active_deadline_seconds: settings.active_deadline_seconds,
             ttl_seconds_after_finished: settings.ttl_seconds_after_finished,

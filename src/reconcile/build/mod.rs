@@ -1,8 +1,10 @@
 //! The pipeline's build step: a [`Plan`] rendered into the Job (and the inputs ConfigMap) that
 //! applies it. Pure, and snapshot-tested: what is rendered here is exactly what runs. This module
 //! holds what every object the operator makes shares (names, labels, owner); [`job`] renders the
-//! Job, [`inputs`] the inputs ConfigMap, [`dev_database`] the dev database sidecar.
+//! Job, [`inputs`] the inputs ConfigMap, [`credentials`] the credentials Secret, [`dev_database`]
+//! the dev database sidecar.
 
+mod credentials;
 mod dev_database;
 mod inputs;
 mod job;
@@ -14,6 +16,7 @@ use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
+pub use credentials::{credentials_name, credentials_secret};
 pub use dev_database::{DEV_CONTAINER, DEV_WAIT_SECONDS};
 pub use inputs::inputs_configmap;
 pub use job::{plan_job_name, render};

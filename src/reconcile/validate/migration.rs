@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use contract::{Kind, MigrateApply, Work};
 
-use super::{Common, DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError};
+use super::{Common, DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, TaskParts};
 use crate::api::AtlasMigration;
 use crate::reconcile::dereference::Dereferenced;
 
@@ -86,7 +86,12 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         .protected_flows
         .as_ref()
         .and_then(|p| p.migrate_down.as_ref());
-    let (task, env, inline) = common.task(
+    let TaskParts {
+        task,
+        env,
+        inline,
+        credentials,
+    } = common.task(
         inputs_digest,
         Work::Migration(MigrateApply {
             dir: INPUTS_DIR.into(),
@@ -103,6 +108,7 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         task,
         env,
         inline,
+        credentials,
         inputs: Some(inputs),
         backoff_limit: super::job_backoff_limit(spec.backoff_limit),
         dev: DevNeed::None,

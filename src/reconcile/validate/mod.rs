@@ -50,6 +50,8 @@ pub const ENV_VAR_PREFIX: &str = "ATLAS_VAR_";
 
 /// Stands for the inputs ConfigMap's name in a [`Plan`]; the build step puts the real name in.
 pub const INLINE_PLACEHOLDER: &str = "$(inputs)";
+/// Stands for the credentials Secret's name in a [`Plan`]; the build step puts the real name in.
+pub const CREDENTIALS_PLACEHOLDER: &str = "$(credentials)";
 
 /// What the operator's flags allow of a resource.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -123,6 +125,10 @@ pub struct Plan {
     pub env: Vec<EnvVar>,
     /// The data of the operator-made inputs ConfigMap; empty when none is needed.
     pub inline: BTreeMap<String, String>,
+    /// What the spec wrote in plain text that may be a credential (an inline `url` or `devURL`,
+    /// `credentials.password`): the data of the operator-made credentials Secret, never of a
+    /// ConfigMap, which the built-in `view` role can read. Empty when none is needed.
+    pub credentials: BTreeMap<String, String>,
     /// The mounted inputs, if any.
     pub inputs: Option<InputSource>,
     /// The Job's `backoffLimit`, from `spec.backoffLimit` ([`job_backoff_limit`]).
@@ -223,6 +229,16 @@ struct Common {
     project: project::ProjectConfig,
     env: Vec<EnvVar>,
     inline: BTreeMap<String, String>,
+    credentials: BTreeMap<String, String>,
+}
+
+/// A kind's task with what its pod needs: its environment, the inputs ConfigMap's data and the
+/// credentials Secret's.
+struct TaskParts {
+    task: contract::Task,
+    env: Vec<EnvVar>,
+    inline: BTreeMap<String, String>,
+    credentials: BTreeMap<String, String>,
 }
 
 impl Common {
@@ -236,9 +252,10 @@ impl Common {
         let target::Targeted {
             target,
             mut env,
-            mut inline,
+            mut credentials,
         } = target::target(target_spec, project_spec.has_config(), reason)?;
-        let dev_url_env = target::dev_url(dev, &mut env, &mut inline)?;
+        let mut inline = BTreeMap::new();
+        let dev_url_env = target::dev_url(dev, &mut env, &mut credentials)?;
         let project = project::project_config(project_spec, reason, &mut env, &mut inline)?;
         Ok(Common {
             resource: format!(
@@ -256,16 +273,13 @@ impl Common {
             project,
             env,
             inline,
+            credentials,
         })
     }
 
     /// The task of `work` over inputs of `inputs_digest`, and the pod environment and inline
     /// values it needs.
-    fn task(
-        self,
-        inputs_digest: String,
-        work: contract::Work,
-    ) -> (contract::Task, Vec<EnvVar>, BTreeMap<String, String>) {
+    fn task(self, inputs_digest: String, work: contract::Work) -> TaskParts {
         let task = contract::Task {
             version: contract::CONTRACT_VERSION,
             resource: self.resource,
@@ -278,7 +292,12 @@ impl Common {
             inputs_digest,
             work,
         };
-        (task, self.env, self.inline)
+        TaskParts {
+            task,
+            env: self.env,
+            inline: self.inline,
+            credentials: self.credentials,
+        }
     }
 }
 

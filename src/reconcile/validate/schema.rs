@@ -4,7 +4,8 @@
 use contract::{Desired, Kind, Reason, SchemaApply, Work};
 
 use super::{
-    Common, DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, driver_of_scheme,
+    Common, DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, TaskParts,
+    driver_of_scheme,
 };
 use crate::api::common::DevDb;
 use crate::api::{AtlasSchema, AtlasSchemaSpec};
@@ -120,7 +121,12 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         })
         .unwrap_or_default();
     let concurrent = diff.and_then(|d| d.concurrent_index.as_ref());
-    let (task, env, inline) = common.task(
+    let TaskParts {
+        task,
+        env,
+        inline,
+        credentials,
+    } = common.task(
         contract::digest_files([(file.as_str(), content.as_bytes())]),
         Work::Schema(SchemaApply {
             desired: Desired::File(format!("{INPUTS_DIR}/{file}")),
@@ -172,6 +178,7 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         task,
         env,
         inline,
+        credentials,
         inputs: Some(inputs),
         backoff_limit: super::job_backoff_limit(spec.backoff_limit),
         dev,

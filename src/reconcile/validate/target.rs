@@ -1,6 +1,7 @@
 //! Where the target and dev databases are, as the Job's pod will learn it: a Secret's value only
-//! ever through `secretKeyRef`, a value written in the spec in plain text through the
-//! operator-made inputs ConfigMap, so neither is in the Job's spec.
+//! ever through `secretKeyRef`, a URL or password written in the spec in plain text through the
+//! operator-made credentials Secret (never a ConfigMap, which `view` can read), so neither is in
+//! the Job's spec.
 
 use std::collections::BTreeMap;
 
@@ -8,8 +9,8 @@ use contract::{Credentials, Reason, Target, Value};
 use k8s_openapi::api::core::v1::{ConfigMapKeySelector, EnvVar, EnvVarSource, SecretKeySelector};
 
 use super::{
-    ENV_DEV_URL, ENV_HOST, ENV_PASSWORD, ENV_URL, ENV_USER, INLINE_PLACEHOLDER, KEY_DEV_URL,
-    KEY_PASSWORD, KEY_URL, PlanError,
+    CREDENTIALS_PLACEHOLDER, ENV_DEV_URL, ENV_HOST, ENV_PASSWORD, ENV_URL, ENV_USER,
+    INLINE_PLACEHOLDER, KEY_DEV_URL, KEY_PASSWORD, KEY_URL, PlanError,
 };
 use crate::api::common::{SecretRef, TargetSpec};
 
@@ -52,6 +53,22 @@ pub(super) fn inline_env(name: &str, key: &str) -> EnvVar {
     }
 }
 
+/// An env var read from the operator-made credentials Secret (named at render time).
+fn credential_env(name: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.into(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: CREDENTIALS_PLACEHOLDER.into(),
+                key: key.into(),
+                optional: Some(false),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 /// The refusal of a resource that names no target database.
 pub const TARGET_REQUIRED: &str = "set one of url, urlFrom or credentials to name the target \
      database, or a custom config (config or configFrom) whose env names it";
@@ -59,7 +76,8 @@ pub const TARGET_REQUIRED: &str = "set one of url, urlFrom or credentials to nam
 pub(super) struct Targeted {
     pub target: Target,
     pub env: Vec<EnvVar>,
-    pub inline: BTreeMap<String, String>,
+    /// For the credentials Secret.
+    pub credentials: BTreeMap<String, String>,
 }
 
 /// `custom_config`: the resource brings its own project file, which may name the target (and
@@ -70,11 +88,11 @@ pub(super) fn target(
     reason: Reason,
 ) -> Result<Targeted, PlanError> {
     let mut env = Vec::new();
-    let mut inline = BTreeMap::new();
+    let mut secret = BTreeMap::new();
     let target = match (&spec.url, &spec.url_from, &spec.credentials) {
         (Some(url), None, None) => {
-            inline.insert(KEY_URL.to_string(), url.clone());
-            env.push(inline_env(ENV_URL, KEY_URL));
+            secret.insert(KEY_URL.to_string(), url.clone());
+            env.push(credential_env(ENV_URL, KEY_URL));
             Target::UrlEnv(ENV_URL.into())
         }
         (None, Some(from), None) => {
@@ -106,8 +124,8 @@ pub(super) fn target(
                     Some(ENV_PASSWORD.to_string())
                 }
                 (Some(password), None) => {
-                    inline.insert(KEY_PASSWORD.to_string(), password.clone());
-                    env.push(inline_env(ENV_PASSWORD, KEY_PASSWORD));
+                    secret.insert(KEY_PASSWORD.to_string(), password.clone());
+                    env.push(credential_env(ENV_PASSWORD, KEY_PASSWORD));
                     Some(ENV_PASSWORD.to_string())
                 }
                 (None, None) => None,
@@ -146,14 +164,14 @@ pub(super) fn target(
     Ok(Targeted {
         target,
         env,
-        inline,
+        credentials: secret,
     })
 }
 
 pub(super) fn dev_url(
     dev: &crate::api::DevDatabaseSpec,
     env: &mut Vec<EnvVar>,
-    inline: &mut BTreeMap<String, String>,
+    credentials: &mut BTreeMap<String, String>,
 ) -> Result<Option<String>, PlanError> {
     match (&dev.dev_url, &dev.dev_url_from) {
         (_, Some(from)) => {
@@ -166,8 +184,8 @@ pub(super) fn dev_url(
             Ok(Some(ENV_DEV_URL.into()))
         }
         (Some(url), None) if !url.is_empty() => {
-            inline.insert(KEY_DEV_URL.to_string(), url.clone());
-            env.push(inline_env(ENV_DEV_URL, KEY_DEV_URL));
+            credentials.insert(KEY_DEV_URL.to_string(), url.clone());
+            env.push(credential_env(ENV_DEV_URL, KEY_DEV_URL));
             Ok(Some(ENV_DEV_URL.into()))
         }
         _ => Ok(None),
