@@ -78,15 +78,29 @@ pub fn ensure_real_node() -> Result<(), PackagesError> {
     ensure_all(REAL_NODE_PACKAGES)
 }
 
+/// Held while one process installs: apt refuses a second `apt-get install` while the first
+/// holds dpkg's lock, and the test binaries that need packages run at once on a new machine.
+const INSTALL_LOCK: &str = "/var/lock/atlas-operator-packages.lock";
+
 fn ensure_all(packages: &[(&'static str, &str)]) -> Result<(), PackagesError> {
+    if missing_of(packages).is_empty() {
+        return Ok(());
+    }
+    if !cmd::is_root() {
+        return Err(PackagesError::NotRoot {
+            missing: missing_of(packages).join(" "),
+        });
+    }
+    let _installing = std::fs::File::create(INSTALL_LOCK).and_then(|file| {
+        file.lock()?;
+        Ok(file)
+    });
+    // Another process may have installed them while this one waited.
     let missing = missing_of(packages);
     if missing.is_empty() {
         return Ok(());
     }
     let names = missing.join(" ");
-    if !cmd::is_root() {
-        return Err(PackagesError::NotRoot { missing: names });
-    }
     eprintln!("==> installing Debian packages: {names}");
     static UPDATE: Once = Once::new();
     let mut update_result = Ok(());
