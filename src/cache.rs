@@ -6,13 +6,20 @@
 //! Only what the status is computed from is kept: metadata without managed fields, and the
 //! status. The pod spec and Job template are dropped as they arrive, so the cache costs about a
 //! kilobyte per Job and pod.
+//!
+//! ConfigMaps are watched by metadata only (the watch wakes the resources that name one); the
+//! content of those a resource refers to is kept from the last GET, with its resourceVersion,
+//! and read again only once the watch has seen a newer one, so an unchanged ConfigMap costs no
+//! request however often its resources are reconciled.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -27,18 +34,32 @@ const JOB_NAME_LABEL: &str = "job-name";
 pub struct Cache {
     jobs: Store<Job>,
     pods: Store<Pod>,
+    configmaps: Store<PartialObjectMeta<ConfigMap>>,
+    /// The content of the ConfigMaps resources refer to, as last read.
+    contents: Arc<Mutex<Contents>>,
 }
+
+/// ConfigMaps' content by namespace and name.
+type Contents = HashMap<(String, String), Arc<ConfigMap>>;
 
 /// The watch streams that fill a [`Cache`]; the controller polls them (and is woken by them).
 pub struct Feeds {
     pub jobs: BoxStream<'static, Result<Job, watcher::Error>>,
     pub pods: BoxStream<'static, Result<Pod, watcher::Error>>,
+    pub configmaps: BoxStream<'static, Result<PartialObjectMeta<ConfigMap>, watcher::Error>>,
 }
 
-/// A cache and the streams that fill it: `selector` picks the operator's own Jobs and pods.
-pub fn watch(jobs: Api<Job>, pods: Api<Pod>, selector: &str) -> (Cache, Feeds) {
+/// A cache and the streams that fill it: `selector` picks the operator's own Jobs and pods;
+/// every ConfigMap's metadata is watched.
+pub fn watch(
+    jobs: Api<Job>,
+    pods: Api<Pod>,
+    configmaps: Api<PartialObjectMeta<ConfigMap>>,
+    selector: &str,
+) -> (Cache, Feeds) {
     let (job_store, job_writer) = reflector::store();
     let (pod_store, pod_writer) = reflector::store();
+    let (configmap_store, configmap_writer) = reflector::store();
     let config = watcher::Config::default().labels(selector);
     let jobs = watcher(jobs, config.clone())
         .default_backoff()
@@ -58,12 +79,24 @@ pub fn watch(jobs: Api<Job>, pods: Api<Pod>, selector: &str) -> (Cache, Feeds) {
         .reflect(pod_writer)
         .touched_objects()
         .boxed();
+    let configmaps = watcher(configmaps, watcher::Config::default())
+        .default_backoff()
+        .modify(|cm: &mut PartialObjectMeta<ConfigMap>| cm.managed_fields_mut().clear())
+        .reflect(configmap_writer)
+        .touched_objects()
+        .boxed();
     (
         Cache {
             jobs: job_store,
             pods: pod_store,
+            configmaps: configmap_store,
+            contents: Arc::default(),
         },
-        Feeds { jobs, pods },
+        Feeds {
+            jobs,
+            pods,
+            configmaps,
+        },
     )
 }
 
@@ -79,6 +112,32 @@ impl Cache {
         // An error means the watch was dropped, which only happens at shutdown.
         matches!(self.jobs.wait_until_ready().now_or_never(), Some(Ok(())))
             && matches!(self.pods.wait_until_ready().now_or_never(), Some(Ok(())))
+    }
+
+    /// The ConfigMap's content as last read, if the watch has seen no newer version since (and
+    /// has seen it at all: one it has not may have just been created, or deleted).
+    pub fn configmap(&self, namespace: &str, name: &str) -> Option<Arc<ConfigMap>> {
+        let key = (namespace.to_string(), name.to_string());
+        let mut contents = self.contents.lock().unwrap();
+        let watched = self.configmaps.get(&ObjectRef::new(name).within(namespace));
+        let Some(watched) = watched else {
+            contents.remove(&key);
+            return None;
+        };
+        let content = contents.get(&key)?;
+        (content.metadata.resource_version == watched.metadata.resource_version)
+            .then(|| content.clone())
+    }
+
+    /// Keeps a ConfigMap's content as read, for [`Cache::configmap`].
+    pub fn remember_configmap(&self, configmap: &ConfigMap) {
+        let key = (
+            configmap.namespace().unwrap_or_default(),
+            configmap.name_any(),
+        );
+        let mut content = configmap.clone();
+        content.managed_fields_mut().clear();
+        self.contents.lock().unwrap().insert(key, Arc::new(content));
     }
 
     pub fn job(&self, namespace: &str, name: &str) -> Option<Arc<Job>> {
@@ -130,6 +189,26 @@ impl Cache {
 
 #[cfg(test)]
 impl Cache {
+    /// [`Cache::listed`], with these ConfigMaps' metadata watched too.
+    pub(crate) fn listed_with(jobs: &[Job], pods: &[Pod], configmaps: &[ConfigMap]) -> Cache {
+        use kube::runtime::reflector::store::Writer;
+        let mut writer = Writer::default();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for cm in configmaps {
+            let meta = PartialObjectMeta::<ConfigMap> {
+                types: None,
+                metadata: cm.metadata.clone(),
+                _phantom: std::marker::PhantomData,
+            };
+            writer.apply_watcher_event(&watcher::Event::InitApply(meta));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        Cache {
+            configmaps: writer.as_reader(),
+            ..Cache::listed(jobs, pods)
+        }
+    }
+
     /// A cache as the watches leave it after their first list of these objects.
     pub(crate) fn listed(jobs: &[Job], pods: &[Pod]) -> Cache {
         use kube::runtime::reflector::store::Writer;
@@ -148,6 +227,8 @@ impl Cache {
         Cache {
             jobs: listed(jobs).as_reader(),
             pods: listed(pods).as_reader(),
+            configmaps: listed::<PartialObjectMeta<ConfigMap>>(&[]).as_reader(),
+            contents: Arc::default(),
         }
     }
 }
@@ -202,6 +283,8 @@ mod tests {
         let cache = Cache {
             jobs: job_writer.as_reader(),
             pods: pod_writer.as_reader(),
+            configmaps: Writer::default().as_reader(),
+            contents: Arc::default(),
         };
         assert!(!cache.is_ready());
         job_writer.apply_watcher_event(&watcher::Event::InitDone);
@@ -209,6 +292,37 @@ mod tests {
         pod_writer.apply_watcher_event(&watcher::Event::InitDone);
         assert!(cache.is_ready());
         assert!(cache.is_ready(), "asking again gives the same answer");
+    }
+
+    #[test]
+    fn a_configmap_is_read_again_only_once_the_watch_saw_a_newer_version() {
+        let mut writer: Writer<PartialObjectMeta<ConfigMap>> = Writer::default();
+        let meta = |version: &str| -> PartialObjectMeta<ConfigMap> {
+            serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "dir", "namespace": "a", "resourceVersion": version}}))
+            .unwrap()
+        };
+        let cache = Cache {
+            configmaps: writer.as_reader(),
+            ..Cache::listed(&[], &[])
+        };
+        let content: ConfigMap = serde_json::from_value(json!({
+            "metadata": {"name": "dir", "namespace": "a", "resourceVersion": "1"},
+            "data": {"1.sql": "create table t (id int);"}}))
+        .unwrap();
+        // Not watched yet: nothing to trust, read it.
+        cache.remember_configmap(&content);
+        assert!(cache.configmap("a", "dir").is_none());
+        writer.apply_watcher_event(&watcher::Event::Apply(meta("1")));
+        cache.remember_configmap(&content);
+        assert_eq!(cache.configmap("a", "dir").unwrap().data, content.data);
+        // Edited: read again.
+        writer.apply_watcher_event(&watcher::Event::Apply(meta("2")));
+        assert!(cache.configmap("a", "dir").is_none());
+        // Deleted: forgotten.
+        writer.apply_watcher_event(&watcher::Event::Delete(meta("2")));
+        assert!(cache.configmap("a", "dir").is_none());
+        assert!(cache.contents.lock().unwrap().is_empty());
     }
 
     #[test]

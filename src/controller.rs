@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::watcher;
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{AtlasMigration, AtlasSchema};
@@ -87,6 +87,7 @@ async fn run_kind<K: AtlasResource>(
     let (cache, feeds) = crate::cache::watch(
         api_of::<Job>(&client, ns),
         api_of::<Pod>(&client, ns),
+        api_of::<PartialObjectMeta<ConfigMap>>(&client, ns),
         &managed,
     );
     let ctx = Arc::new(ControllerContext {
@@ -115,27 +116,18 @@ async fn run_kind<K: AtlasResource>(
         // The reverse index: a ConfigMap event wakes the resources of its namespace that name it.
         // Its metadata is enough (an edit changes the resourceVersion), so no ConfigMap's data
         // is sent to the operator or decoded only to be dropped.
-        .watches_stream(
-            watcher(
-                api_of::<PartialObjectMeta<ConfigMap>>(&client, ns),
-                watcher::Config::default(),
-            )
-            .default_backoff()
-            .touched_objects(),
-            move |cm| {
-                let namespace = cm.namespace();
-                let name = cm.name_any();
-                store
-                    .state()
-                    .into_iter()
-                    .filter(|resource| {
-                        resource.namespace() == namespace
-                            && resource.configmap_names().contains(&name)
-                    })
-                    .map(|resource| ObjectRef::from_obj(&*resource))
-                    .collect::<Vec<_>>()
-            },
-        )
+        .watches_stream(feeds.configmaps, move |cm| {
+            let namespace = cm.namespace();
+            let name = cm.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|resource| {
+                    resource.namespace() == namespace && resource.configmap_names().contains(&name)
+                })
+                .map(|resource| ObjectRef::from_obj(&*resource))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(shutdown.clone())
         .run(reconcile::reconcile::<K>, reconcile::error_policy::<K>, ctx)
         .take_until(cannot_end_gracefully(shutdown, started))

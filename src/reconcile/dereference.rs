@@ -37,16 +37,20 @@ impl Dereferenced {
     }
 }
 
-/// Reads the ConfigMaps from the API server (the operator does not cache their data) and the
-/// earlier Job's finding from the Job and pod caches.
+/// Reads the ConfigMaps (from the cache while the watch has seen no newer version, else from the
+/// API server) and the earlier Job's finding from the Job and pod caches.
 pub async fn dereference<K: AtlasResource>(
     resource: &K,
     configmaps_api: &Api<ConfigMap>,
     cache: &Cache,
 ) -> Result<Dereferenced, kube::Error> {
+    let namespace = resource.namespace().unwrap_or_default();
     let mut configmaps = BTreeMap::new();
     for name in resource.configmap_names() {
-        if let Some(cm) = configmaps_api.get_opt(&name).await? {
+        if let Some(cm) = cache.configmap(&namespace, &name) {
+            configmaps.insert(name, (*cm).clone());
+        } else if let Some(cm) = configmaps_api.get_opt(&name).await? {
+            cache.remember_configmap(&cm);
             configmaps.insert(name, cm);
         }
     }

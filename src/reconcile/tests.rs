@@ -205,6 +205,56 @@ async fn a_missing_configmap_is_reported_and_waited_for() {
     );
 }
 
+/// A ConfigMap the watch has seen unchanged since it was read is not read again: only the first
+/// of two reconciles GETs it.
+#[tokio::test]
+async fn an_unchanged_configmap_is_read_once() {
+    let resource: AtlasMigration = serde_json::from_value(json!({
+        "apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+        "metadata": metadata("app"),
+        "spec": {"urlFrom": {"secretKeyRef": {"name": "db", "key": "url"}},
+                 "dir": {"configMapRef": {"name": "migrations"}}}
+    }))
+    .unwrap();
+    let configmap: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "migrations", "namespace": "team-a", "resourceVersion": "7"},
+        "data": {"1.sql": "create table t (id int);\n", "atlas.sum": "h1:x\n1.sql h1:y\n"}
+    }))
+    .unwrap();
+    let served = serde_json::to_value(&configmap).unwrap();
+    let echo = serde_json::to_value(&resource).unwrap();
+    let (client, log) = api_server(move |request| {
+        if request.is("GET", "/configmaps/migrations") {
+            (200, served.clone())
+        } else {
+            answer(&echo, request)
+        }
+    });
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    let ctx = ControllerContext {
+        shared: Arc::new(Context::new(client, JobSettings::default(), metrics)),
+        cache: crate::cache::Cache::listed_with(&[], &[], &[configmap]),
+    };
+    let reads = || {
+        log.lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.is("GET", "/configmaps/migrations"))
+            .count()
+    };
+    tokio::time::timeout(Duration::from_secs(5), reconcile_resource(&resource, &ctx))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reads(), 1);
+    tokio::time::timeout(Duration::from_secs(5), reconcile_resource(&resource, &ctx))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(reads(), 1, "{:?}", log.lock().unwrap());
+}
+
 #[tokio::test]
 async fn the_driver_an_earlier_job_found_brings_a_dev_database_in_the_next_job() {
     // The URL is in a Secret the operator does not read: the first Job of this hash reported
