@@ -850,7 +850,16 @@ fn the_admission_policies_warn_of_inline_passwords_and_hold_the_operator_to_its_
     );
 
     // With urlFrom, no warning; and the operator's own Job passes the Job-shape policy: the
-    // seed reaches Ready through it.
+    // seed reaches Ready through it. Its pod is admitted by the Pod Security Standards'
+    // `restricted` level too (enforced on pods; `warn` also checks the Jobs' templates).
+    kubectl(&[
+        "label",
+        "namespace",
+        &target.name,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    ])
+    .unwrap();
     seed_inputs(&target, &db);
     let said = cluster
         .apply(
@@ -879,8 +888,9 @@ fn the_admission_policies_warn_of_inline_passwords_and_hold_the_operator_to_its_
     )
     .unwrap();
     let job = resubmittable(&jobs["items"][0]);
-    create_job(&cluster, Some(&user), &target.name, &job)
+    let said = create_job(&cluster, Some(&user), &target.name, &job)
         .unwrap_or_else(|err| panic!("the operator's own Job, as {user}: {err}\n{job:#}"));
+    assert!(!said.contains("PodSecurity"), "{said}");
     let denied = format!(
         "ValidatingAdmissionPolicy '{fullname}-job-shape' with binding '{fullname}-job-shape' \
          denied request"
@@ -916,8 +926,9 @@ fn the_admission_policies_warn_of_inline_passwords_and_hold_the_operator_to_its_
         sidecar["spec"]["template"]["spec"]["initContainers"][0]["name"],
         "dev-db"
     );
-    create_job(&cluster, Some(&user), &target.name, &sidecar)
+    let said = create_job(&cluster, Some(&user), &target.name, &sidecar)
         .unwrap_or_else(|err| panic!("a Job with a dev-db sidecar, as {user}: {err}"));
+    assert!(!said.contains("PodSecurity"), "{said}");
     sidecar["spec"]["template"]["spec"]["initContainers"][0]["image"] = json!("mysql:8.0.36");
     create_job(&cluster, Some(&user), &target.name, &sidecar)
         .unwrap_or_else(|err| panic!("a dev-db sidecar of another tag, as {user}: {err}"));
