@@ -715,3 +715,174 @@ fn the_go_operators_values_render() {
     }
     named(&docs, "ClusterRole", None, &format!("{name}-edit"));
 }
+
+/// The chart's ValidatingAdmissionPolicies and their bindings, in `docs`.
+fn admission_policies(docs: &[Value]) -> Vec<Value> {
+    docs.iter()
+        .filter(|doc| {
+            doc["kind"] == "ValidatingAdmissionPolicy"
+                || doc["kind"] == "ValidatingAdmissionPolicyBinding"
+        })
+        .cloned()
+        .collect()
+}
+
+/// The value of a policy's variable `name`: the CEL the chart rendered.
+fn policy_variable<'a>(policy: &'a Value, name: &str) -> &'a str {
+    policy["spec"]["variables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|var| var["name"] == name)
+        .and_then(|var| var["expression"].as_str())
+        .unwrap_or_else(|| panic!("no variable {name} in {policy:#}"))
+}
+
+#[test]
+fn admission_policies_are_on_by_default_and_named_after_the_release() {
+    let docs = render("{}");
+    let names: BTreeSet<(String, String)> = admission_policies(&docs)
+        .iter()
+        .map(|doc| {
+            (
+                doc["kind"].as_str().unwrap().to_string(),
+                doc["metadata"]["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [
+        "atlas-operator-inline-credentials",
+        "atlas-operator-job-shape",
+    ]
+    .into_iter()
+    .flat_map(|name| {
+        [
+            ("ValidatingAdmissionPolicy".to_string(), name.to_string()),
+            (
+                "ValidatingAdmissionPolicyBinding".to_string(),
+                name.to_string(),
+            ),
+        ]
+    })
+    .collect();
+    assert_eq!(names, expected);
+    let binding = |name: &str| named(&docs, "ValidatingAdmissionPolicyBinding", None, name);
+    let warn = binding("atlas-operator-inline-credentials");
+    assert_eq!(warn["spec"]["validationActions"], json!(["Warn"]));
+    assert_eq!(
+        warn["spec"]["policyName"],
+        "atlas-operator-inline-credentials"
+    );
+    let deny = binding("atlas-operator-job-shape");
+    assert_eq!(deny["spec"]["validationActions"], json!(["Deny"]));
+    assert_eq!(deny["spec"]["policyName"], "atlas-operator-job-shape");
+    // A warning never blocks; the Job shape fails closed, for the operator only.
+    let policy = |name: &str| named(&docs, "ValidatingAdmissionPolicy", None, name);
+    assert_eq!(
+        policy("atlas-operator-inline-credentials")["spec"]["failurePolicy"],
+        "Ignore"
+    );
+    let shape = policy("atlas-operator-job-shape");
+    assert_eq!(shape["spec"]["failurePolicy"], "Fail");
+    assert_eq!(
+        shape["spec"]["matchConditions"],
+        json!([{"name": "the-operators-service-account",
+                "expression": "request.userInfo.username == \
+                               \"system:serviceaccount:atlas-operator-system:atlas-operator\""}])
+    );
+    // Its parameters are what the operator is told to render.
+    assert_eq!(
+        policy_variable(shape, "runnerImage"),
+        serde_json::to_string(&env_value(&docs, "RUNNER_IMAGE").unwrap()).unwrap()
+    );
+    assert_eq!(
+        policy_variable(shape, "devImages"),
+        r#"["mariadb","mysql","postgres"]"#
+    );
+    assert_eq!(policy_variable(shape, "serviceAccount"), r#""default""#);
+    assert_eq!(policy_variable(shape, "pullSecrets"), "[]");
+}
+
+#[test]
+fn admission_policies_follow_the_values() {
+    let values = "watchNamespaces: [tenant-a, tenant-b]\n\
+                  serviceAccount: {name: atlas-sa}\n\
+                  runner: {image: {repository: reg.example:5000/runner, tag: v9},\n\
+                  \x20        imagePullSecrets: [{name: reg-a}, {name: reg-b}]}\n\
+                  jobs: {serviceAccountName: migrator}\n\
+                  devDatabase: {images: {postgres: 'reg.example:5000/postgres:15@sha256:abc',\n\
+                  \x20             mysql: 'mysql:8.0', mariadb: 'mariadb'}}\n\
+                  admissionPolicies: {jobShape: {extraDevDatabaseImages: [postgis/postgis]}}\n";
+    let docs = render(values);
+    insta::assert_yaml_snapshot!("admission_policies", admission_policies(&docs));
+    let shape = named(
+        &docs,
+        "ValidatingAdmissionPolicy",
+        None,
+        "atlas-operator-job-shape",
+    );
+    assert_eq!(
+        policy_variable(shape, "runnerImage"),
+        r#""reg.example:5000/runner:v9""#
+    );
+    assert_eq!(
+        policy_variable(shape, "devImages"),
+        r#"["mariadb","mysql","postgis/postgis","reg.example:5000/postgres"]"#
+    );
+    assert_eq!(policy_variable(shape, "serviceAccount"), r#""migrator""#);
+    assert_eq!(
+        policy_variable(shape, "pullSecrets"),
+        r#"["reg-a","reg-b"]"#
+    );
+    assert!(
+        shape["spec"]["matchConditions"][0]["expression"]
+            .as_str()
+            .unwrap()
+            .ends_with("\"system:serviceaccount:atlas-operator-system:atlas-sa\"")
+    );
+    // A namespaced release warns in its own namespaces only.
+    let warn = named(
+        &docs,
+        "ValidatingAdmissionPolicyBinding",
+        None,
+        "atlas-operator-inline-credentials",
+    );
+    assert_eq!(
+        warn["spec"]["matchResources"]["namespaceSelector"],
+        json!({"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "In",
+                                      "values": ["tenant-a", "tenant-b"]}]})
+    );
+}
+
+#[test]
+fn admission_policies_can_be_switched_off() {
+    let off = |policy: &str| {
+        render(&format!(
+            "admissionPolicies: {{{policy}: {{enabled: false}}}}"
+        ))
+    };
+    let names = |docs: &[Value]| -> BTreeSet<String> {
+        admission_policies(docs)
+            .iter()
+            .map(|doc| doc["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names(&off("inlineCredentialWarning")),
+        BTreeSet::from(["atlas-operator-job-shape".to_string()])
+    );
+    assert_eq!(
+        names(&off("jobShape")),
+        BTreeSet::from(["atlas-operator-inline-credentials".to_string()])
+    );
+    let none = render(
+        "admissionPolicies: {inlineCredentialWarning: {enabled: false}, \
+         jobShape: {enabled: false}}",
+    );
+    assert!(admission_policies(&none).is_empty());
+    // Only the policies go: everything else renders as before.
+    let all = render("{}");
+    assert_eq!(none.len(), all.len() - 4);
+    let err = try_render("admissionPolicies: {jobShape: {enable: false}}").unwrap_err();
+    assert!(err.contains("'enable'"), "{err}");
+}

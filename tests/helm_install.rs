@@ -4,7 +4,10 @@
 //! token, turns Available by its probes, and the seed AtlasMigration then reaches Ready through
 //! it. Cluster-wide, `helm upgrade` rolls a changed value out and `helm uninstall` removes the
 //! release but not the CRDs; namespace-scoped, the release makes Roles only and leaves a resource
-//! in an unlisted namespace alone. In neither mode may the operator read a Secret.
+//! in an unlisted namespace alone. In neither mode may the operator read a Secret. The chart's
+//! admission policies (on by default, so every release here runs with them): `kubectl apply` of
+//! a password in plain text warns without showing it, and the operator's service account may
+//! create only Jobs of the shape the operator renders, while the admin may create any.
 
 mod support;
 
@@ -13,6 +16,10 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use atlas_operator::api::AtlasSchema;
+use atlas_operator::reconcile::build::{self, JobSettings, Owner};
+use atlas_operator::reconcile::dereference::ConfigMaps;
+use contract::Kind;
 use devcluster::cluster::{Cluster, TestNamespace};
 use devcluster::db::{Engine, TestDatabase};
 use devcluster::operator;
@@ -22,7 +29,7 @@ use support::e2e::{
     SEED_MIGRATION, apply_json, cluster, condition, eventually, get, hashed, is_ready, kubectl,
     migration_dir, ready, secret, seed_files, seed_migration,
 };
-use support::repo_path;
+use support::{repo_path, yaml_documents};
 
 /// Any image repository ending in `atlas-operator` runs the built operator on the kubelet.
 const IMAGE_REPOSITORY: &str = "ghcr.io/atlas-operator/atlas-operator";
@@ -596,6 +603,12 @@ fn a_cluster_wide_release_applies_the_seed_upgrades_and_uninstalls() {
         &format!("clusterrole/{fullname}"),
         &format!("clusterrolebinding/{fullname}"),
     ]));
+    for policy in ["inline-credentials", "job-shape"] {
+        left.extend(names(&[
+            &format!("validatingadmissionpolicy/{fullname}-{policy}"),
+            &format!("validatingadmissionpolicybinding/{fullname}-{policy}"),
+        ]));
+    }
     assert!(left.is_empty(), "left after helm uninstall: {left:?}");
     eventually(
         "the operator's pod to be gone",
@@ -708,4 +721,320 @@ fn a_namespaced_release_sees_only_its_namespaces() {
     for namespace in [&a.name, &b.name, &release.namespace] {
         assert_eq!(rbac(namespace), BTreeSet::new(), "left in {namespace}");
     }
+}
+
+/// A Job `as_user` (impersonated by the admin; `None`: the admin) creates in `namespace`,
+/// server-side dry run: every admission check runs, no pod starts. Ok or Err holds kubectl's
+/// output.
+fn create_job(
+    cluster: &Cluster,
+    as_user: Option<&str>,
+    namespace: &str,
+    job: &Value,
+) -> Result<String, String> {
+    static FILES: AtomicU64 = AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "job-{}-{}.json",
+        std::process::id(),
+        FILES.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::write(&path, job.to_string()).unwrap();
+    let mut command = cluster.kubectl();
+    command.args(["-n", namespace, "create", "--dry-run=server", "-f"]);
+    command.arg(&path);
+    if let Some(user) = as_user {
+        command.args(["--as", user]);
+    }
+    let result = devcluster::cmd::output(&mut command, Duration::from_secs(30))
+        .map_err(|err| err.to_string());
+    let _ = std::fs::remove_file(path);
+    result
+}
+
+/// The operator's Job as a manifest to create again: a new name, without what the API server
+/// and the job controller added (the selector and its labels, the owner, the status).
+fn resubmittable(job: &Value) -> Value {
+    let mut job = job.clone();
+    let name = format!("{}-again", job["metadata"]["name"].as_str().unwrap());
+    job["metadata"] = json!({"name": name});
+    job.as_object_mut().unwrap().remove("status");
+    let spec = job["spec"].as_object_mut().unwrap();
+    spec.remove("selector");
+    spec.remove("manualSelector");
+    let labels = job["spec"]["template"]["metadata"]["labels"]
+        .as_object_mut()
+        .unwrap();
+    for label in [
+        "controller-uid",
+        "batch.kubernetes.io/controller-uid",
+        "job-name",
+        "batch.kubernetes.io/job-name",
+    ] {
+        labels.remove(label);
+    }
+    job
+}
+
+#[test]
+fn the_admission_policies_warn_of_inline_passwords_and_hold_the_operator_to_its_jobs() {
+    let cluster = cluster();
+    operator::install(&cluster).unwrap_or_else(|err| panic!("installing the CRDs: {err}"));
+    let target = cluster.namespace("helm-vap-target").unwrap();
+    let release_ns = cluster.namespace("helm-vap").unwrap();
+    let db = TestDatabase::create(Engine::Postgres, "helm_vap").unwrap();
+    let mut release = Release::new(&release_ns);
+    let fullname = release.fullname();
+    let user = release.service_account();
+    // Only labelled resources are reconciled: the ones with inline passwords are only applied.
+    let selector = format!("{SELECTOR_LABEL}={}", release.name);
+    let selected = json!({SELECTOR_LABEL: release.name});
+    release.install(&values(
+        free_port(),
+        json!({"watchNamespaces": [target.name], "labelSelector": [selector]}),
+    ));
+    release.check_running();
+    assert_eq!(
+        names(&[
+            "validatingadmissionpolicies,validatingadmissionpolicybindings",
+            "-l",
+            &release.instance_label()
+        ]),
+        ["inline-credentials", "job-shape"]
+            .into_iter()
+            .flat_map(|policy| {
+                [
+                    format!(
+                        "validatingadmissionpolicy.admissionregistration.k8s.io/{fullname}-{policy}"
+                    ),
+                    format!(
+                        "validatingadmissionpolicybinding.admissionregistration.k8s.io/{fullname}-{policy}"
+                    ),
+                ]
+            })
+            .collect::<BTreeSet<_>>()
+    );
+
+    // (1) A password in the resource is applied, with a warning that names the way out and not
+    // the password.
+    let warning = format!(
+        "Warning: Validation failed for ValidatingAdmissionPolicy '{fullname}-inline-credentials'"
+    );
+    let mut inline = migration("inline-url", json!({}));
+    inline["spec"] = json!({"url": "postgres://u:s3cret@db:5432/x",
+                            "dir": {"configMapRef": {"name": "migrationdir"}}});
+    let said = cluster
+        .apply(Some(&target.name), &inline.to_string())
+        .unwrap_or_else(|err| panic!("applying {inline}: {err}"));
+    assert!(said.contains(&warning), "{said}");
+    assert!(said.contains("spec.urlFrom"), "{said}");
+    assert!(
+        !said.contains("s3cret"),
+        "the warning shows the password: {said}"
+    );
+    assert!(get(&target, "atlasmigration/inline-url").is_some());
+    let credentials = json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+        "metadata": {"name": "inline-password"},
+        "spec": {"credentials": {"scheme": "postgres", "host": "db", "user": "u",
+                                 "password": "hunter2", "database": "x"},
+                 "schema": {"sql": "create table t (id int);"}}});
+    let said = cluster
+        .apply(Some(&target.name), &credentials.to_string())
+        .unwrap_or_else(|err| panic!("applying {credentials}: {err}"));
+    assert!(
+        said.contains(&warning) && said.contains("spec.credentials.passwordFrom"),
+        "{said}"
+    );
+    assert!(
+        !said.contains("hunter2"),
+        "the warning shows the password: {said}"
+    );
+
+    // With urlFrom, no warning; and the operator's own Job passes the Job-shape policy: the
+    // seed reaches Ready through it. Its pod is admitted by the Pod Security Standards'
+    // `restricted` level too (enforced on pods; `warn` also checks the Jobs' templates).
+    kubectl(&[
+        "label",
+        "namespace",
+        &target.name,
+        "pod-security.kubernetes.io/enforce=restricted",
+        "pod-security.kubernetes.io/warn=restricted",
+    ])
+    .unwrap();
+    seed_inputs(&target, &db);
+    let said = cluster
+        .apply(
+            Some(&target.name),
+            &migration("atlasmigration-sample", selected).to_string(),
+        )
+        .unwrap();
+    assert!(!said.contains("Warning"), "{said}");
+    wait_ready(&target, "atlasmigration-sample", &release, SEED_VERSION);
+    assert!(users_table_exists(&db));
+    release.checked_requests(&target.name);
+
+    // (2) The Job the operator made, created again as its service account, is allowed.
+    let jobs: Value = serde_json::from_str(
+        &kubectl(&[
+            "-n",
+            &target.name,
+            "get",
+            "jobs",
+            "-l",
+            "db.atlasgo.io/name=atlasmigration-sample",
+            "-o",
+            "json",
+        ])
+        .unwrap(),
+    )
+    .unwrap();
+    let job = resubmittable(&jobs["items"][0]);
+    let said = create_job(&cluster, Some(&user), &target.name, &job)
+        .unwrap_or_else(|err| panic!("the operator's own Job, as {user}: {err}\n{job:#}"));
+    assert!(!said.contains("PodSecurity"), "{said}");
+    let denied = format!(
+        "ValidatingAdmissionPolicy '{fullname}-job-shape' with binding '{fullname}-job-shape' \
+         denied request"
+    );
+
+    // A Job with a dev database sidecar, as the operator renders it (with the chart's default
+    // settings) for an AtlasSchema whose driver is known: allowed, with any tag of the
+    // configured image's repository too (spec.devDB may pick the server's version), but not
+    // with an image of another repository.
+    let mut schema: AtlasSchema = serde_json::from_value(
+        yaml_documents(&repo_path("examples/mysql-schema/schema.yaml"))
+            .into_iter()
+            .find(|doc| doc["kind"] == "AtlasSchema")
+            .unwrap(),
+    )
+    .unwrap();
+    schema.spec.target.url_from = None;
+    schema.spec.target.url = Some("mysql://root:pass@mysql:3306/myapp".into());
+    let plan = support::plan(&schema, &ConfigMaps::new()).unwrap();
+    let owner = Owner {
+        kind: Kind::Schema,
+        namespace: target.name.clone(),
+        name: "atlasschema-mysql".into(),
+        uid: "0b9f6a52-1c1e-4d4e-9a43-5f0c1f7f0001".into(),
+    };
+    let mut sidecar =
+        serde_json::to_value(build::render(&plan, &owner, &JobSettings::default())).unwrap();
+    sidecar["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("ownerReferences");
+    assert_eq!(
+        sidecar["spec"]["template"]["spec"]["initContainers"][0]["name"],
+        "dev-db"
+    );
+    let said = create_job(&cluster, Some(&user), &target.name, &sidecar)
+        .unwrap_or_else(|err| panic!("a Job with a dev-db sidecar, as {user}: {err}"));
+    assert!(!said.contains("PodSecurity"), "{said}");
+    sidecar["spec"]["template"]["spec"]["initContainers"][0]["image"] = json!("mysql:8.0.36");
+    create_job(&cluster, Some(&user), &target.name, &sidecar)
+        .unwrap_or_else(|err| panic!("a dev-db sidecar of another tag, as {user}: {err}"));
+    sidecar["spec"]["template"]["spec"]["initContainers"][0]["image"] =
+        json!("example.com/mysql:8.4");
+    let err = create_job(&cluster, Some(&user), &target.name, &sidecar).unwrap_err();
+    assert!(
+        err.contains(&denied)
+            && err.contains("an image of mariadb, mysql, postgres")
+            && err.contains("admissionPolicies.jobShape.extraDevDatabaseImages"),
+        "{err}"
+    );
+
+    // Any other shape is refused for the operator, with the policy's message, and allowed for
+    // the admin: the policy binds nobody else.
+    type Change = fn(&mut Value);
+    let cases: [(&str, Change, &str); 9] = [
+        (
+            "a hostPath volume",
+            |pod| {
+                pod["volumes"]
+                    .as_array_mut()
+                    .unwrap()
+                    .push(json!({"name": "host", "hostPath": {"path": "/"}}))
+            },
+            "no secret, projected, hostPath or other volume",
+        ),
+        (
+            "a secret volume",
+            |pod| {
+                pod["volumes"].as_array_mut().unwrap().push(
+                    json!({"name": "creds", "secret": {"secretName": "postgres-credentials"}}),
+                )
+            },
+            "no secret, projected, hostPath or other volume",
+        ),
+        (
+            "hostNetwork",
+            |pod| pod["hostNetwork"] = json!(true),
+            "no host network, PID or IPC namespace",
+        ),
+        (
+            "another image",
+            |pod| pod["containers"][0]["image"] = json!("busybox:1"),
+            "one container, runner, with the image ghcr.io/atlas-operator/runner:",
+        ),
+        (
+            "envFrom a Secret",
+            |pod| {
+                pod["containers"][0]["envFrom"] =
+                    json!([{"secretRef": {"name": "postgres-credentials"}}])
+            },
+            "no envFrom",
+        ),
+        (
+            "another command",
+            |pod| pod["containers"][0]["command"] = json!(["/bin/sh"]),
+            "(no command)",
+        ),
+        (
+            "privilege escalation",
+            |pod| pod["containers"][0]["securityContext"]["allowPrivilegeEscalation"] = json!(true),
+            "no privilege escalation",
+        ),
+        (
+            "an added capability",
+            |pod| {
+                pod["containers"][0]["securityContext"]["capabilities"]["add"] =
+                    json!(["NET_ADMIN"])
+            },
+            "no added capabilities",
+        ),
+        (
+            "the service account's token",
+            |pod| pod["automountServiceAccountToken"] = json!(true),
+            "without its token",
+        ),
+    ];
+    for (what, change, message) in cases {
+        let mut bad = job.clone();
+        change(&mut bad["spec"]["template"]["spec"]);
+        let err = create_job(&cluster, Some(&user), &target.name, &bad)
+            .err()
+            .unwrap_or_else(|| panic!("a Job with {what} was allowed for {user}"));
+        assert!(
+            err.contains("(Forbidden)") && err.contains(&denied) && err.contains(message),
+            "a Job with {what}, as {user}: {err}"
+        );
+        create_job(&cluster, None, &target.name, &bad)
+            .unwrap_or_else(|err| panic!("a Job with {what}, as the admin: {err}"));
+    }
+    // A privileged container is refused by this API server itself (--allow-privileged is
+    // false), for everyone; for the operator it would be refused by the policy too.
+    let mut privileged = job.clone();
+    privileged["spec"]["template"]["spec"]["containers"][0]["securityContext"]["privileged"] =
+        json!(true);
+    let err = create_job(&cluster, Some(&user), &target.name, &privileged).unwrap_err();
+    assert!(err.contains("privileged"), "{err}");
+
+    release.uninstall();
+    assert_eq!(
+        names(&[
+            "validatingadmissionpolicies,validatingadmissionpolicybindings",
+            "-l",
+            &release.instance_label()
+        ]),
+        BTreeSet::new()
+    );
 }
