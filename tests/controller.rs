@@ -249,6 +249,14 @@ fn a_missing_secret_is_reported_within_seconds_and_the_secret_unblocks_it() {
     );
     let message = ready(&waiting).unwrap()["message"].as_str().unwrap();
     assert!(message.contains("postgres-credentials"), "{message}");
+    // kstatus reads it as in progress (Reconciling=True), not as done.
+    let reconciling = waiting["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Reconciling")
+        .unwrap();
+    assert_eq!(reconciling["status"], "True", "{waiting}");
     assert!(
         started.elapsed() < Duration::from_secs(45),
         "took {:?}",

@@ -222,12 +222,14 @@ pub fn compute(
                 generation,
                 &now,
             );
+            // Waiting for an object (a Secret, a ConfigMap) that may appear: still at work, as
+            // kstatus must read it (Reconciling=False and Stalled=False would read as done).
             set(
                 conditions,
                 RECONCILING,
-                false,
+                !*stalled,
                 reason.as_str(),
-                "",
+                if *stalled { "" } else { message },
                 generation,
                 &now,
             );
@@ -334,10 +336,105 @@ pub fn argo_health(kind: contract::Kind, conditions: &[Condition]) -> ArgoHealth
     }
 }
 
+/// How kstatus (Helm 4's `--wait`, Flux, kpt; sigs.k8s.io/cli-utils `pkg/kstatus`) reads a custom
+/// resource, restated for the tests: an older `observedGeneration` or `Reconciling=True` is in
+/// progress, `Stalled=True` failed, anything else current (kstatus does not read `Ready`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KStatus {
+    InProgress,
+    Failed,
+    Current,
+}
+
+pub fn kstatus(generation: Option<i64>, status: &CommonStatus) -> KStatus {
+    let is_true = |type_: &str| {
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == type_ && c.status == "True")
+    };
+    let outdated = generation.is_some() && status.observed_generation < generation;
+    if outdated || is_true(RECONCILING) {
+        KStatus::InProgress
+    } else if is_true(STALLED) {
+        KStatus::Failed
+    } else {
+        KStatus::Current
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use contract::Kind;
+
+    /// Every observation as kstatus and ArgoCD read it: at work or retrying is in progress for
+    /// kstatus (ArgoCD: Progressing while the Job runs, Degraded with the message once a failure
+    /// is known), a definitive failure is failed (Degraded), applied is current (Healthy).
+    #[test]
+    fn kstatus_and_argocd_read_every_observation_right() {
+        let cases = [
+            (
+                Observation::InProgress {
+                    detail: "Job j is applying the change".into(),
+                },
+                KStatus::InProgress,
+                ArgoHealth::Progressing,
+            ),
+            (
+                Observation::Retrying {
+                    reason: Reason::Migrating,
+                    message: "cannot reach the database at db:5432: connection refused".into(),
+                    detail: "Job j: attempt 1 failed".into(),
+                },
+                KStatus::InProgress,
+                ArgoHealth::Degraded,
+            ),
+            (
+                Observation::Failed {
+                    reason: Reason::ReadingMigrationData,
+                    message: "the Job's pod cannot start: secret \"db\" not found".into(),
+                    stalled: false,
+                },
+                KStatus::InProgress,
+                ArgoHealth::Degraded,
+            ),
+            (
+                Observation::Failed {
+                    reason: Reason::Migrating,
+                    message: "migration file 2.sql failed".into(),
+                    stalled: true,
+                },
+                KStatus::Failed,
+                ArgoHealth::Degraded,
+            ),
+            (
+                Observation::Applied {
+                    hash: "h".into(),
+                    message: "migrated".into(),
+                    applied_at: 1,
+                    version: None,
+                },
+                KStatus::Current,
+                ArgoHealth::Healthy,
+            ),
+        ];
+        for (observation, kstatus_reads, argo_reads) in cases {
+            let computed = compute(&CommonStatus::default(), Some(2), &observation, None, at(1));
+            assert_eq!(
+                kstatus(Some(2), &computed),
+                kstatus_reads,
+                "{observation:?}"
+            );
+            assert_eq!(
+                argo_health(Kind::Migration, &computed.conditions),
+                argo_reads,
+                "{observation:?}"
+            );
+            // A status of an older generation is in progress, whatever it says.
+            assert_eq!(kstatus(Some(3), &computed), KStatus::InProgress);
+        }
+    }
 
     fn at(seconds: i64) -> Time {
         Time(jiff::Timestamp::from_second(seconds).unwrap())
