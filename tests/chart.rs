@@ -478,6 +478,21 @@ fn the_operator_pod_is_restricted() {
     assert_restricted(pod, &[operator_container(&docs)]);
 }
 
+/// The Go chart's `revisionHistoryLimit` (upstream values files set it) reaches the Deployment.
+#[test]
+fn the_go_charts_revision_history_limit_is_honoured() {
+    let deployment = |values: &str| one(&render(values), "Deployment").clone();
+    assert_eq!(deployment("{}")["spec"]["revisionHistoryLimit"], 10);
+    assert_eq!(
+        deployment("revisionHistoryLimit: 3")["spec"]["revisionHistoryLimit"],
+        3
+    );
+    let upstream =
+        std::fs::read_to_string(repo_path("tests/fixtures/upstream-chart/values.yaml")).unwrap();
+    let docs = render(&format!("{upstream}\nrevisionHistoryLimit: 2\n"));
+    assert_eq!(one(&docs, "Deployment")["spec"]["revisionHistoryLimit"], 2);
+}
+
 #[test]
 fn probes_and_metrics_use_the_operators_address() {
     let docs = render("metrics: {port: 9090, service: {port: 9100}}");

@@ -156,6 +156,15 @@ pub struct DevDatabaseSpec {
     /// `metadata` is added to the Job's pod; the rest has no effect.
     #[serde(rename = "devDB", default, skip_serializing_if = "Option::is_none")]
     pub dev_db: Option<DevDb>,
+    /// The Go operator's (v0.8) per-resource switch to keep its dev database running between
+    /// applies. Accepted so its manifests apply unchanged; here each Job brings a throwaway dev
+    /// database of its own, so there is nothing to keep warm and it has no effect.
+    #[serde(
+        rename = "prewarmDevDB",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub prewarm_dev_db: Option<bool>,
 }
 
 /// The dev database's pod, as the Go operator accepts it.
