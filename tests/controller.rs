@@ -231,6 +231,30 @@ fn an_unresolvable_host_is_reported_at_once_and_retries_recover() {
     assert_eq!(done["status"]["failed"], 0, "{done}");
 }
 
+/// A policy this operator cannot apply but can go on without (Atlas Cloud's drift check) is said
+/// in the Ready message and a Warning event, never silently dropped.
+#[test]
+fn a_drift_policy_it_cannot_run_is_said_not_ignored() {
+    let (ns, _db) = namespace_with_database("ctl-drift");
+    migration_dir(&ns, seed_files());
+    let operator = start_operator(&ns.name);
+    let mut migration = seed_migration();
+    migration["spec"]["policy"] = json!({"drift": {"onError": "FAIL"}});
+    apply_json(&ns.name, &migration);
+    let done = wait_ready(&ns, SEED_MIGRATION, &operator);
+    let message = ready(&done).unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("migrated to version")
+            && message.contains("policy.drift was not applied"),
+        "{message}"
+    );
+    let events = kubectl(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "json"]).unwrap();
+    assert!(
+        events.contains("\"reason\": \"PolicyNotApplied\""),
+        "{events}"
+    );
+}
+
 #[test]
 fn a_missing_secret_is_reported_within_seconds_and_the_secret_unblocks_it() {
     let ns = cluster().namespace("ctl-secret").unwrap();

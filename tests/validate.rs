@@ -215,6 +215,40 @@ fn cloud_sources_this_build_cannot_reach_are_refused_plainly() {
     assert!(err.message.contains("Atlas Cloud"), "{}", err.message);
 }
 
+/// What this operator cannot do is never silently ignored: a review asked for refuses the apply
+/// (no change may run unreviewed), a drift check it cannot run is said and the apply goes on.
+#[test]
+fn cloud_policies_are_refused_or_said_never_ignored() {
+    let mut mysql: AtlasSchema = serde_json::from_value(example(
+        "examples/mysql-schema/schema.yaml",
+        "AtlasSchema",
+        |_| true,
+    ))
+    .unwrap();
+    mysql.spec.policy =
+        Some(serde_json::from_value(json!({"lint": {"review": "ALWAYS"}})).unwrap());
+    let err = support::plan(&mysql, &ConfigMaps::new()).unwrap_err();
+    assert_eq!(err.message, validate::schema::LINT_REVIEW_REFUSED);
+    assert!(!err.waits_for_object);
+
+    let plan = support::plan(&seed_migration(), &seed_configmap()).unwrap();
+    assert!(plan.notices.is_empty());
+    let mut drift = seed_migration();
+    drift.spec.policy =
+        Some(serde_json::from_value(json!({"drift": {"onError": "FAIL"}})).unwrap());
+    let plan = support::plan(&drift, &seed_configmap()).unwrap();
+    assert_eq!(plan.notices, [validate::migration::DRIFT_NOT_CHECKED]);
+    drift.spec.cloud = Some(serde_json::from_value(json!({"project": "p"})).unwrap());
+    let plan = support::plan(&drift, &seed_configmap()).unwrap();
+    assert_eq!(
+        plan.notices,
+        [
+            validate::migration::DRIFT_NOT_CHECKED,
+            validate::CLOUD_NOT_USED
+        ]
+    );
+}
+
 #[test]
 fn seed_schemas_plan_their_policies() {
     let mysql: AtlasSchema = serde_json::from_value(example(

@@ -78,6 +78,17 @@ pub(super) async fn apply<K: AtlasResource>(
                 &format!("Created Job {job_name} to apply hash {}", plan.short_hash()),
             )
             .await;
+            // Once per hash: what the spec asks for that this Job will not do.
+            for notice in &plan.notices {
+                publish(
+                    ctx,
+                    resource,
+                    EventType::Warning,
+                    "PolicyNotApplied",
+                    notice,
+                )
+                .await;
+            }
             Arc::new(created)
         }
     };

@@ -185,13 +185,20 @@ async fn reconcile_resource<K: AtlasResource>(
     };
 
     let job_name = job.name_any();
-    let observation = observe::observe(
+    let mut observation = observe::observe(
         K::KIND,
         &plan.hash,
         &job,
         &ctx.cache.pods_of(&namespace, &job_name),
         jiff::Timestamp::now().as_second(),
     );
+    // What the spec asked for and did not get is part of what the apply did.
+    if let Observation::Applied { message, .. } = &mut observation {
+        for notice in &plan.notices {
+            message.push_str("; ");
+            message.push_str(notice);
+        }
+    }
     let desired = Some(plan.short_hash());
     let attempts = job.status.as_ref().map(|s| s.failed.unwrap_or(0));
     update_status::write_status(

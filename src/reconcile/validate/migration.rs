@@ -8,6 +8,10 @@ use super::{Common, DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanErr
 use crate::api::AtlasMigration;
 use crate::reconcile::dereference::Dereferenced;
 
+/// Said of a resource that asks for Atlas Cloud's pre-apply drift check.
+pub const DRIFT_NOT_CHECKED: &str = "policy.drift was not applied: this operator has no \
+     pre-apply drift check (Atlas Cloud's), so the migration ran without one";
+
 /// The plan of an AtlasMigration.
 pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan, PlanError> {
     let configmaps = &found.configmaps;
@@ -113,5 +117,16 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         backoff_limit: super::job_backoff_limit(spec.backoff_limit),
         dev: DevNeed::None,
         dev_override: DevOverride::default(),
+        notices: [
+            spec.policy
+                .as_ref()
+                .and_then(|policy| policy.drift.as_ref())
+                .map(|_| DRIFT_NOT_CHECKED),
+            spec.cloud.as_ref().map(|_| super::CLOUD_NOT_USED),
+        ]
+        .into_iter()
+        .flatten()
+        .map(str::to_string)
+        .collect(),
     })
 }

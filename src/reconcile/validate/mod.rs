@@ -9,9 +9,9 @@
 //! `devURL`) go into the operator-made inputs ConfigMap and reach the pod from there, so they stay
 //! out of the Job's spec; `urlFrom`/`passwordFrom` keep them out of both.
 
-mod migration;
+pub mod migration;
 mod project;
-mod schema;
+pub mod schema;
 mod target;
 
 use std::collections::BTreeMap;
@@ -47,6 +47,10 @@ pub(crate) const KEY_CONFIG: &str = "atlas-operator.config.hcl";
 pub const ENV_CUSTOM_CONFIG: &str = "ATLAS_CUSTOM_CONFIG";
 /// `spec.vars` values read from Secrets and ConfigMaps: `ATLAS_VAR_<index>`.
 pub const ENV_VAR_PREFIX: &str = "ATLAS_VAR_";
+
+/// Said of a resource with `spec.cloud`: nothing here reaches Atlas Cloud.
+pub const CLOUD_NOT_USED: &str = "spec.cloud was not used: this operator's Jobs do not reach \
+     Atlas Cloud (no token is passed to them), so nothing was reported there";
 
 /// Stands for the inputs ConfigMap's name in a [`Plan`]; the build step puts the real name in.
 pub const INLINE_PLACEHOLDER: &str = "$(inputs)";
@@ -137,6 +141,9 @@ pub struct Plan {
     pub dev: DevNeed,
     /// What `spec.devDB` changes about that sidecar.
     pub dev_override: DevOverride,
+    /// What the spec asks for that this operator cannot do, while the apply can go on without
+    /// it: never silently ignored, each is said in the status and a Warning event.
+    pub notices: Vec<String>,
 }
 
 /// The parts of `spec.devDB` (the Go operator's dev database pod) that apply to a dev database

@@ -11,6 +11,11 @@ use crate::api::common::DevDb;
 use crate::api::{AtlasSchema, AtlasSchemaSpec};
 use crate::reconcile::dereference::Dereferenced;
 
+/// The refusal of `policy.lint.review`: Atlas Cloud's review flow, which this operator lacks.
+pub const LINT_REVIEW_REFUSED: &str = "policy.lint.review asks for Atlas Cloud's review of \
+     each change, which this operator cannot do; nothing was applied. Remove policy.lint.review \
+     to apply without a review (policy.lint.destructive still guards against data loss)";
+
 /// The plan of an AtlasSchema.
 pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, PlanError> {
     let configmaps = &found.configmaps;
@@ -106,6 +111,13 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         }
     };
     let policy = spec.policy.as_ref();
+    // A review asked for is a promise that no change runs unreviewed: never applied without one.
+    if policy
+        .and_then(|p| p.lint.as_ref())
+        .is_some_and(|lint| lint.review.is_some())
+    {
+        return Err(PlanError::spec(reason, LINT_REVIEW_REFUSED));
+    }
     let diff = policy.and_then(|p| p.diff.as_ref());
     let skip = diff
         .and_then(|d| d.skip.as_ref())
@@ -183,6 +195,12 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         backoff_limit: super::job_backoff_limit(spec.backoff_limit),
         dev,
         dev_override,
+        notices: spec
+            .cloud
+            .as_ref()
+            .map(|_| super::CLOUD_NOT_USED.to_string())
+            .into_iter()
+            .collect(),
     })
 }
 
