@@ -113,13 +113,7 @@ fn broken_sql_fails_with_an_event_and_a_fix_recovers() {
         message.contains("1_users.sql") && message.contains("tabel"),
         "{message}"
     );
-    let stalled = failed["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Stalled")
-        .unwrap();
-    assert_eq!(stalled["status"], "True");
+    assert_eq!(condition(&failed, "Stalled").unwrap()["status"], "True");
     let events = kubectl(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "json"]).unwrap();
     assert!(events.contains("\"reason\": \"Migrating\""), "{events}");
 
@@ -198,17 +192,16 @@ fn an_unresolvable_host_is_reported_at_once_and_retries_recover() {
         "{message}"
     );
     assert!(!message.contains("secret"), "{message}");
-    let condition = |type_: &str| {
-        failing["status"]["conditions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["type"] == type_)
-            .cloned()
-            .unwrap()
-    };
-    assert_eq!(condition("Reconciling")["status"], "True", "{failing}");
-    assert_eq!(condition("Stalled")["status"], "False", "{failing}");
+    assert_eq!(
+        condition(&failing, "Reconciling").unwrap()["status"],
+        "True",
+        "{failing}"
+    );
+    assert_eq!(
+        condition(&failing, "Stalled").unwrap()["status"],
+        "False",
+        "{failing}"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let events =
@@ -255,6 +248,46 @@ fn a_drift_policy_it_cannot_run_is_said_not_ignored() {
     );
 }
 
+/// A Job the API server refuses (here a ResourceQuota allowing no Jobs) is shown at once with the
+/// API server's message, in progress for kstatus; once the quota allows it, the Job runs.
+#[test]
+fn a_job_refused_by_a_quota_is_reported_and_runs_once_allowed() {
+    let (ns, _db) = namespace_with_database("ctl-quota");
+    migration_dir(&ns, seed_files());
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "no-jobs"},
+                "spec": {"hard": {"count/jobs.batch": "0"}}}),
+    );
+    // Enforced once the quota controller has counted the namespace.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get(&ns, "resourcequota/no-jobs").is_none_or(|q| q["status"]["hard"].is_null()) {
+        assert!(Instant::now() < deadline, "the quota was never counted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let operator = start_operator(&ns.name);
+    apply_json(&ns.name, &seed_migration());
+    let refused = wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(60),
+        &operator,
+        |m| {
+            ready(m).is_some_and(|r| {
+                r["message"]
+                    .as_str()
+                    .unwrap_or("")
+                    .contains("exceeded quota")
+            })
+        },
+    );
+    assert_eq!(ready(&refused).unwrap()["reason"], "Migrating");
+    kubectl(&["-n", &ns.name, "delete", "resourcequota/no-jobs"]).unwrap();
+    // Looked at again by itself within a minute; a touch wakes it sooner.
+    kubectl(&["-n", &ns.name, "annotate", SEED_MIGRATION, "touched=1"]).unwrap();
+    wait_ready(&ns, SEED_MIGRATION, &operator);
+}
+
 #[test]
 fn a_missing_secret_is_reported_within_seconds_and_the_secret_unblocks_it() {
     let ns = cluster().namespace("ctl-secret").unwrap();
@@ -274,13 +307,11 @@ fn a_missing_secret_is_reported_within_seconds_and_the_secret_unblocks_it() {
     let message = ready(&waiting).unwrap()["message"].as_str().unwrap();
     assert!(message.contains("postgres-credentials"), "{message}");
     // kstatus reads it as in progress (Reconciling=True), not as done.
-    let reconciling = waiting["status"]["conditions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["type"] == "Reconciling")
-        .unwrap();
-    assert_eq!(reconciling["status"], "True", "{waiting}");
+    assert_eq!(
+        condition(&waiting, "Reconciling").unwrap()["status"],
+        "True",
+        "{waiting}"
+    );
     assert!(
         started.elapsed() < Duration::from_secs(45),
         "took {:?}",
@@ -1108,22 +1139,22 @@ fn failed_counts_the_attempts_up_to_the_backoff_limit() {
     );
     // Shown at once with its reason while the Job retries; Reconciling=True until it stops.
     assert_eq!(ready(&retrying).unwrap()["reason"], "Migrating");
-    let condition = |m: &Value, type_: &str| {
-        m["status"]["conditions"]
-            .as_array()
-            .and_then(|all| all.iter().find(|c| c["type"] == type_).cloned())
-            .unwrap_or_default()
-    };
-    assert_eq!(condition(&retrying, "Reconciling")["status"], "True");
+    assert_eq!(
+        condition(&retrying, "Reconciling").unwrap()["status"],
+        "True"
+    );
     let failed = wait_for(
         &ns,
         SEED_MIGRATION,
         Duration::from_secs(90),
         &operator,
-        |m| condition(m, "Stalled")["status"] == "True",
+        |m| condition(m, "Stalled").is_some_and(|c| c["status"] == "True"),
     );
     assert_eq!(ready(&failed).unwrap()["reason"], "Migrating");
-    assert_eq!(condition(&failed, "Reconciling")["status"], "False");
+    assert_eq!(
+        condition(&failed, "Reconciling").unwrap()["status"],
+        "False"
+    );
     assert_eq!(failed["status"]["failed"], 2, "{}", failed["status"]);
     assert!(
         ready(&failed).unwrap()["message"]

@@ -23,6 +23,10 @@ pub(super) enum Applied {
     /// The Job exists but the cache has not seen it yet (another reconcile, or a previous
     /// operator, made it): its watch event wakes the resource again.
     NotYetCached,
+    /// The API server refused to create the Job (an admission policy, a quota, Pod Security):
+    /// its message, for the status. Something outside the spec may change (a quota frees up, a
+    /// policy is fixed), so it is looked at again.
+    Refused(String),
 }
 
 pub(super) async fn apply<K: AtlasResource>(
@@ -53,6 +57,12 @@ pub(super) async fn apply<K: AtlasResource>(
                 // The same hash, the same Job: counted and announced where it was made.
                 Err(kube::Error::Api(status)) if status.code == 409 => {
                     return Ok(Applied::NotYetCached);
+                }
+                Err(kube::Error::Api(status)) if matches!(status.code, 403 | 422) => {
+                    return Ok(Applied::Refused(format!(
+                        "the API server refused Job {job_name}: {}",
+                        status.message
+                    )));
                 }
                 Err(err) => return Err(err.into()),
             };
@@ -95,7 +105,18 @@ pub(super) async fn apply<K: AtlasResource>(
     // A Job made suspended for its credentials Secret, here or by a reconcile cut short (the
     // Job controller marks it Suspended; the cache keeps no spec): the Secret, then the release.
     if !plan.credentials.is_empty() && (created_now || is_suspended(&job)) {
-        release(ctx, plan, owner, &job).await?;
+        match release(ctx, plan, owner, &job).await {
+            Ok(()) => {}
+            Err(Error::Kube(kube::Error::Api(status))) if status.code == 403 => {
+                return Ok(Applied::Refused(format!(
+                    "the credentials Secret of Job {job_name} cannot be created: {} (the \
+                     operator needs create on secrets, as the chart's RBAC grants; or use \
+                     urlFrom/passwordFrom)",
+                    status.message
+                )));
+            }
+            Err(err) => return Err(err),
+        }
     }
     let older = ctx.cache.older_jobs(owner, plan.short_hash());
     if created_now || !older.is_empty() {

@@ -182,6 +182,25 @@ async fn reconcile_resource<K: AtlasResource>(
     let job = match apply::apply(ctx, resource, &plan, &owner).await? {
         Applied::Job(job) => job,
         Applied::NotYetCached => return Ok(Action::requeue(Duration::from_secs(1))),
+        Applied::Refused(message) => {
+            let observation = Observation::Failed {
+                reason: K::KIND.failure_reason(),
+                message,
+                stalled: false,
+            };
+            let desired = Some(plan.short_hash());
+            update_status::write_status(
+                resource,
+                ctx,
+                &previous,
+                generation,
+                desired,
+                None,
+                &observation,
+            )
+            .await?;
+            return Ok(Action::requeue(RESYNC_WAITING));
+        }
     };
 
     let job_name = job.name_any();

@@ -205,6 +205,59 @@ async fn a_missing_configmap_is_reported_and_waited_for() {
     );
 }
 
+/// A Job the API server refuses (a quota, an admission policy) is shown in the status with the
+/// API server's message and looked at again, instead of only retried in the operator's log.
+#[tokio::test]
+async fn a_job_the_api_server_refuses_is_reported() {
+    let resource: AtlasMigration = serde_json::from_value(json!({
+        "apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasMigration",
+        "metadata": metadata("app"),
+        "spec": {"urlFrom": {"secretKeyRef": {"name": "db", "key": "url"}},
+                 "dir": {"local": {"1.sql": "create table t (id int);\n",
+                                   "atlas.sum": "h1:x\n1.sql h1:y\n"}}}
+    }))
+    .unwrap();
+    let echo = serde_json::to_value(&resource).unwrap();
+    let (client, log) = api_server(move |request| {
+        if request.is("POST", "/jobs") {
+            let mut refused = status(403, "Forbidden");
+            refused["message"] = json!(
+                "jobs \"x\" is forbidden: exceeded quota: compute, requested: count/jobs.batch=1"
+            );
+            (403, refused)
+        } else {
+            answer(&echo, request)
+        }
+    });
+    let action = reconcile_once(resource, context(client, &[], &[])).await;
+    assert_eq!(action, Action::requeue(RESYNC_WAITING));
+    let log = log.lock().unwrap();
+    let patch = log
+        .iter()
+        .find(|r| r.is("PATCH", "/atlasmigrations/app/status"))
+        .unwrap_or_else(|| panic!("no status write: {log:?}"));
+    let condition = |type_: &str| {
+        patch.body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(condition("Ready")["status"], "False");
+    assert_eq!(condition("Ready")["reason"], "Migrating");
+    assert!(
+        condition("Ready")["message"]
+            .as_str()
+            .unwrap()
+            .contains("exceeded quota"),
+        "{patch:?}"
+    );
+    assert_eq!(condition("Reconciling")["status"], "True");
+    assert!(log.iter().any(|r| r.is("POST", "/events")), "{log:?}");
+}
+
 /// A ConfigMap the watch has seen unchanged since it was read is not read again: only the first
 /// of two reconciles GETs it.
 #[tokio::test]

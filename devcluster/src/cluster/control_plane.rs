@@ -27,8 +27,11 @@ pub const SERVICE_ACCOUNT_ISSUER: &str = "https://kubernetes.default.svc.cluster
 /// `clusterrole-aggregation-controller` fills the `admin`/`edit`/`view` roles, which RBAC tests
 /// bind to; the deployment and replicaset controllers run a Helm chart's Deployment (and make it
 /// `Available` once its pod is Ready), the disruption controller fills a PodDisruptionBudget's
-/// status (without it the Eviction API refuses every eviction the budget covers).
+/// status (without it the Eviction API refuses every eviction the budget covers), the
+/// resource quota controller computes a ResourceQuota's usage (without it quota admission does
+/// not hold a namespace to its quota as a real cluster does).
 pub const CONTROLLERS: &[&str] = &[
+    "resourcequota-controller",
     "job-controller",
     "deployment-controller",
     "replicaset-controller",

@@ -6,6 +6,10 @@ use super::*;
 
 /// The pods' network as the host sees it: the bridge, and the way to the host's listeners.
 pub(in crate::cluster) fn make_network(cluster: &Cluster) -> Result<(), ClusterError> {
+    // First the mark that this cluster has a real node, so a `down` after a crash from here on
+    // cleans up what follows (and only this cluster's `down` does: see `was_here`).
+    let dir = node_dir(cluster);
+    fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
     make_bridge()?;
     reach_host_listeners(cluster)
 }
@@ -173,8 +177,12 @@ fn remove_cni_results(dir: &Path) {
 
 /// Whether the last `up` in `dir` started a real node (so a crash's leftovers need
 /// [`clean_host`]).
+///
+/// Only this cluster's own mark counts, not the bridge: the bridge is global, and another
+/// checkout's cluster may be running its real node on it (a process-node cluster's `down` once
+/// tore down the real node of a CI run beside it).
 pub(in crate::cluster) fn was_here(dir: &Path) -> bool {
-    dir.join("node").exists() || Path::new("/sys/class/net").join(BRIDGE).exists()
+    dir.join("node").exists()
 }
 
 /// Mount points under `dir` (overlay roots, shm, tmpfs volumes, network namespaces), deepest
