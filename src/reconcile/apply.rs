@@ -80,14 +80,8 @@ pub(super) async fn apply<K: AtlasResource>(
                     kind: K::KIND.resource_kind().into(),
                 })
                 .inc();
-            publish(
-                ctx,
-                resource,
-                EventType::Normal,
-                "JobCreated",
-                &format!("Created Job {job_name} to apply hash {}", plan.short_hash()),
-            )
-            .await;
+            // No event for the Job itself: one event per apply outcome (the API write an event
+            // costs is paid per resource); the Reconciling condition and the log name the Job.
             // Once per hash: what the spec asks for that this Job will not do.
             for notice in &plan.notices {
                 publish(
