@@ -150,10 +150,29 @@ fn apply_example(ns: &TestNamespace, file: &str) {
 }
 
 /// The one Job in the namespace and its one pod.
+/// The newest Job once it has finished (Ready comes from the runner's result, so the Job
+/// controller may mark the Job complete a moment later), and its pod.
 fn job_and_pod(ns: &TestNamespace) -> (Value, Value) {
-    let jobs = get(ns, "jobs");
-    let jobs = jobs["items"].as_array().unwrap();
-    let job = jobs.last().expect("a Job").clone();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let job = loop {
+        let jobs = get(ns, "jobs");
+        let job = jobs["items"]
+            .as_array()
+            .unwrap()
+            .last()
+            .expect("a Job")
+            .clone();
+        let finished = job["status"]["conditions"].as_array().is_some_and(|all| {
+            all.iter().any(|c| {
+                (c["type"] == "Complete" || c["type"] == "Failed") && c["status"] == "True"
+            })
+        });
+        if finished {
+            break job;
+        }
+        assert!(Instant::now() < deadline, "the Job never finished: {job}");
+        std::thread::sleep(Duration::from_millis(250));
+    };
     let name = job["metadata"]["name"].as_str().unwrap();
     let pods = get(ns, "pods");
     let pod = pods["items"]

@@ -64,6 +64,11 @@ fn ran_out_of_memory(pod: &Pod) -> bool {
     }) == Some(OOM_KILLED)
 }
 
+fn runner_exit_code(pod: &Pod) -> Option<i32> {
+    let terminated = runner_status(pod)?.state.as_ref()?.terminated.as_ref()?;
+    Some(terminated.exit_code)
+}
+
 fn finished_at(pod: &Pod) -> Option<i64> {
     let terminated = runner_status(pod)?.state.as_ref()?.terminated.as_ref()?;
     terminated.finished_at.as_ref().map(|t| t.0.as_second())
@@ -175,6 +180,20 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
                     stalled: true,
                 }
             }
+        };
+    }
+
+    // The runner's success is final once its container has exited 0 with the result: the Job
+    // controller's Complete comes later (0.7 s on the local cluster) and adds nothing to it.
+    if let Some((result, pod)) = &newest_result
+        && matches!(result.outcome, Outcome::Applied | Outcome::NoOp)
+        && runner_exit_code(pod) == Some(0)
+    {
+        return Observation::Applied {
+            hash: hash.into(),
+            message: result.message.clone(),
+            applied_at: finished_at(pod).unwrap_or(now_unix),
+            version: result.current_version.clone(),
         };
     }
 
@@ -530,6 +549,36 @@ mod tests {
         assert!(detail.contains("attempt 1 failed"), "{detail}");
         assert!(detail.contains("connection refused"), "{detail}");
     }
+    #[test]
+    fn a_runner_that_succeeded_is_applied_before_the_job_controller_says_complete() {
+        let obs = observe(
+            Kind::Migration,
+            "h",
+            &job(json!([]), 0),
+            &[pod(terminated(
+                &result("applied", "Applied", "migrated"),
+                0,
+            ))],
+            0,
+        );
+        assert!(
+            matches!(&obs, Observation::Applied { message, .. } if message == "migrated"),
+            "{obs:?}"
+        );
+        // Not a failure that exited 0, nor a dev database to add.
+        let obs = observe(
+            Kind::Schema,
+            "h",
+            &job(json!([]), 0),
+            &[pod(terminated(
+                &result("needs-dev-database", "Applied", "mysql"),
+                0,
+            ))],
+            0,
+        );
+        assert!(matches!(obs, Observation::InProgress { .. }), "{obs:?}");
+    }
+
     #[test]
     fn a_transient_failure_is_shown_at_once_while_the_job_retries() {
         let transient = json!({"version": contract::CONTRACT_VERSION, "outcome": "failed",
