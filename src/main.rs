@@ -1,5 +1,6 @@
 //! The `atlas-operator` binary: `run` starts the controllers; `crds` prints the CRDs.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -67,6 +68,10 @@ struct RunArgs {
     /// (`{"limits":{"memory":"512Mi"}}`); unset: requests 50m CPU and 64Mi, limit 256Mi.
     #[arg(long, env = "JOB_RESOURCES", value_parser = parse_resources)]
     job_resources: Option<ResourceRequirements>,
+    /// Annotations on every Job's pod, a JSON object (`{}` for none); unset: the Istio and
+    /// Linkerd injection opt-outs, so a mesh's proxy never keeps a Job's pod running.
+    #[arg(long, env = "JOB_POD_ANNOTATIONS", value_parser = parse_annotations)]
+    job_pod_annotations: Option<BTreeMap<String, String>>,
     /// Reconciles running at once, per kind and namespace.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
     concurrency: u16,
@@ -170,6 +175,7 @@ fn config(args: RunArgs) -> RunConfig {
             ttl_seconds_after_finished: args.job_ttl_seconds,
             resources: args.job_resources.or(defaults.resources),
             dev_images,
+            pod_annotations: args.job_pod_annotations.unwrap_or(defaults.pod_annotations),
         },
         metrics_address: args.metrics_address,
         leader_election: args.leader_election.then_some(LeaderElection {
@@ -183,6 +189,11 @@ fn config(args: RunArgs) -> RunConfig {
 fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
     serde_json::from_str(text)
         .map_err(|err| format!("not a ResourceRequirements in JSON ({err}): {text}"))
+}
+
+fn parse_annotations(text: &str) -> Result<BTreeMap<String, String>, String> {
+    serde_json::from_str(text)
+        .map_err(|err| format!("not a JSON object of strings ({err}): {text}"))
 }
 
 fn init_tracing(format: LogFormat) {

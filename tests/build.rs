@@ -223,7 +223,7 @@ fn dev_db_overrides_the_sidecar_image_resources_and_pod_metadata() {
         serde_json::from_value(json!({
             "metadata": {
                 "labels": { "team": "payments", "db.atlasgo.io/name": "not-the-owner" },
-                "annotations": { "sidecar.istio.io/inject": "false" },
+                "annotations": { "sidecar.istio.io/inject": "true", "team/owner": "payments" },
             },
             "spec": { "containers": [{
                 "name": "mysql",
@@ -243,10 +243,11 @@ fn dev_db_overrides_the_sidecar_image_resources_and_pod_metadata() {
     assert_eq!(labels["team"], "payments");
     // The operator's own labels find its pods: a devDB label cannot take them over.
     assert_eq!(labels["db.atlasgo.io/name"], "atlasschema-mysql");
-    assert_eq!(
-        metadata.annotations.unwrap()["sidecar.istio.io/inject"],
-        "false"
-    );
+    // The resource's annotations win over the install's (the mesh opt-outs by default).
+    let annotations = metadata.annotations.unwrap();
+    assert_eq!(annotations["sidecar.istio.io/inject"], "true");
+    assert_eq!(annotations["linkerd.io/inject"], "disabled");
+    assert_eq!(annotations["team/owner"], "payments");
     let sidecar = &template.spec.unwrap().init_containers.unwrap()[0];
     assert_eq!(sidecar.image.as_deref(), Some("mysql:8.0.36"));
     assert_eq!(sidecar.image_pull_policy.as_deref(), Some("IfNotPresent"));
@@ -266,7 +267,19 @@ fn dev_db_overrides_the_sidecar_image_resources_and_pod_metadata() {
         .template;
     let metadata = template.metadata.unwrap();
     assert!(!metadata.labels.unwrap().contains_key("team"));
-    assert!(metadata.annotations.is_none());
+    // Only the install's: the mesh injection opt-outs.
+    assert_eq!(
+        metadata.annotations.unwrap(),
+        BTreeMap::from([
+            ("linkerd.io/inject".to_string(), "disabled".to_string()),
+            ("sidecar.istio.io/inject".to_string(), "false".to_string()),
+        ])
+    );
+    // An install that lets the mesh in: none.
+    let mut mesh = settings();
+    mesh.pod_annotations.clear();
+    let template = build::render(&plan, &owner, &mesh).spec.unwrap().template;
+    assert!(template.metadata.unwrap().annotations.is_none());
 
     // A devDB.spec that is not a pod spec is refused before any Job, saying why.
     let mut broken = resource.clone();

@@ -710,6 +710,11 @@ fn an_inline_password_is_kept_in_a_secret_owned_by_the_job() {
     }
     let jobs = get(&ns, "jobs").unwrap();
     let job = &jobs["items"][0];
+    // By default a mesh's proxy is kept out of the Job's pod (it would keep it running).
+    assert_eq!(
+        job["spec"]["template"]["metadata"]["annotations"]["sidecar.istio.io/inject"],
+        "false"
+    );
     let secret: Value = serde_json::from_str(
         &kubectl(&[
             "-n",
@@ -729,7 +734,8 @@ fn an_inline_password_is_kept_in_a_secret_owned_by_the_job() {
     );
     assert_eq!(secret["immutable"], true);
 
-    // With its Job, the garbage collector takes the Secret.
+    // With its Job, the garbage collector takes the Secret (on a cluster just started it begins
+    // only once all its informers have synced, which can take a minute).
     kubectl(&[
         "-n",
         &ns.name,
@@ -738,7 +744,7 @@ fn an_inline_password_is_kept_in_a_secret_owned_by_the_job() {
         "--wait=true",
     ])
     .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let secrets = kubectl(&["-n", &ns.name, "get", "secrets", "-o", "name"]).unwrap();
         if !secrets.contains("-credentials") {

@@ -1,7 +1,5 @@
 //! The Job that applies a plan: the runner's container, its inputs, its hardening, and how it fails.
 
-use std::collections::BTreeMap;
-
 use contract::{self, EXIT_DEFINITIVE};
 use k8s_openapi::api::batch::v1::{
     Job, JobSpec, PodFailurePolicy, PodFailurePolicyOnExitCodesRequirement,
@@ -177,8 +175,9 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
     };
     let mut pod_labels = owner_labels(owner.kind, &owner.name);
     pod_labels.insert(LABEL_HASH.into(), plan.short_hash().into());
-    // `spec.devDB.metadata` was for the dev database's pod, which is this pod when it brings one.
-    let mut pod_annotations = BTreeMap::new();
+    // `spec.devDB.metadata` was for the dev database's pod, which is this pod when it brings one;
+    // the resource's annotations win over the install's.
+    let mut pod_annotations = settings.pod_annotations.clone();
     if init_containers.is_some() {
         for (key, value) in &plan.dev_override.labels {
             pod_labels

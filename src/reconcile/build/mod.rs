@@ -47,7 +47,18 @@ pub struct JobSettings {
     pub resources: Option<ResourceRequirements>,
     /// The dev database sidecar's image per driver (`postgres`, `mysql`, `maria`).
     pub dev_images: BTreeMap<String, String>,
+    /// Annotations on every Job's pod: by default [`MESH_OPT_OUT`].
+    pub pod_annotations: BTreeMap<String, String>,
 }
+
+/// The service meshes' injection opt-outs: a proxy injected as an ordinary container keeps a
+/// Job's pod running for ever once the runner is done (istio/istio#11045), and the runner needs
+/// no proxy to reach a database. Replaced by `--job-pod-annotations` (the chart's
+/// `jobs.podAnnotations`) for a mesh whose proxy the database connection needs.
+pub const MESH_OPT_OUT: &[(&str, &str)] = &[
+    ("sidecar.istio.io/inject", "false"),
+    ("linkerd.io/inject", "disabled"),
+];
 
 impl Default for JobSettings {
     fn default() -> Self {
@@ -78,6 +89,10 @@ impl Default for JobSettings {
                 ("mysql".to_string(), "mysql:8.4".to_string()),
                 ("maria".to_string(), "mariadb:11".to_string()),
             ]),
+            pod_annotations: MESH_OPT_OUT
+                .iter()
+                .map(|(key, value)| (key.to_string(), value.to_string()))
+                .collect(),
         }
     }
 }
