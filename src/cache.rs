@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod, PodStatus};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -63,19 +63,13 @@ pub fn watch(
     let config = watcher::Config::default().labels(selector);
     let jobs = watcher(jobs, config.clone())
         .default_backoff()
-        .modify(|job: &mut Job| {
-            job.managed_fields_mut().clear();
-            job.spec = None;
-        })
+        .modify(keep_what_is_read_of_a_job)
         .reflect(job_writer)
         .touched_objects()
         .boxed();
     let pods = watcher(pods, config)
         .default_backoff()
-        .modify(|pod: &mut Pod| {
-            pod.managed_fields_mut().clear();
-            pod.spec = None;
-        })
+        .modify(keep_what_is_read_of_a_pod)
         .reflect(pod_writer)
         .touched_objects()
         .boxed();
@@ -98,6 +92,41 @@ pub fn watch(
             configmaps,
         },
     )
+}
+
+/// A Job as the cache keeps it: its name, labels, owner and status (the hash annotation and the
+/// pod template are never read from it).
+fn keep_what_is_read_of_a_job(job: &mut Job) {
+    job.managed_fields_mut().clear();
+    job.annotations_mut().clear();
+    job.spec = None;
+}
+
+/// A pod as the cache keeps it: its name, labels, owner and creation time, and of its status only
+/// each container's name and state (the termination message is in the state). The rest of a
+/// pod's status (addresses, conditions, images, mounts, resources) is most of its size.
+fn keep_what_is_read_of_a_pod(pod: &mut Pod) {
+    pod.managed_fields_mut().clear();
+    pod.annotations_mut().clear();
+    pod.spec = None;
+    if let Some(status) = pod.status.take() {
+        let keep = |statuses: Option<Vec<ContainerStatus>>| {
+            statuses.map(|all| {
+                all.into_iter()
+                    .map(|c| ContainerStatus {
+                        name: c.name,
+                        state: c.state,
+                        ..Default::default()
+                    })
+                    .collect()
+            })
+        };
+        pod.status = Some(PodStatus {
+            container_statuses: keep(status.container_statuses),
+            init_container_statuses: keep(status.init_container_statuses),
+            ..Default::default()
+        });
+    }
 }
 
 impl Cache {
@@ -292,6 +321,89 @@ mod tests {
         pod_writer.apply_watcher_event(&watcher::Event::InitDone);
         assert!(cache.is_ready());
         assert!(cache.is_ready(), "asking again gives the same answer");
+    }
+
+    /// What observe reads survives the trimming (the runner's termination message, a waiting
+    /// reason, the dev database's state), and under two thirds of what was kept before (as JSON;
+    /// a real pod has more of what is dropped: more conditions, mounts, resources).
+    #[test]
+    fn a_cached_pod_keeps_what_is_read_and_little_else() {
+        let mut pod: Pod = serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "a", "creationTimestamp": "2026-12-01T00:00:00Z",
+                         "labels": {"job-name": "j"}, "annotations": {"sidecar.istio.io/inject": "false"},
+                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "j", "uid": "u"}]},
+            "spec": {"containers": [{"name": "runner", "image": "runner:1"}]},
+            "status": {
+                "phase": "Succeeded", "hostIP": "10.0.0.1", "podIP": "10.0.0.2",
+                "podIPs": [{"ip": "10.0.0.2"}], "qosClass": "Burstable",
+                "startTime": "2026-12-01T00:00:00Z",
+                "conditions": [{"type": "Ready", "status": "False"}, {"type": "PodScheduled", "status": "True"}],
+                "containerStatuses": [{
+                    "name": "runner", "image": "ghcr.io/atlas-operator/runner:0.1.0",
+                    "imageID": "ghcr.io/atlas-operator/runner@sha256:0123456789abcdef0123456789abcdef",
+                    "containerID": "containerd://0123456789abcdef", "ready": false, "restartCount": 0,
+                    "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}, {"name": "inputs", "mountPath": "/atlas/inputs"}],
+                    "state": {"terminated": {"exitCode": 0, "message": "{\"version\":3}",
+                              "finishedAt": "2026-12-01T00:00:05Z", "reason": "Completed"}}}],
+                "initContainerStatuses": [{
+                    "name": "dev-db", "image": "mysql:8", "imageID": "", "ready": true, "restartCount": 0,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "no such image"}}}]
+            }
+        }))
+        .unwrap();
+        let original = pod.clone();
+        // What the cache kept before: all but the spec.
+        let mut before = pod.clone();
+        before.spec = None;
+        let before = serde_json::to_vec(&before).unwrap().len();
+        keep_what_is_read_of_a_pod(&mut pod);
+        let after = serde_json::to_vec(&pod).unwrap().len();
+        let status = pod.status.as_ref().unwrap();
+        let runner = &status.container_statuses.as_ref().unwrap()[0];
+        let was = &original
+            .status
+            .as_ref()
+            .unwrap()
+            .container_statuses
+            .as_ref()
+            .unwrap()[0];
+        assert_eq!(
+            (runner.name.as_str(), &runner.state),
+            ("runner", &was.state)
+        );
+        let dev = &status.init_container_statuses.as_ref().unwrap()[0];
+        assert_eq!(
+            dev.state
+                .as_ref()
+                .unwrap()
+                .waiting
+                .as_ref()
+                .unwrap()
+                .reason
+                .as_deref(),
+            Some("ImagePullBackOff")
+        );
+        assert_eq!(pod.metadata.labels, original.metadata.labels);
+        assert_eq!(
+            pod.metadata.owner_references,
+            original.metadata.owner_references
+        );
+        assert_eq!(
+            pod.metadata.creation_timestamp,
+            original.metadata.creation_timestamp
+        );
+        let kept = serde_json::to_string(&pod).unwrap();
+        for gone in [
+            "10.0.0.2",
+            "PodScheduled",
+            "sha256:",
+            "containerd://",
+            "/atlas/inputs",
+            "istio",
+        ] {
+            assert!(!kept.contains(gone), "{gone} kept: {kept}");
+        }
+        assert!(after * 3 < before * 2, "{after} of {before} bytes kept");
     }
 
     #[test]
