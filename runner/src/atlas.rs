@@ -158,6 +158,15 @@ impl Atlas {
         })
     }
 
+    /// Whether `atlas <command> --help` lists `subcommand` under "Available Commands" (the
+    /// official build's `migrate down`, which the community build lacks).
+    pub fn offers_command(&self, command: &[&str], subcommand: &str) -> bool {
+        let mut args = command.to_vec();
+        args.push("--help");
+        self.run(&args)
+            .is_ok_and(|output| lists_command(&output.stdout, subcommand))
+    }
+
     /// `atlas version`'s version, for the result (`v0.13.1`).
     pub fn version(&self) -> Option<String> {
         let output = self.run(&["version"]).ok()?;
@@ -171,9 +180,38 @@ impl Atlas {
     }
 }
 
+/// Whether a cobra help text lists `subcommand`: the first word of an indented line in the
+/// "Available Commands:" section, which ends at the first blank line.
+fn lists_command(help: &str, subcommand: &str) -> bool {
+    help.lines()
+        .skip_while(|line| !line.starts_with("Available Commands:"))
+        .skip(1)
+        .take_while(|line| !line.trim().is_empty())
+        .any(|line| line.split_whitespace().next() == Some(subcommand))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `atlas migrate --help` of v0.13.1 (community, no `down`), as it prints it, and the same
+    /// section with the official build's `down` line.
+    #[test]
+    fn subcommands_are_read_from_the_help_section() {
+        let community = "Usage:\n  atlas migrate [command]\n\nAvailable Commands:\n  apply       \
+                         Applies pending migration files on the connected database.\n  diff        \
+                         Compute the diff\n  status      Get information about the current \
+                         migration status.\n\nFlags:\n  -h, --help   help for migrate\n\n\
+                         Use \"atlas migrate [command] --help\" for more information about a \
+                         command. down is not here.\n";
+        assert!(lists_command(community, "apply"));
+        assert!(!lists_command(community, "down"));
+        let official = community.replace(
+            "  diff ",
+            "  down        Revert applied migration files from the database\n  diff ",
+        );
+        assert!(lists_command(&official, "down"));
+    }
 
     /// A process SIGKILLed as the OOM killer does it (here by itself: a real kill, not a mock).
     #[test]

@@ -15,9 +15,10 @@ fn strings(values: &[String]) -> Expression {
     Expression::Array(values.iter().cloned().map(Expression::from).collect())
 }
 
-/// `env "<name>" { url = getenv(…) … migration { … } }` for `atlas migrate apply`; without
-/// `url` when the resource's own project file names the target (`with_url` false).
-pub fn migration(env_name: &str, dir_url: &str, with_url: bool, job: &MigrateApply) -> Body {
+/// `env "<name>" { url = getenv(…) dev = getenv(…) migration { … } }` for `atlas migrate`;
+/// without `url` when the resource's own project file names the target, without `dev` unless the
+/// runner has a dev database (`migrate down` plans on one).
+pub fn migration(env_name: &str, dir_url: &str, generated: Generated, job: &MigrateApply) -> Body {
     let mut migration = Block::builder("migration").add_attribute(("dir", dir_url));
     if let Some(schema) = &job.revisions_schema {
         migration = migration.add_attribute(("revisions_schema", schema.as_str()));
@@ -26,8 +27,11 @@ pub fn migration(env_name: &str, dir_url: &str, with_url: bool, job: &MigrateApp
         migration = migration.add_attribute(("baseline", baseline.as_str()));
     }
     let mut env = Block::builder("env").add_label(env_name);
-    if with_url {
+    if generated.url {
         env = env.add_attribute(("url", getenv(URL_ENV)));
+    }
+    if generated.dev {
+        env = env.add_attribute(("dev", getenv(DEV_URL_ENV)));
     }
     let env = env.add_block(migration.build()).build();
     Body::builder().add_block(env).build()
@@ -43,6 +47,14 @@ pub const DESIRED_ENV: &str = "desired";
 pub struct Generated {
     pub url: bool,
     pub dev: bool,
+}
+
+impl Generated {
+    /// The target's URL only (no dev database).
+    pub const URL: Generated = Generated {
+        url: true,
+        dev: false,
+    };
 }
 
 /// Two envs for `atlas schema apply` and its lint: `<name>` { url, dev, src, schemas, exclude,
@@ -139,15 +151,25 @@ mod tests {
             baseline: Some("20230101000000".into()),
             ..Default::default()
         };
-        let text = hcl::to_string(&migration("k8s", "file:///tmp/dir", true, &job)).unwrap();
+        let text =
+            hcl::to_string(&migration("k8s", "file:///tmp/dir", Generated::URL, &job)).unwrap();
         assert!(text.contains("env \"k8s\""), "{text}");
+        assert!(!text.contains("dev ="), "{text}");
         assert!(
             text.contains("url = getenv(\"ATLAS_RUNNER_URL\")"),
             "{text}"
         );
         // Named by the resource's own project file: no url of the runner's to override it.
-        let text = hcl::to_string(&migration("k8s", "file:///tmp/dir", false, &job)).unwrap();
+        let dev_only = Generated {
+            url: false,
+            dev: true,
+        };
+        let text = hcl::to_string(&migration("k8s", "file:///tmp/dir", dev_only, &job)).unwrap();
         assert!(!text.contains("url ="), "{text}");
+        assert!(
+            text.contains("dev = getenv(\"ATLAS_RUNNER_DEV_URL\")"),
+            "{text}"
+        );
         assert!(text.contains("revisions_schema = \"atlas\""), "{text}");
         assert!(text.contains("baseline = \"20230101000000\""), "{text}");
     }

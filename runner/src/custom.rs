@@ -201,7 +201,12 @@ env "other" {
             dir: "/migrations".into(),
             ..Default::default()
         };
-        crate::config::migration("k8s", "file:///work/dir", true, &job)
+        crate::config::migration(
+            "k8s",
+            "file:///work/dir",
+            crate::config::Generated::URL,
+            &job,
+        )
     }
 
     #[test]

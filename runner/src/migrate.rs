@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::atlas::URL_ENV;
+use crate::atlas::{DEV_URL_ENV, URL_ENV};
 use crate::classify::{self, Failure};
 use crate::config;
 use crate::inputs::{self, WorkDir};
@@ -186,15 +186,37 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         .as_deref()
         .and_then(|url| url.split_once("://"))
         .map(|(scheme, _)| scheme.to_string());
+    let url_driver = url.as_deref().and_then(target::server_driver);
+    // The dev database `migrate down` plans on: the resource's (spec.devURL), the Job's sidecar,
+    // or for SQLite one in memory. Only a migrate down reaches it.
+    let dev_url = match &task.dev_url_env {
+        Some(name) => match target::dev_url(name, &mut run.redactor) {
+            Ok(url) => Some(url),
+            Err(err) => return run.failed(Reason::GettingDevDb, &err.to_string(), false),
+        },
+        None if url_scheme
+            .as_deref()
+            .is_some_and(|s| s.starts_with("sqlite")) =>
+        {
+            Some("sqlite://dev?mode=memory".to_string())
+        }
+        None => None,
+    };
     if let Some(url) = url {
         run.atlas.env(URL_ENV, url);
+    }
+    if let Some(dev_url) = &dev_url {
+        run.atlas.env(DEV_URL_ENV, dev_url.clone());
     }
 
     let config_path = work.path().join("atlas.hcl");
     let body = config::migration(
         &task.env_name,
         &format!("file://{}", dir.display()),
-        generated_url,
+        config::Generated {
+            url: generated_url,
+            dev: dev_url.is_some(),
+        },
         options,
     );
     let text = match crate::custom::project_file(task, body, run) {
@@ -236,8 +258,15 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         .iter()
         .filter_map(|(name, _)| file_version(name))
         .collect();
-    if let Some(refused) = refuse_migrate_down(run, &status, &versions, options) {
-        return refused;
+    if let Some((current, latest)) = ahead_of_directory(&status, &versions) {
+        let down = Down {
+            current,
+            latest,
+            dev_url: dev_url.as_deref(),
+            url_driver,
+            base: &base,
+        };
+        return migrate_down(run, task, options, down, &files);
     }
     let late = out_of_order(&status, &files, options);
     if !late.is_empty() {
@@ -335,42 +364,209 @@ fn out_of_order(
     late
 }
 
-/// A database newer than the directory is a "migrate down": refused unless allowed, and then
-/// refused anyway when this Atlas build cannot do it. `versions`: the directory's files'.
-fn refuse_migrate_down(
-    run: &Run,
-    status: &Status,
-    versions: &[&str],
-    options: &MigrateApply,
-) -> Option<RunResult> {
+/// The database's version and the directory's latest when the database is newer: a "migrate
+/// down". `versions`: the directory's files'.
+fn ahead_of_directory<'a>(status: &'a Status, versions: &[&'a str]) -> Option<(&'a str, &'a str)> {
     let current = database_version(status)?;
     let latest = versions
         .iter()
         .copied()
         .max_by_key(|v| version_key(v))
         .unwrap_or("");
-    if version_key(current) <= version_key(latest) {
-        return None;
-    }
-    let message = if options.allow_migrate_down {
-        format!(
-            "the database is at version {current}, newer than the directory's latest {latest}: \
-             migrating down is allowed, but this runner's Atlas CLI ({}, community build) has no \
-             `migrate down`; restore the newer files or migrate down by hand",
-            run.atlas_version().as_deref().unwrap_or("unknown version")
-        )
-    } else {
+    (version_key(current) > version_key(latest)).then_some((current, latest))
+}
+
+/// What a migrate down works with.
+struct Down<'a> {
+    current: &'a str,
+    latest: &'a str,
+    dev_url: Option<&'a str>,
+    /// The target's server driver, for the sidecar the operator adds when no dev URL is given.
+    url_driver: Option<&'static str>,
+    /// `--env … --config …`.
+    base: &'a [&'a str],
+}
+
+/// `atlas migrate down --format '{{ json . }}'` (the official build's), the parts we read.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Reverted {
+    #[serde(default)]
+    reverted: Vec<AppliedFile>,
+    #[serde(default)]
+    current: String,
+    #[serde(default)]
+    target: String,
+    /// Set when the plan goes through Atlas Cloud: `APPLIED`, or waiting for an approval.
+    #[serde(default)]
+    status: String,
+    #[serde(default, rename = "URL")]
+    url: String,
+    #[serde(default)]
+    error: String,
+}
+
+/// A database newer than the directory: refused unless `migrateDown.allow`; then refused
+/// anyway when this Atlas build has no `migrate down`; otherwise reverted to the directory's
+/// latest version with `atlas migrate down`, planned on the dev database.
+fn migrate_down(
+    run: &Run,
+    task: &Task,
+    options: &MigrateApply,
+    down: Down,
+    files: &[(String, Vec<u8>)],
+) -> RunResult {
+    let Down {
+        current, latest, ..
+    } = down;
+    let refused = |message: String| {
+        let mut result = run.failed(Reason::ProtectedFlowError, &message, false);
+        result.current_version = Some(current.to_string());
+        result.target_version = Some(latest.to_string());
+        result
+    };
+    if !options.allow_migrate_down {
         // Upstream's wording first, which scripts compare.
-        format!(
+        return refused(format!(
             "migrate down is not allowed, set `migrateDown.allow` to true to allow downgrade: \
              the database is at version {current}, newer than the directory's latest {latest} \
              (spec.protectedFlows.migrateDown.allow)"
-        )
+        ));
+    }
+    if latest.is_empty() {
+        return refused(format!(
+            "the database is at version {current} and the directory has no migration file: \
+             migrating down to nothing is not done; restore the files"
+        ));
+    }
+    if !run.atlas.offers_command(&["migrate"], "down") {
+        return refused(format!(
+            "the database is at version {current}, newer than the directory's latest {latest}: \
+             migrating down is allowed, but this runner's Atlas CLI ({}) has no `migrate down` \
+             (the official Atlas build has it, the community build does not); restore the newer \
+             files or migrate down by hand",
+            run.atlas_version()
+                .as_deref()
+                .unwrap_or("of an unknown version")
+        ));
+    }
+    let Some(dev_url) = down.dev_url else {
+        // Atlas plans the revert by replaying the directory on a dev database.
+        let message = "migrate down plans the revert on a dev database and none was given: the \
+                       operator adds one to the next Job, or set spec.devURL or spec.devURLFrom";
+        let Some(driver) = down.url_driver else {
+            return run.failed(Reason::GettingDevDb, message, false);
+        };
+        let mut result = run.result(Outcome::NeedsDevDatabase, Reason::GettingDevDb, message);
+        result.dev_driver = Some(driver.to_string());
+        return result;
     };
-    let mut result = run.failed(Reason::ProtectedFlowError, &message, false);
-    result.current_version = Some(current.to_string());
-    result.target_version = Some(latest.to_string());
-    Some(result)
+    let dev_ready = match task.dev_wait_seconds {
+        Some(seconds) => {
+            target::wait_reachable(dev_url, Duration::from_secs(seconds)).map_err(|err| {
+                format!("the dev database did not accept connections within {seconds}s: {err}")
+            })
+        }
+        None => target::check_reachable(dev_url, CONNECT_LIMIT).map_err(|err| err.to_string()),
+    };
+    if let Err(message) = dev_ready {
+        return run.failed(Reason::GettingDevDb, &message, true);
+    }
+
+    run.log(&format!(
+        "migrating down from version {current} to {latest} (spec.protectedFlows.migrateDown.allow)"
+    ));
+    let mut args = vec!["migrate", "down"];
+    args.extend(down.base);
+    args.extend(["--to-version", latest, "--format", "{{ json . }}"]);
+    let output = match run.atlas.run(&args) {
+        Ok(output) => output,
+        Err(err) => return run.failed(Reason::Migrating, &err.to_string(), err.is_transient()),
+    };
+    let Ok(reverted) = serde_json::from_str::<Reverted>(output.stdout.trim()) else {
+        return atlas_failure(run, &output.error_text(), files);
+    };
+    report_down(run, reverted, output.success, current, latest)
+}
+
+/// The result of a migrate down, from its report.
+fn report_down(run: &Run, down: Reverted, success: bool, before: &str, latest: &str) -> RunResult {
+    for file in &down.reverted {
+        run.log(&format!(
+            "-- reverting version {} ({})",
+            file.version, file.name
+        ));
+        for statement in &file.applied {
+            run.log(&format!("   -> {}", statement.trim()));
+        }
+        if let Some(error) = &file.error {
+            run.log(&format!("   !! {}", error.text));
+        }
+    }
+    let statements: usize = down
+        .reverted
+        .iter()
+        .map(|f| f.applied.len() - usize::from(f.error.is_some()))
+        .sum();
+    let target = Some(down.target.clone())
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| latest.to_string());
+    let failed = down.reverted.iter().find(|f| f.error.is_some());
+    let approved = matches!(down.status.as_str(), "" | "APPLIED");
+    if success && down.error.is_empty() && failed.is_none() && approved {
+        let message = format!(
+            "migrated down from version {before} to {target} ({} files reverted, {statements} \
+             statements)",
+            down.reverted.len()
+        );
+        run.log(&message);
+        let mut result = run.result(Outcome::Applied, Reason::Applied, &message);
+        result.current_version = Some(target.clone());
+        result.target_version = Some(target);
+        result.files_applied = down.reverted.len() as u32;
+        result.statements_applied = statements as u32;
+        return result;
+    }
+    let (message, transient) = match failed.and_then(|f| f.error.as_ref().map(|e| (f, e))) {
+        Some((file, error)) => (
+            format!(
+                "migrate down failed reverting {} at statement `{}`: {}; the database is at \
+                 version {}",
+                file.name,
+                error.stmt.trim(),
+                error.text,
+                Some(down.current.as_str())
+                    .filter(|c| !c.is_empty())
+                    .unwrap_or(before)
+            ),
+            classify::classify(Kind::Migration, &error.text).transient,
+        ),
+        None if !approved && down.error.is_empty() => (
+            // Waiting on Atlas Cloud: another attempt goes on once someone approves it there.
+            format!(
+                "migrate down from version {before} to {target} is {} on Atlas Cloud{}: nothing \
+                 was reverted yet",
+                down.status.to_lowercase().replace('_', " "),
+                Some(down.url.as_str())
+                    .filter(|u| !u.is_empty())
+                    .map(|u| format!(" ({u})"))
+                    .unwrap_or_default()
+            ),
+            true,
+        ),
+        None => {
+            let verdict = classify::classify(Kind::Migration, &down.error);
+            (
+                format!("migrate down failed: {}", down.error),
+                verdict.transient,
+            )
+        }
+    };
+    run.log(&message);
+    let mut result = run.failed(Reason::Migrating, &message, transient);
+    result.current_version = Some(down.current).filter(|c| !c.is_empty());
+    result.target_version = Some(target);
+    result
 }
 
 /// `rolls_back`: whether the database rolls a failed file's statements back (None: unknown).
@@ -521,6 +717,62 @@ mod tests {
 
     fn files(names: &[&str]) -> Vec<(String, Vec<u8>)> {
         names.iter().map(|n| (n.to_string(), Vec::new())).collect()
+    }
+
+    fn bare_run() -> Run {
+        let atlas = crate::atlas::Atlas::new("/bin/false".into(), Duration::from_secs(1));
+        Run::new(atlas, std::env::temp_dir())
+    }
+
+    /// The official build's `migrate down` report (its JSON shape; this machine's community
+    /// Atlas has no `migrate down`, so the real run is only tested where the binary has it).
+    #[test]
+    fn a_migrate_down_report_is_read() {
+        let run = bare_run();
+        let done: Reverted = serde_json::from_str(
+            r#"{"Planned":[{"Name":"2_b.sql","Version":"2"}],"Reverted":[{"Name":"2_b.sql",
+                "Version":"2","Applied":["DROP TABLE \"public\".\"b\""]}],"Current":"1",
+                "Target":"1","Total":1,"Status":"APPLIED"}"#,
+        )
+        .unwrap();
+        let result = report_down(&run, done, true, "2", "1");
+        assert_eq!(result.outcome, Outcome::Applied);
+        assert_eq!(result.current_version.as_deref(), Some("1"));
+        assert_eq!(result.statements_applied, 1);
+        assert_eq!(
+            result.message,
+            "migrated down from version 2 to 1 (1 files reverted, 1 statements)"
+        );
+
+        let failed: Reverted = serde_json::from_str(
+            r#"{"Reverted":[{"Name":"2_b.sql","Version":"2","Applied":["DROP TABLE b"],
+                "Error":{"Stmt":"DROP TABLE b","Text":"pq: table b is referenced"}}],
+                "Current":"2","Target":"1","Error":"pq: table b is referenced"}"#,
+        )
+        .unwrap();
+        let result = report_down(&run, failed, false, "2", "1");
+        assert_eq!(result.outcome, Outcome::Failed);
+        assert_eq!(result.reason, Reason::Migrating);
+        assert!(
+            result
+                .message
+                .starts_with("migrate down failed reverting 2_b.sql at statement `DROP TABLE b`"),
+            "{}",
+            result.message
+        );
+        assert_eq!(result.current_version.as_deref(), Some("2"));
+
+        let waiting: Reverted = serde_json::from_str(
+            r#"{"Current":"2","Target":"1","Status":"PENDING_USER","URL":"https://x.atlasgo.cloud/p/1"}"#,
+        )
+        .unwrap();
+        let result = report_down(&run, waiting, true, "2", "1");
+        assert!(result.transient);
+        assert_eq!(
+            result.message,
+            "migrate down from version 2 to 1 is pending user on Atlas Cloud \
+             (https://x.atlasgo.cloud/p/1): nothing was reverted yet"
+        );
     }
 
     #[test]

@@ -50,7 +50,12 @@ pub fn run(options: &WaitOptions, run: &mut Run) -> Result<String, WaitError> {
         revisions_schema: options.revisions_schema.clone(),
         ..Default::default()
     };
-    let body = config::migration("wait", &format!("file://{}", dir.display()), true, &job);
+    let body = config::migration(
+        "wait",
+        &format!("file://{}", dir.display()),
+        config::Generated::URL,
+        &job,
+    );
     let config_path = work.path().join("atlas.hcl");
     std::fs::write(
         &config_path,

@@ -708,19 +708,63 @@ fn migrating_down_is_protected() {
     );
     assert_eq!(ran.result.current_version.as_deref(), Some("2"));
 
-    // Allowed, but this Atlas build has no `migrate down`: said plainly, nothing dropped.
+    // Allowed: the official build's `migrate down` reverts file 2, planned on the dev database;
+    // a build without it (the community one) says so plainly and drops nothing.
     migrate_apply(&mut down).allow_migrate_down = true;
-    let ran = run_runner(&down, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
-    assert_eq!(ran.result.reason, Reason::ProtectedFlowError);
-    assert!(
-        ran.result.message.contains("has no `migrate down`"),
-        "{}",
-        ran.result.message
-    );
-    let b = db
-        .query("select count(*) from information_schema.tables where table_name = 'b'")
+    let tables_b = "select count(*) from information_schema.tables where table_name = 'b'";
+    if atlas_has_migrate_down() {
+        // Without a dev database the runner asks for one (the operator's next Job brings it).
+        let ran = run_runner(&down, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+        assert_eq!(
+            ran.result.outcome,
+            Outcome::NeedsDevDatabase,
+            "{}",
+            ran.result.message
+        );
+        assert_eq!(ran.result.dev_driver.as_deref(), Some("postgres"));
+        assert_eq!(db.query(tables_b).unwrap().trim(), "1");
+        let dev = TestDatabase::create(Engine::Postgres, "runner_down_dev").unwrap();
+        down.dev_url_env = Some("DEV_URL".into());
+        let ran = run_runner(
+            &down,
+            &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+            &scratch.0,
+            &[],
+        );
+        assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+        assert_eq!(ran.result.current_version.as_deref(), Some("1"));
+        assert!(
+            ran.result
+                .message
+                .starts_with("migrated down from version 2 to 1"),
+            "{}",
+            ran.result.message
+        );
+        assert_eq!(db.query(tables_b).unwrap().trim(), "0");
+    } else {
+        let ran = run_runner(&down, &[("DATABASE_URL", &db.url)], &scratch.0, &[]);
+        assert_eq!(ran.result.reason, Reason::ProtectedFlowError);
+        assert!(
+            ran.result.message.contains("has no `migrate down`"),
+            "{}",
+            ran.result.message
+        );
+        assert_eq!(db.query(tables_b).unwrap().trim(), "1");
+    }
+}
+
+/// Whether the Atlas the tests run has `migrate down` (the official build does, the community
+/// build does not): asked of the binary, as the runner does.
+fn atlas_has_migrate_down() -> bool {
+    let atlas = devcluster::tools::path("atlas").expect("run `cargo xtask tools` first");
+    let help = Command::new(atlas)
+        .args(["migrate", "--help"])
+        .output()
         .unwrap();
-    assert_eq!(b.trim(), "1");
+    String::from_utf8_lossy(&help.stdout)
+        .lines()
+        .skip_while(|line| !line.starts_with("Available Commands:"))
+        .any(|line| line.split_whitespace().next() == Some("down"))
 }
 
 /// Whether the Atlas the tests run has `migrate apply --exec-order`: asked of the binary, as the

@@ -55,7 +55,8 @@ pub async fn dereference<K: AtlasResource>(
         }
     }
     let mut found = Dereferenced::new(resource, configmaps);
-    // The first Job of a hash is named without a suffix; only a schema's reports a driver.
+    // The first Job of a hash is named without a suffix; it reports a driver when it needed a
+    // dev database it had not (a schema's plan, a migration's migrate down).
     let first = super::build::job_name(K::KIND, &resource.name_any(), &found.hash[..8]);
     found.dev_driver = cache
         .pods_of(&resource.namespace().unwrap_or_default(), &first)

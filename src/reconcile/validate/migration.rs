@@ -106,6 +106,12 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
             allow_migrate_down: protected.and_then(|m| m.allow).unwrap_or(false),
         }),
     );
+    // Only `migrate down` needs a dev database: without a devURL, a first Job that must migrate
+    // down says so (with the target's driver), and the next Job of this hash brings a sidecar.
+    let dev = match &found.dev_driver {
+        Some(driver) if task.dev_url_env.is_none() => DevNeed::Found(driver.clone()),
+        _ => DevNeed::None,
+    };
     Ok(Plan {
         kind: Kind::Migration,
         hash: found.hash.clone(),
@@ -115,7 +121,7 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         credentials,
         inputs: Some(inputs),
         backoff_limit: super::job_backoff_limit(spec.backoff_limit),
-        dev: DevNeed::None,
+        dev,
         dev_override: DevOverride::default(),
         notices: [
             spec.policy

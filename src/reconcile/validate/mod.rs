@@ -395,4 +395,27 @@ mod tests {
             "SQLite plans in memory"
         );
     }
+
+    /// A migration brings a dev database only when its first Job had to migrate down without
+    /// one (the runner reports the driver); a devURL is used as given.
+    #[test]
+    fn a_migration_gets_a_dev_database_only_to_migrate_down() {
+        let spec = json!({"url": "postgres://app@db/app",
+                          "protectedFlows": {"migrateDown": {"allow": true}},
+                          "dir": {"local": {"1.sql": "create table t (id int);\n"}}});
+        let migration: AtlasMigration = resource("AtlasMigration", spec.clone());
+        let mut found = Dereferenced::new(&migration, Default::default());
+        let plan = validate(&migration, &found, Allowed::default()).unwrap();
+        assert_eq!(plan.dev, DevNeed::None);
+        found.dev_driver = Some("postgres".into());
+        let plan = validate(&migration, &found, Allowed::default()).unwrap();
+        assert_eq!(plan.dev, DevNeed::Found("postgres".into()));
+
+        let mut with_dev = spec;
+        with_dev["devURL"] = json!("postgres://dev@devdb/dev");
+        let migration: AtlasMigration = resource("AtlasMigration", with_dev);
+        let plan = validate(&migration, &found, Allowed::default()).unwrap();
+        assert_eq!(plan.dev, DevNeed::None, "the devURL is used as given");
+        assert!(plan.task.dev_url_env.is_some());
+    }
 }
