@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use atlas_operator::controller::Options;
-use atlas_operator::reconcile::build::JobSettings;
+use atlas_operator::reconcile::build::{JobSettings, SecretKey};
 use atlas_operator::runtime::{self, LeaderElection, RunConfig};
 use clap::{Parser, Subcommand, ValueEnum};
 use k8s_openapi::api::core::v1::ResourceRequirements;
@@ -72,6 +72,13 @@ struct RunArgs {
     /// Linkerd injection opt-outs, so a mesh's proxy never keeps a Job's pod running.
     #[arg(long, env = "JOB_POD_ANNOTATIONS", value_parser = parse_annotations)]
     job_pod_annotations: Option<BTreeMap<String, String>>,
+    /// The install-wide Atlas Cloud token: a Secret of this name in each resource's namespace,
+    /// read by the Jobs' pods (never by the operator); a resource's `cloud.tokenFrom` wins.
+    #[arg(long, env = "ATLAS_TOKEN_SECRET")]
+    atlas_token_secret: Option<String>,
+    /// The key of the token in that Secret.
+    #[arg(long, env = "ATLAS_TOKEN_SECRET_KEY", default_value = "ATLAS_TOKEN")]
+    atlas_token_secret_key: String,
     /// Reconciles running at once, per kind and namespace.
     #[arg(long, env = "CONCURRENCY", default_value_t = 4)]
     concurrency: u16,
@@ -176,6 +183,13 @@ fn config(args: RunArgs) -> RunConfig {
             resources: args.job_resources.or(defaults.resources),
             dev_images,
             pod_annotations: args.job_pod_annotations.unwrap_or(defaults.pod_annotations),
+            atlas_token: args
+                .atlas_token_secret
+                .filter(|name| !name.is_empty())
+                .map(|name| SecretKey {
+                    name,
+                    key: args.atlas_token_secret_key,
+                }),
         },
         metrics_address: args.metrics_address,
         leader_election: args.leader_election.then_some(LeaderElection {

@@ -372,3 +372,61 @@ fn dev_url_and_dev_db_together_run_the_described_server_next_to_the_runner() {
     let refused = support::plan(&resource, &ConfigMaps::new()).unwrap_err();
     assert_eq!(refused.reason, contract::Reason::GettingDevDb);
 }
+
+/// The Atlas Cloud token reaches the runner from a Secret of the Job's namespace: the resource's
+/// `cloud.tokenFrom` (required), else the install-wide one (optional: a namespace without it runs
+/// without a token). Never a value in the Job.
+#[test]
+fn the_atlas_cloud_token_comes_from_a_secret_the_resources_first() {
+    let mut resource: AtlasMigration = serde_json::from_value(doc(
+        "examples/postgres-migration/atlasmigration-inline.yaml",
+        "AtlasMigration",
+    ))
+    .unwrap();
+    let owner = owner(Kind::Migration, "m");
+    let install_wide = JobSettings {
+        atlas_token: Some(build::SecretKey {
+            name: "atlas-token-secret".into(),
+            key: "ATLAS_TOKEN".into(),
+        }),
+        ..settings()
+    };
+    let token_of = |job: &k8s_openapi::api::batch::v1::Job| {
+        let pod = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        let vars: Vec<_> = pod.containers[0]
+            .env
+            .iter()
+            .flatten()
+            .filter(|var| var.name == "ATLAS_TOKEN")
+            .cloned()
+            .collect();
+        assert!(vars.len() <= 1, "{vars:?}");
+        vars.into_iter().next().map(|var| {
+            assert!(var.value.is_none(), "never a value: {var:?}");
+            let selector = var.value_from.unwrap().secret_key_ref.unwrap();
+            (selector.name, selector.key, selector.optional)
+        })
+    };
+
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
+    assert_eq!(token_of(&build::render(&plan, &owner, &settings())), None);
+    assert_eq!(
+        token_of(&build::render(&plan, &owner, &install_wide)),
+        Some((
+            "atlas-token-secret".into(),
+            "ATLAS_TOKEN".into(),
+            Some(true)
+        ))
+    );
+
+    resource.spec.cloud = Some(
+        serde_json::from_value(json!({"project": "shop",
+            "tokenFrom": {"secretKeyRef": {"name": "team-token", "key": "token"}}}))
+        .unwrap(),
+    );
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
+    assert_eq!(
+        token_of(&build::render(&plan, &owner, &install_wide)),
+        Some(("team-token".into(), "token".into(), None))
+    );
+}

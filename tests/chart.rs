@@ -901,3 +901,43 @@ fn admission_policies_can_be_switched_off() {
     let err = try_render("admissionPolicies: {jobShape: {enable: false}}").unwrap_err();
     assert!(err.contains("'enable'"), "{err}");
 }
+
+/// The Atlas Cloud token is the Jobs', never the operator's: `atlasToken` names the Secret the
+/// Jobs read, and upstream's `extraEnvs` entry `ATLAS_TOKEN` (a secretKeyRef) is read as that
+/// setting and kept out of the operator's container. A literal token is refused with what to do.
+#[test]
+fn the_atlas_cloud_token_goes_to_the_jobs_never_the_operator() {
+    let docs = render("{}");
+    assert_eq!(env_value(&docs, "ATLAS_TOKEN_SECRET"), None);
+
+    let docs = render("atlasToken: {secretName: atlas-token, key: token}");
+    assert_eq!(
+        env_value(&docs, "ATLAS_TOKEN_SECRET").as_deref(),
+        Some("atlas-token")
+    );
+    assert_eq!(
+        env_value(&docs, "ATLAS_TOKEN_SECRET_KEY").as_deref(),
+        Some("token")
+    );
+
+    let upstream = "extraEnvs:\n\
+                    - {name: RUST_LOG, value: debug}\n\
+                    - name: ATLAS_TOKEN\n\
+                    \x20 valueFrom: {secretKeyRef: {name: atlas-token-secret, key: ATLAS_TOKEN}}\n";
+    let docs = render(upstream);
+    let names: Vec<String> = env(&docs).into_iter().map(|(name, _)| name).collect();
+    assert!(!names.iter().any(|n| n == "ATLAS_TOKEN"), "{names:?}");
+    assert!(names.iter().any(|n| n == "RUST_LOG"), "{names:?}");
+    assert_eq!(
+        env_value(&docs, "ATLAS_TOKEN_SECRET").as_deref(),
+        Some("atlas-token-secret")
+    );
+    assert_eq!(
+        env_value(&docs, "ATLAS_TOKEN_SECRET_KEY").as_deref(),
+        Some("ATLAS_TOKEN")
+    );
+
+    let err = try_render("extraEnvs: [{name: ATLAS_TOKEN, value: aci_literal}]").unwrap_err();
+    assert!(err.contains("ATLAS_TOKEN must come from a Secret"), "{err}");
+    assert!(!err.contains("aci_literal"), "{err}");
+}

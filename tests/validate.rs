@@ -244,9 +244,37 @@ fn cloud_policies_are_refused_or_said_never_ignored() {
         plan.notices,
         [
             validate::migration::DRIFT_NOT_CHECKED,
-            validate::CLOUD_NOT_USED
+            validate::CLOUD_WITHOUT_TOKEN
         ]
     );
+    // A token of the resource's own reaches the Job from its Secret: nothing to say.
+    drift.spec.cloud = Some(
+        serde_json::from_value(json!({"project": "p", "url": "https://atlas.example",
+            "tokenFrom": {"secretKeyRef": {"name": "atlas-token", "key": "token"}}}))
+        .unwrap(),
+    );
+    let plan = support::plan(&drift, &seed_configmap()).unwrap();
+    assert_eq!(plan.notices, [validate::migration::DRIFT_NOT_CHECKED]);
+    let token = plan
+        .env
+        .iter()
+        .find(|var| var.name == "ATLAS_TOKEN")
+        .expect("the token's variable");
+    assert!(token.value.is_none(), "never the value");
+    let selector = token
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (selector.name.as_str(), selector.key.as_str()),
+        ("atlas-token", "token")
+    );
+    let cloud = plan.task.cloud.as_ref().unwrap();
+    assert_eq!(cloud.project.as_deref(), Some("p"));
+    assert_eq!(cloud.url.as_deref(), Some("https://atlas.example"));
 }
 
 #[test]

@@ -24,8 +24,8 @@ pub use kind::Kind;
 pub use reason::Reason;
 pub use result::{Outcome, RunResult, cut_with_marker};
 pub use task::{
-    Credentials, Desired, ExecOrder, MigrateApply, SchemaApply, Target, Task, TxMode, Value, Var,
-    Work,
+    ATLAS_TOKEN_ENV, Cloud, Credentials, Desired, ExecOrder, MigrateApply, SchemaApply, Target,
+    Task, TxMode, Value, Var, Work,
 };
 
 /// Bumped whenever a change to the contract would make an older runner misread a newer

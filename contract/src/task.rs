@@ -36,7 +36,25 @@ pub struct Task {
     /// [`crate::digest_files`] of the mounted inputs, as the controller hashed them: the runner
     /// refuses inputs that changed since (a ConfigMap edited after the Job was made).
     pub inputs_digest: String,
+    /// `spec.cloud` of an AtlasMigration: where Atlas Cloud is and the project, for the
+    /// project file's `atlas { cloud { … } }` when the pod has a token ([`ATLAS_TOKEN_ENV`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<Cloud>,
     pub work: Work,
+}
+
+/// The pod environment variable holding the Atlas Cloud token, from a Secret (`spec.cloud.
+/// tokenFrom`, or the install-wide token Secret): never in the task or the Job's spec.
+pub const ATLAS_TOKEN_ENV: &str = "ATLAS_TOKEN";
+
+/// Atlas Cloud's address and project (`spec.cloud.url`, `spec.cloud.project`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Cloud {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
 }
 
 impl Task {
@@ -239,6 +257,7 @@ mod tests {
             vars: vec![],
             custom_config_env: None,
             inputs_digest: "abc".into(),
+            cloud: None,
             work: Work::Migration(MigrateApply {
                 dir: "/migrations".into(),
                 exec_order: Some(ExecOrder::LinearSkip),

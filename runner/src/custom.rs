@@ -150,6 +150,10 @@ pub fn project_file(
             merge(&custom, generated, &vars).map_err(|err| err.to_string())?
         }
     };
+    let body = match crate::cloud::token(run) {
+        crate::cloud::Token::Used => crate::cloud::with_block(body, task, run),
+        _ => body,
+    };
     hcl::to_string(&body).map_err(|err| err.to_string())
 }
 

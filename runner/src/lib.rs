@@ -3,11 +3,12 @@
 //! It speaks the `contract` crate's task and result, which is all it shares with the controller:
 //! [`migrate`] and [`schema`] drive one Atlas apply each, through [`atlas`] (the CLI),
 //! [`classify`] (what its errors come to), [`config`] (the `atlas.hcl` it reads), [`inputs`]
-//! (the mounted files), [`target`] (the database URLs) and [`redact`] (keeping secrets out of
-//! every output).
+//! (the mounted files), [`target`] (the database URLs), [`cloud`] (the Atlas Cloud token) and
+//! [`redact`] (keeping secrets out of every output).
 
 pub mod atlas;
 pub mod classify;
+pub mod cloud;
 pub mod config;
 pub mod confinement;
 pub mod custom;

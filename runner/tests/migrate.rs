@@ -61,6 +61,7 @@ fn task(dir: &Path, files: &[(String, String)], target: Target) -> Task {
         env_name: "k8s".into(),
         vars: vec![],
         custom_config_env: None,
+        cloud: None,
         inputs_digest: digest(files),
         work: Work::Migration(MigrateApply {
             dir: dir.display().to_string(),
@@ -943,4 +944,36 @@ fn mariadb_and_sqlite_migrate_too() {
         &[],
     );
     assert_eq!(again.result.outcome, Outcome::NoOp);
+}
+
+/// An Atlas Cloud token in the pod (from `spec.cloud.tokenFrom` or the install-wide Secret):
+/// never printed, and said what becomes of it, by what the binary offers (`atlas login`).
+#[test]
+fn an_atlas_cloud_token_is_never_shown_and_said_what_becomes_of_it() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_token").unwrap();
+    let scratch = Scratch::new("token");
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &seed_files());
+    let token = "aci_sentinel_token_5f0c1e";
+    let ran = run_runner(
+        &task(&dir, &seed_files(), url_target()),
+        &[("DATABASE_URL", &db.url), ("ATLAS_TOKEN", token)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    for text in [&ran.stdout, &ran.stderr, &ran.result_text] {
+        assert!(!text.contains(token), "{text}");
+    }
+    let atlas = devcluster::tools::path("atlas").expect("run `cargo xtask tools` first");
+    let help = Command::new(atlas).arg("--help").output().unwrap();
+    let has_login = String::from_utf8_lossy(&help.stdout)
+        .lines()
+        .any(|line| line.split_whitespace().next() == Some("login"));
+    let said = if has_login {
+        "passed to Atlas in the project file"
+    } else {
+        "this Atlas build has no Atlas Cloud login (the community build): the token is not used"
+    };
+    assert!(ran.stdout.contains(said), "{}", ran.stdout);
 }

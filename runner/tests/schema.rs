@@ -25,6 +25,7 @@ fn task(file: &Path, options: SchemaApply) -> Task {
         env_name: "k8s".into(),
         vars: vec![],
         custom_config_env: None,
+        cloud: None,
         inputs_digest: contract::digest_files([(name, content.as_slice())]),
         work: Work::Schema(SchemaApply {
             desired: Desired::File(file.display().to_string()),

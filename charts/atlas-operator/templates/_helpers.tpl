@@ -107,3 +107,26 @@ rbac/operator-clusterrole.yaml and rbac/operator-role.yaml (tests/chart.rs compa
 {{- end }}
 {{- join "," $names }}
 {{- end }}
+
+{{/*
+The install-wide Atlas Cloud token's Secret as "name/key": atlasToken, else upstream's
+extraEnvs entry ATLAS_TOKEN with a secretKeyRef. A literal token in values cannot reach the
+Jobs (they read Secrets of their own namespace): refused with what to do instead.
+*/}}
+{{- define "atlas-operator.atlasToken" -}}
+{{- $name := .Values.atlasToken.secretName -}}
+{{- $key := .Values.atlasToken.key | default "ATLAS_TOKEN" -}}
+{{- range .Values.extraEnvs }}
+{{- if eq .name "ATLAS_TOKEN" }}
+{{- if and .valueFrom .valueFrom.secretKeyRef }}
+{{- if not $name }}
+{{- $name = .valueFrom.secretKeyRef.name }}
+{{- $key = .valueFrom.secretKeyRef.key | default "ATLAS_TOKEN" }}
+{{- end }}
+{{- else }}
+{{- fail "extraEnvs: ATLAS_TOKEN must come from a Secret (valueFrom.secretKeyRef): the token is used by the migration Jobs, which run in each resource's namespace and read it from a Secret there; or set atlasToken.secretName" }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- if $name }}{{ printf "%s/%s" $name $key }}{{ end }}
+{{- end }}

@@ -6,9 +6,9 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyOnPodConditionsPattern, PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar,
+    Capabilities, ConfigMapVolumeSource, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource,
     LocalObjectReference, PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile,
-    SecurityContext, Volume, VolumeMount,
+    SecretKeySelector, SecurityContext, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -105,6 +105,24 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
         }
         var
     }));
+    // The install-wide token, where the resource gives none: optional, so a namespace without
+    // the Secret runs without a token (the runner's log says so) instead of never starting.
+    if let Some(token) = &settings.atlas_token
+        && !env.iter().any(|var| var.name == contract::ATLAS_TOKEN_ENV)
+    {
+        env.push(EnvVar {
+            name: contract::ATLAS_TOKEN_ENV.into(),
+            value_from: Some(EnvVarSource {
+                secret_key_ref: Some(SecretKeySelector {
+                    name: token.name.clone(),
+                    key: token.key.clone(),
+                    optional: Some(true),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+    }
 
     let mut volumes = vec![Volume {
         name: "tmp".into(),

@@ -49,6 +49,16 @@ pub struct JobSettings {
     pub dev_images: BTreeMap<String, String>,
     /// Annotations on every Job's pod: by default [`MESH_OPT_OUT`].
     pub pod_annotations: BTreeMap<String, String>,
+    /// The install-wide Atlas Cloud token: a Secret of this name and key in each resource's
+    /// namespace (`--atlas-token-secret`), optional there; a resource's `cloud.tokenFrom` wins.
+    pub atlas_token: Option<SecretKey>,
+}
+
+/// A key of a Secret in the Job's own namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SecretKey {
+    pub name: String,
+    pub key: String,
 }
 
 /// The service meshes' injection opt-outs: a proxy injected as an ordinary container keeps a
@@ -93,6 +103,7 @@ impl Default for JobSettings {
                 .iter()
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect(),
+            atlas_token: None,
         }
     }
 }

@@ -90,8 +90,14 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         .protected_flows
         .as_ref()
         .and_then(|p| p.migrate_down.as_ref());
+    let cloud = spec.cloud.as_ref();
+    let has_token = super::cloud_token(
+        cloud.and_then(|c| c.token_from.as_ref()),
+        reason,
+        &mut common.env,
+    )?;
     let TaskParts {
-        task,
+        mut task,
         env,
         inline,
         credentials,
@@ -106,6 +112,10 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
             allow_migrate_down: protected.and_then(|m| m.allow).unwrap_or(false),
         }),
     );
+    task.cloud = cloud.map(|c| contract::Cloud {
+        url: c.url.clone(),
+        project: c.project.clone(),
+    });
     // Only `migrate down` needs a dev database: without a devURL, a first Job that must migrate
     // down says so (with the target's driver), and the next Job of this hash brings a sidecar.
     let dev = match &found.dev_driver {
@@ -128,7 +138,9 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
                 .as_ref()
                 .and_then(|policy| policy.drift.as_ref())
                 .map(|_| DRIFT_NOT_CHECKED),
-            spec.cloud.as_ref().map(|_| super::CLOUD_NOT_USED),
+            cloud
+                .filter(|_| !has_token)
+                .map(|_| super::CLOUD_WITHOUT_TOKEN),
         ]
         .into_iter()
         .flatten()

@@ -48,9 +48,37 @@ pub const ENV_CUSTOM_CONFIG: &str = "ATLAS_CUSTOM_CONFIG";
 /// `spec.vars` values read from Secrets and ConfigMaps: `ATLAS_VAR_<index>`.
 pub const ENV_VAR_PREFIX: &str = "ATLAS_VAR_";
 
-/// Said of a resource with `spec.cloud`: nothing here reaches Atlas Cloud.
-pub const CLOUD_NOT_USED: &str = "spec.cloud was not used: this operator's Jobs do not reach \
-     Atlas Cloud (no token is passed to them), so nothing was reported there";
+/// Said of a resource with `spec.cloud` but no token of its own.
+pub const CLOUD_WITHOUT_TOKEN: &str = "spec.cloud has no tokenFrom: the Job's Atlas gets no \
+     token of this resource's, only the install-wide one where the platform team set it \
+     (the chart's atlasToken)";
+
+/// `spec.cloud.tokenFrom` as the pod's [`contract::ATLAS_TOKEN_ENV`], straight from the Secret:
+/// the operator never reads the token. Returns whether the resource gives one.
+fn cloud_token(
+    token_from: Option<&crate::api::TokenFrom>,
+    reason: Reason,
+    env: &mut Vec<EnvVar>,
+) -> Result<bool, PlanError> {
+    let Some(token_from) = token_from else {
+        return Ok(false);
+    };
+    let Some(selector) = &token_from.secret_key_ref else {
+        return Err(PlanError::spec(
+            reason,
+            "spec.cloud.tokenFrom needs a secretKeyRef (the Secret and key of the token)",
+        ));
+    };
+    env.push(EnvVar {
+        name: contract::ATLAS_TOKEN_ENV.into(),
+        value_from: Some(k8s_openapi::api::core::v1::EnvVarSource {
+            secret_key_ref: Some(selector.clone()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    Ok(true)
+}
 
 /// Stands for the inputs ConfigMap's name in a [`Plan`]; the build step puts the real name in.
 pub const INLINE_PLACEHOLDER: &str = "$(inputs)";
@@ -297,6 +325,7 @@ impl Common {
             vars: self.project.vars,
             custom_config_env: self.project.custom_config_env,
             inputs_digest,
+            cloud: None,
             work,
         };
         TaskParts {

@@ -133,6 +133,11 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         })
         .unwrap_or_default();
     let concurrent = diff.and_then(|d| d.concurrent_index.as_ref());
+    let has_token = super::cloud_token(
+        spec.cloud.as_ref().and_then(|c| c.token_from.as_ref()),
+        reason,
+        &mut common.env,
+    )?;
     let TaskParts {
         task,
         env,
@@ -198,7 +203,8 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         notices: spec
             .cloud
             .as_ref()
-            .map(|_| super::CLOUD_NOT_USED.to_string())
+            .filter(|_| !has_token)
+            .map(|_| super::CLOUD_WITHOUT_TOKEN.to_string())
             .into_iter()
             .collect(),
     })
