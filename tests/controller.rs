@@ -755,6 +755,75 @@ fn an_inline_password_is_kept_in_a_secret_owned_by_the_job() {
     }
 }
 
+/// The install-wide Atlas Cloud token reaches the Job's pod from a Secret of its namespace, and
+/// a namespace without that Secret still runs (the reference is optional); the token is in no
+/// Job spec, status, event or log, and the runner says what became of it.
+#[test]
+fn the_install_wide_atlas_token_reaches_the_job_from_its_namespace() {
+    let token = "aci_Sentinel-Token-9d1";
+    let (ns, _db) = namespace_with_database("ctl-token");
+    secret(&ns, "atlas-token-secret", json!({"ATLAS_TOKEN": token}));
+    migration_dir(&ns, seed_files());
+    let operator = start_operator_with(&ns.name, &["--atlas-token-secret", "atlas-token-secret"]);
+    apply_json(&ns.name, &seed_migration());
+    wait_ready(&ns, SEED_MIGRATION, &operator);
+
+    let jobs = get(&ns, "jobs").unwrap();
+    let job = &jobs["items"][0];
+    let env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        .as_array()
+        .unwrap();
+    let var = env.iter().find(|v| v["name"] == "ATLAS_TOKEN").unwrap();
+    assert_eq!(
+        var["valueFrom"]["secretKeyRef"],
+        json!({"name": "atlas-token-secret", "key": "ATLAS_TOKEN", "optional": true})
+    );
+    let name = job["metadata"]["name"].as_str().unwrap();
+    let log = ns
+        .cluster()
+        .kubectl_output(&["-n", &ns.name, "logs", &format!("job/{name}")])
+        .unwrap();
+    assert!(
+        log.contains("Atlas Cloud token given (ATLAS_TOKEN)"),
+        "{log}"
+    );
+    let readable = kubectl(&[
+        "-n",
+        &ns.name,
+        "get",
+        "jobs,pods,configmaps,events.events.k8s.io,atlasmigrations",
+        "-o",
+        "json",
+    ])
+    .unwrap();
+    for text in [readable, log, operator.log()] {
+        assert!(!text.contains(token), "the token leaked:\n{text}");
+    }
+
+    // Without the Secret in the namespace the Job runs without a token.
+    kubectl(&["-n", &ns.name, "delete", "secret", "atlas-token-secret"]).unwrap();
+    migration_dir(
+        &ns,
+        hashed(&[
+            (seed::MIGRATION_FILE, seed::MIGRATION_SQL),
+            (
+                "20230316085612.sql",
+                "alter table users add column nick text;\n",
+            ),
+        ]),
+    );
+    wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(120),
+        &operator,
+        |m| {
+            m["status"]["lastAppliedVersion"] == "20230316085612"
+                && ready(m).is_some_and(|r| r["status"] == "True")
+        },
+    );
+}
+
 /// A plain HTTP GET on loopback (the operator's endpoints), without a client library.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
