@@ -8,7 +8,7 @@ use atlas_operator::controller::Options;
 use atlas_operator::reconcile::build::{JobSettings, SecretKey};
 use atlas_operator::runtime::{self, LeaderElection, RunConfig};
 use clap::{Parser, Subcommand, ValueEnum};
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
 
 #[derive(Parser)]
 #[command(name = "atlas-operator", version, about)]
@@ -72,6 +72,25 @@ struct RunArgs {
     /// Linkerd injection opt-outs, so a mesh's proxy never keeps a Job's pod running.
     #[arg(long, env = "JOB_POD_ANNOTATIONS", value_parser = parse_annotations)]
     job_pod_annotations: Option<BTreeMap<String, String>>,
+    /// Tolerations of every Job's pod, a JSON list of Kubernetes tolerations.
+    #[arg(long, env = "JOB_TOLERATIONS", value_parser = parse_json::<Vec<Toleration>>)]
+    job_tolerations: Option<Json<Vec<Toleration>>>,
+    /// The node labels every Job's pod must run on, a JSON object.
+    #[arg(long, env = "JOB_NODE_SELECTOR", value_parser = parse_annotations)]
+    job_node_selector: Option<BTreeMap<String, String>>,
+    /// The affinity of every Job's pod, a Kubernetes Affinity in JSON.
+    #[arg(long, env = "JOB_AFFINITY", value_parser = parse_json::<Affinity>)]
+    job_affinity: Option<Json<Affinity>>,
+    /// The PriorityClass of every Job's pod.
+    #[arg(long, env = "JOB_PRIORITY_CLASS_NAME")]
+    job_priority_class_name: Option<String>,
+    /// Labels on every Job's pod, a JSON object (never replacing the operator's own).
+    #[arg(long, env = "JOB_POD_LABELS", value_parser = parse_annotations)]
+    job_pod_labels: Option<BTreeMap<String, String>>,
+    /// More environment variables of every Job's runner, a JSON list of Kubernetes EnvVars
+    /// (values, or keys of Secrets and ConfigMaps in each resource's namespace).
+    #[arg(long, env = "JOB_ENV", value_parser = parse_json::<Vec<EnvVar>>)]
+    job_env: Option<Json<Vec<EnvVar>>>,
     /// The install-wide Atlas Cloud token: a Secret of this name in each resource's namespace,
     /// read by the Jobs' pods (never by the operator); a resource's `cloud.tokenFrom` wins.
     #[arg(long, env = "ATLAS_TOKEN_SECRET")]
@@ -183,6 +202,12 @@ fn config(args: RunArgs) -> RunConfig {
             resources: args.job_resources.or(defaults.resources),
             dev_images,
             pod_annotations: args.job_pod_annotations.unwrap_or(defaults.pod_annotations),
+            tolerations: args.job_tolerations.map(|t| t.0).filter(|t| !t.is_empty()),
+            node_selector: args.job_node_selector.unwrap_or_default(),
+            affinity: args.job_affinity.map(|a| a.0),
+            priority_class_name: args.job_priority_class_name.filter(|p| !p.is_empty()),
+            pod_labels: args.job_pod_labels.unwrap_or_default(),
+            env: args.job_env.map(|e| e.0).unwrap_or_default(),
             atlas_token: args
                 .atlas_token_secret
                 .filter(|name| !name.is_empty())
@@ -203,6 +228,16 @@ fn config(args: RunArgs) -> RunConfig {
 fn parse_resources(text: &str) -> Result<ResourceRequirements, String> {
     serde_json::from_str(text)
         .map_err(|err| format!("not a ResourceRequirements in JSON ({err}): {text}"))
+}
+
+/// A flag's value given as JSON (one value: clap would read a `Vec` field as repeated flags).
+#[derive(Clone, Debug)]
+struct Json<T>(T);
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<Json<T>, String> {
+    serde_json::from_str(text)
+        .map(Json)
+        .map_err(|err| format!("not the Kubernetes JSON this flag takes ({err}): {text}"))
 }
 
 fn parse_annotations(text: &str) -> Result<BTreeMap<String, String>, String> {

@@ -430,3 +430,137 @@ fn the_atlas_cloud_token_comes_from_a_secret_the_resources_first() {
         Some(("team-token".into(), "token".into(), None))
     );
 }
+
+/// Job pod settings, install-wide (`jobs.*`) and per resource (`spec.jobPod`): the resource's
+/// replace the install's tolerations, affinity, resources, service account and pull secrets,
+/// are merged over its nodeSelector, labels and annotations key by key, and its env goes with
+/// the install's; the operator's own labels always hold.
+#[test]
+fn job_pod_settings_are_the_installs_with_the_resources_over_them() {
+    let mut resource: AtlasMigration = serde_json::from_value(doc(
+        "examples/postgres-migration/atlasmigration-inline.yaml",
+        "AtlasMigration",
+    ))
+    .unwrap();
+    let owner = owner(Kind::Migration, "m");
+    let install: JobSettings = JobSettings {
+        tolerations: Some(
+            serde_json::from_value(json!([{"key": "pool", "operator": "Equal", "value": "db",
+                                            "effect": "NoSchedule"}]))
+            .unwrap(),
+        ),
+        node_selector: BTreeMap::from([("pool".into(), "db".into()), ("zone".into(), "a".into())]),
+        affinity: Some(
+            serde_json::from_value(
+                json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": [
+                    {"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}}),
+            )
+            .unwrap(),
+        ),
+        priority_class_name: Some("migrations".into()),
+        pod_labels: BTreeMap::from([("team".into(), "platform".into())]),
+        env: serde_json::from_value(
+            json!([{"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+                                           {"name": "SHARED", "value": "install"}]),
+        )
+        .unwrap(),
+        ..settings()
+    };
+    let pod_of = |job: &k8s_openapi::api::batch::v1::Job| {
+        serde_json::to_value(&job.spec.as_ref().unwrap().template).unwrap()
+    };
+
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
+    let template = pod_of(&build::render(&plan, &owner, &install));
+    let pod = &template["spec"];
+    assert_eq!(pod["tolerations"][0]["key"], "pool");
+    assert_eq!(pod["nodeSelector"], json!({"pool": "db", "zone": "a"}));
+    assert_eq!(
+        pod["affinity"]["nodeAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"][0]["weight"],
+        1
+    );
+    assert_eq!(pod["priorityClassName"], "migrations");
+    assert_eq!(template["metadata"]["labels"]["team"], "platform");
+    let env = &pod["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["name"] == "HTTPS_PROXY")
+    );
+
+    resource.spec.job_pod = Some(
+        serde_json::from_value(json!({
+            "tolerations": [{"key": "tenant", "operator": "Exists"}],
+            "nodeSelector": {"zone": "b"},
+            "priorityClassName": "tenant-low",
+            "resources": {"limits": {"memory": "1Gi"}},
+            "labels": {"azure.workload.identity/use": "true", "team": "payments",
+                       "app.kubernetes.io/managed-by": "someone-else"},
+            "annotations": {"sidecar.istio.io/inject": "true"},
+            "serviceAccountName": "payments-migrator",
+            "imagePullSecrets": [{"name": "tenant-registry"}],
+            "env": [{"name": "SHARED", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+                    {"name": "FROM_CM", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}}]
+        }))
+        .unwrap(),
+    );
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
+    let job = build::render(&plan, &owner, &install);
+    let template = pod_of(&job);
+    let pod = &template["spec"];
+    assert_eq!(
+        pod["tolerations"],
+        json!([{"key": "tenant", "operator": "Exists"}])
+    );
+    assert_eq!(pod["nodeSelector"], json!({"pool": "db", "zone": "b"}));
+    assert_eq!(pod["priorityClassName"], "tenant-low");
+    assert_eq!(pod["serviceAccountName"], "payments-migrator");
+    assert_eq!(pod["automountServiceAccountToken"], false);
+    assert_eq!(
+        pod["imagePullSecrets"],
+        json!([{"name": "tenant-registry"}])
+    );
+    assert_eq!(
+        pod["containers"][0]["resources"],
+        json!({"limits": {"memory": "1Gi"}})
+    );
+    let labels = &template["metadata"]["labels"];
+    assert_eq!(labels["azure.workload.identity/use"], "true");
+    assert_eq!(labels["team"], "payments");
+    // The operator's own labels hold, whatever the resource says: its selectors need them.
+    let own = build::render(
+        &support::plan(
+            &serde_json::from_value::<AtlasMigration>(doc(
+                "examples/postgres-migration/atlasmigration-inline.yaml",
+                "AtlasMigration",
+            ))
+            .unwrap(),
+            &ConfigMaps::new(),
+        )
+        .unwrap(),
+        &owner,
+        &settings(),
+    );
+    let own_labels = pod_of(&own)["metadata"]["labels"].clone();
+    for (key, value) in own_labels.as_object().unwrap() {
+        if key != "db.atlasgo.io/hash" {
+            assert_eq!(&labels[key], value, "{key}");
+        }
+    }
+    assert_eq!(
+        template["metadata"]["annotations"]["sidecar.istio.io/inject"],
+        "true"
+    );
+    assert_eq!(
+        template["metadata"]["annotations"]["linkerd.io/inject"],
+        "disabled"
+    );
+    let env = pod["containers"][0]["env"].as_array().unwrap();
+    let shared: Vec<_> = env.iter().filter(|v| v["name"] == "SHARED").collect();
+    assert_eq!(shared.len(), 1);
+    assert_eq!(shared[0]["valueFrom"]["secretKeyRef"]["name"], "s");
+    assert!(env.iter().any(|v| v["name"] == "FROM_CM"));
+    assert!(env.iter().any(|v| v["name"] == "HTTPS_PROXY"));
+}

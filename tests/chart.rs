@@ -547,7 +547,11 @@ fn every_env_var_the_chart_sets_is_read_by_the_operator() {
     let help = run_help();
     let everything = "watchNamespaces: [a]\nlabelSelector: [app=foo]\nallowCustomConfig: true\n\
                       runner: {image: {pullPolicy: Always}, imagePullSecrets: [{name: reg}]}\n\
-                      jobs: {serviceAccountName: migrator, ttlSecondsAfterFinished: 600}\n";
+                      jobs: {serviceAccountName: migrator, ttlSecondsAfterFinished: 600,\n\
+                      \x20      tolerations: [{key: a, operator: Exists}], nodeSelector: {a: b},\n\
+                      \x20      affinity: {nodeAffinity: {}}, priorityClassName: p, podLabels: {a: b},\n\
+                      \x20      env: [{name: A, value: b}]}\n\
+                      atlasToken: {secretName: token}\n";
     let docs = render(everything);
     let names: Vec<String> = env(&docs).into_iter().map(|(name, _)| name).collect();
     for name in &names {
@@ -577,7 +581,10 @@ fn values_map_onto_the_operators_settings() {
                   runner: {image: {repository: reg.example/runner, tag: v9, pullPolicy: Always},\n\
                   \x20        imagePullSecrets: [{name: reg-a}, {name: reg-b}]}\n\
                   jobs: {activeDeadlineSeconds: 600, ttlSecondsAfterFinished: 3600,\n\
-                  \x20      serviceAccountName: migrator, resources: {limits: {memory: 1Gi}}}\n\
+                  \x20      serviceAccountName: migrator, resources: {limits: {memory: 1Gi}},\n\
+                  \x20      tolerations: [{key: pool, operator: Exists}], nodeSelector: {pool: db},\n\
+                  \x20      affinity: {nodeAffinity: {}}, priorityClassName: migrations,\n\
+                  \x20      podLabels: {team: platform}, env: [{name: HTTPS_PROXY, value: 'http://p:3128'}]}\n\
                   devDatabase: {images: {postgres: 'postgres:15', mysql: 'mysql:8.0',\n\
                   \x20             mariadb: 'mariadb:10.11'}}\n";
     let docs = render(values);
@@ -599,6 +606,15 @@ fn values_map_onto_the_operators_settings() {
         (
             "JOB_RESOURCES",
             r#"{"limits":{"memory":"1Gi"},"requests":{"cpu":"50m","memory":"64Mi"}}"#,
+        ),
+        ("JOB_TOLERATIONS", r#"[{"key":"pool","operator":"Exists"}]"#),
+        ("JOB_NODE_SELECTOR", r#"{"pool":"db"}"#),
+        ("JOB_AFFINITY", r#"{"nodeAffinity":{}}"#),
+        ("JOB_PRIORITY_CLASS_NAME", "migrations"),
+        ("JOB_POD_LABELS", r#"{"team":"platform"}"#),
+        (
+            "JOB_ENV",
+            r#"[{"name":"HTTPS_PROXY","value":"http://p:3128"}]"#,
         ),
         ("DEV_IMAGE_POSTGRES", "postgres:15"),
         ("DEV_IMAGE_MYSQL", "mysql:8.0"),

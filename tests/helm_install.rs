@@ -942,10 +942,27 @@ fn the_admission_policies_warn_of_inline_passwords_and_hold_the_operator_to_its_
         "{err}"
     );
 
+    // What spec.jobPod and the chart's jobs.* set on a Job's pod is allowed: scheduling and
+    // extra labels, annotations and env from a Secret's key.
+    let mut scheduled = job.clone();
+    let pod = &mut scheduled["spec"]["template"]["spec"];
+    pod["tolerations"] = json!([{"key": "pool", "operator": "Equal", "value": "db",
+                                 "effect": "NoSchedule"}]);
+    pod["nodeSelector"] = json!({"kubernetes.io/os": "linux"});
+    pod["containers"][0]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"name": "EXTRA", "valueFrom": {"secretKeyRef":
+            {"name": "postgres-credentials", "key": "url"}}}));
+    scheduled["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] =
+        json!("true");
+    create_job(&cluster, Some(&user), &target.name, &scheduled)
+        .unwrap_or_else(|err| panic!("a Job with jobPod settings, as {user}: {err}"));
+
     // Any other shape is refused for the operator, with the policy's message, and allowed for
     // the admin: the policy binds nobody else.
     type Change = fn(&mut Value);
-    let cases: [(&str, Change, &str); 9] = [
+    let cases: [(&str, Change, &str); 10] = [
         (
             "a hostPath volume",
             |pod| {
@@ -1005,6 +1022,11 @@ fn the_admission_policies_warn_of_inline_passwords_and_hold_the_operator_to_its_
             "the service account's token",
             |pod| pod["automountServiceAccountToken"] = json!(true),
             "without its token",
+        ),
+        (
+            "a service account the values do not list",
+            |pod| pod["serviceAccountName"] = json!("someone-else"),
+            "admissionPolicies.jobShape.serviceAccounts",
         ),
     ];
     for (what, change, message) in cases {

@@ -434,3 +434,53 @@ fn a_target_named_only_by_the_custom_config_is_planned() {
     let refused = support::plan(&resource, &seed_configmap()).unwrap_err();
     assert_eq!(refused.message, validate::TARGET_REQUIRED);
 }
+
+/// `spec.jobPod.env` may not set what the operator sets, nor read anything but a value or a
+/// Secret's or ConfigMap's key.
+#[test]
+fn job_pod_env_is_checked() {
+    let refused = |env: serde_json::Value| {
+        let mut migration = seed_migration();
+        migration.spec.job_pod = Some(serde_json::from_value(json!({"env": env})).unwrap());
+        support::plan(&migration, &seed_configmap()).unwrap_err()
+    };
+    for name in [
+        "PATH",
+        "ATLAS_BIN",
+        contract::TASK_ENV,
+        "ATLAS_RUNNER_URL",
+        "TMPDIR",
+    ] {
+        let err = refused(json!([{"name": name, "value": "x"}]));
+        assert!(
+            err.message.contains("is set by the operator"),
+            "{name}: {}",
+            err.message
+        );
+        assert!(!err.waits_for_object);
+    }
+    let err = refused(json!([{"name": "ATLAS_TOKEN", "value": "x"}]));
+    assert!(
+        err.message.contains("spec.cloud.tokenFrom"),
+        "{}",
+        err.message
+    );
+    let err = refused(
+        json!([{"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}]),
+    );
+    assert!(
+        err.message.contains("secretKeyRef, configMapKeyRef"),
+        "{}",
+        err.message
+    );
+
+    let mut migration = seed_migration();
+    migration.spec.job_pod = Some(
+        serde_json::from_value(json!({"env": [
+            {"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+            {"name": "PGSSLROOTCERT_DATA", "valueFrom": {"configMapKeyRef": {"name": "ca", "key": "crt"}}}]}))
+        .unwrap(),
+    );
+    let plan = support::plan(&migration, &seed_configmap()).unwrap();
+    assert_eq!(plan.job_pod.env.as_ref().unwrap().len(), 2);
+}

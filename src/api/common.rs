@@ -218,3 +218,53 @@ pub struct TokenFrom {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<SecretKeySelector>,
 }
+
+/// `spec.jobPod`, an extension of this operator's (the Go operator has no such field): how this
+/// resource's Job pods are scheduled and what they carry, over the install-wide settings (the
+/// chart's `jobs.*`). Maps (labels, annotations, nodeSelector) are merged key by key with this
+/// resource's values winning; the others replace the install's. The operator's own labels are
+/// never overridden.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobPodSpec {
+    /// Tolerations of the Job's pod (replace the install's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerations: Option<Vec<k8s_openapi::api::core::v1::Toleration>>,
+    /// Node labels the Job's pod must run on (merged over the install's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Affinity of the Job's pod (replaces the install's), a Kubernetes `Affinity`. Kept as
+    /// given in the CRD (its full schema would triple the CRD's size); the API server checks it
+    /// when the Job is made, and a refusal is shown in the status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "preserved_object")]
+    pub affinity: Option<k8s_openapi::api::core::v1::Affinity>,
+    /// The PriorityClass of the Job's pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// The runner container's resources (replace the install's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+    /// Labels added to the Job's pod (for example a workload identity's); never replacing the
+    /// operator's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<BTreeMap<String, String>>,
+    /// Annotations added to the Job's pod (merged over the install's, such as the service mesh
+    /// opt-outs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotations: Option<BTreeMap<String, String>>,
+    /// The service account the Job's pod runs as (its token is never mounted). The chart's Job
+    /// admission policy allows only the install's and those in
+    /// `admissionPolicies.jobShape.serviceAccounts`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
+    /// Secrets to pull the runner's image with (replace the install's). The chart's Job
+    /// admission policy allows only the install's and those in
+    /// `admissionPolicies.jobShape.imagePullSecrets`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_secrets: Option<Vec<k8s_openapi::api::core::v1::LocalObjectReference>>,
+    /// More environment variables of the runner: a literal `value`, or `valueFrom` a Secret's or
+    /// ConfigMap's key in the resource's namespace. Names the operator sets are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<k8s_openapi::api::core::v1::EnvVar>>,
+}

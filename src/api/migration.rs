@@ -45,6 +45,10 @@ pub struct AtlasMigrationSpec {
     pub dev: DevDatabaseSpec,
     /// The migration directory: exactly one of `configMapRef`, `local` or `remote`.
     pub dir: Dir,
+    /// This operator's extension: the Job pod's scheduling, labels, annotations, resources,
+    /// service account and extra environment (see `JobPodSpec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_pod: Option<super::common::JobPodSpec>,
     /// Atlas Cloud: the project, and the token to reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<MigrationCloud>,

@@ -9,8 +9,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::CustomResourceExt;
 
 pub use common::{
-    Credentials, DevDatabaseSpec, DevDb, DevDbMetadata, ProjectConfigSpec, SecretRef, TargetSpec,
-    TokenFrom, ValueFrom, Variable,
+    Credentials, DevDatabaseSpec, DevDb, DevDbMetadata, JobPodSpec, ProjectConfigSpec, SecretRef,
+    TargetSpec, TokenFrom, ValueFrom, Variable,
 };
 pub use migration::{AtlasMigration, AtlasMigrationSpec, AtlasMigrationStatus, Dir, ExecOrder};
 pub use schema::{AtlasSchema, AtlasSchemaSpec, AtlasSchemaStatus, Policy, Schema, TxMode};

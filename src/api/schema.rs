@@ -43,6 +43,10 @@ pub struct AtlasSchemaSpec {
     /// The desired schema: exactly one of `sql`, `hcl`, `url` or `configMapKeyRef`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schema: Option<Schema>,
+    /// This operator's extension: the Job pod's scheduling, labels, annotations, resources,
+    /// service account and extra environment (see `JobPodSpec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_pod: Option<super::common::JobPodSpec>,
     /// Atlas Cloud: the schema repository and the token to reach it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<SchemaCloud>,

@@ -105,6 +105,17 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
         }
         var
     }));
+    // More env of the install's and the resource's (checked in validate); the resource's wins
+    // for a name both set.
+    let extra = &plan.job_pod.env;
+    env.extend(
+        settings
+            .env
+            .iter()
+            .filter(|var| extra.iter().flatten().all(|own| own.name != var.name))
+            .cloned(),
+    );
+    env.extend(extra.iter().flatten().cloned());
     // The install-wide token, where the resource gives none: optional, so a namespace without
     // the Secret runs without a token (the runner's log says so) instead of never starting.
     if let Some(token) = &settings.atlas_token
@@ -170,6 +181,7 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
     };
     volumes.extend(dev_volumes);
     let command = owner.kind.command();
+    let pod = &plan.job_pod;
     let container = Container {
         name: RUNNER_CONTAINER.into(),
         image: Some(settings.runner_image.clone()),
@@ -177,7 +189,7 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
         args: Some(vec![command.into()]),
         env: Some(env),
         volume_mounts: Some(mounts),
-        resources: settings.resources.clone(),
+        resources: pod.resources.clone().or_else(|| settings.resources.clone()),
         termination_message_policy: Some("FallbackToLogsOnError".into()),
         security_context: Some(SecurityContext {
             allow_privilege_escalation: Some(false),
@@ -191,19 +203,30 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
         }),
         ..Default::default()
     };
-    let mut pod_labels = owner_labels(owner.kind, &owner.name);
-    pod_labels.insert(LABEL_HASH.into(), plan.short_hash().into());
+    // Labels: the install's, the resource's over them, and the operator's own over all (its
+    // selectors and the hash label must hold).
+    let mut pod_labels = settings.pod_labels.clone();
+    pod_labels.extend(pod.labels.clone().unwrap_or_default());
     // `spec.devDB.metadata` was for the dev database's pod, which is this pod when it brings one;
     // the resource's annotations win over the install's.
     let mut pod_annotations = settings.pod_annotations.clone();
     if init_containers.is_some() {
-        for (key, value) in &plan.dev_override.labels {
-            pod_labels
-                .entry(key.clone())
-                .or_insert_with(|| value.clone());
-        }
+        pod_labels.extend(plan.dev_override.labels.clone());
         pod_annotations.extend(plan.dev_override.annotations.clone());
     }
+    pod_labels.extend(owner_labels(owner.kind, &owner.name));
+    pod_labels.insert(LABEL_HASH.into(), plan.short_hash().into());
+    pod_annotations.extend(pod.annotations.clone().unwrap_or_default());
+    let mut node_selector = settings.node_selector.clone();
+    node_selector.extend(pod.node_selector.clone().unwrap_or_default());
+    let image_pull_secrets: Vec<LocalObjectReference> = match &pod.image_pull_secrets {
+        Some(own) => own.clone(),
+        None => settings
+            .image_pull_secrets
+            .iter()
+            .map(|name| LocalObjectReference { name: name.clone() })
+            .collect(),
+    };
     Job {
         metadata: metadata(name, owner, plan),
         spec: Some(JobSpec {
@@ -256,16 +279,24 @@ pub fn render(plan: &Plan, owner: &Owner, settings: &JobSettings) -> Job {
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    service_account_name: settings.service_account.clone(),
+                    service_account_name: pod
+                        .service_account_name
+                        .clone()
+                        .or_else(|| settings.service_account.clone()),
                     automount_service_account_token: Some(false),
                     enable_service_links: Some(false),
-                    image_pull_secrets: (!settings.image_pull_secrets.is_empty()).then(|| {
-                        settings
-                            .image_pull_secrets
-                            .iter()
-                            .map(|name| LocalObjectReference { name: name.clone() })
-                            .collect()
-                    }),
+                    image_pull_secrets: (!image_pull_secrets.is_empty())
+                        .then_some(image_pull_secrets),
+                    tolerations: pod
+                        .tolerations
+                        .clone()
+                        .or_else(|| settings.tolerations.clone()),
+                    node_selector: (!node_selector.is_empty()).then_some(node_selector),
+                    affinity: pod.affinity.clone().or_else(|| settings.affinity.clone()),
+                    priority_class_name: pod
+                        .priority_class_name
+                        .clone()
+                        .or_else(|| settings.priority_class_name.clone()),
                     security_context: Some(PodSecurityContext {
                         run_as_non_root: Some(true),
                         run_as_user: Some(65532),

@@ -12,7 +12,7 @@ mod job;
 use std::collections::BTreeMap;
 
 use contract::Kind;
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::api::core::v1::{Affinity, EnvVar, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 
@@ -52,6 +52,15 @@ pub struct JobSettings {
     /// The install-wide Atlas Cloud token: a Secret of this name and key in each resource's
     /// namespace (`--atlas-token-secret`), optional there; a resource's `cloud.tokenFrom` wins.
     pub atlas_token: Option<SecretKey>,
+    /// Every Job pod's scheduling (`--job-tolerations`, `--job-node-selector`,
+    /// `--job-affinity`, `--job-priority-class-name`), extra labels (`--job-pod-labels`) and
+    /// extra runner env (`--job-env`); a resource's `spec.jobPod` is laid over them.
+    pub tolerations: Option<Vec<Toleration>>,
+    pub node_selector: BTreeMap<String, String>,
+    pub affinity: Option<Affinity>,
+    pub priority_class_name: Option<String>,
+    pub pod_labels: BTreeMap<String, String>,
+    pub env: Vec<EnvVar>,
 }
 
 /// A key of a Secret in the Job's own namespace.
@@ -104,6 +113,12 @@ impl Default for JobSettings {
                 .map(|(key, value)| (key.to_string(), value.to_string()))
                 .collect(),
             atlas_token: None,
+            tolerations: None,
+            node_selector: BTreeMap::new(),
+            affinity: None,
+            priority_class_name: None,
+            pod_labels: BTreeMap::new(),
+            env: Vec::new(),
         }
     }
 }

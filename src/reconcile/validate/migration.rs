@@ -122,6 +122,7 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         Some(driver) if task.dev_url_env.is_none() => DevNeed::Found(driver.clone()),
         _ => DevNeed::None,
     };
+    let job_pod = super::job_pod(spec.job_pod.as_ref(), reason, &env)?;
     Ok(Plan {
         kind: Kind::Migration,
         hash: found.hash.clone(),
@@ -146,5 +147,6 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         .flatten()
         .map(str::to_string)
         .collect(),
+        job_pod,
     })
 }

@@ -172,6 +172,60 @@ pub struct Plan {
     /// What the spec asks for that this operator cannot do, while the apply can go on without
     /// it: never silently ignored, each is said in the status and a Warning event.
     pub notices: Vec<String>,
+    /// `spec.jobPod`, checked ([`job_pod`]): over the install's Job pod settings.
+    pub job_pod: crate::api::JobPodSpec,
+}
+
+/// Environment variables `spec.jobPod.env` may not set: the operator's own (the task, the
+/// runner's working directory, which Atlas runs, the token of `cloud.tokenFrom`).
+const RESERVED_ENV: &[&str] = &[contract::TASK_ENV, "TMPDIR", "PATH", "ATLAS_BIN", "HOME"];
+
+/// `spec.jobPod`, checked: its env only literal values or keys of Secrets and ConfigMaps (as
+/// every other input of the runner), under names the operator does not set itself (`taken`: the
+/// plan's own variables).
+pub(super) fn job_pod(
+    spec: Option<&crate::api::JobPodSpec>,
+    reason: Reason,
+    taken: &[EnvVar],
+) -> Result<crate::api::JobPodSpec, PlanError> {
+    let Some(spec) = spec else {
+        return Ok(Default::default());
+    };
+    for var in spec.env.iter().flatten() {
+        let name = var.name.as_str();
+        if RESERVED_ENV.contains(&name)
+            || name.starts_with("ATLAS_RUNNER_")
+            || name == contract::ATLAS_TOKEN_ENV
+            || taken.iter().any(|t| t.name == name)
+        {
+            return Err(PlanError::spec(
+                reason,
+                format!(
+                    "spec.jobPod.env: {name} is set by the operator{}; choose another name",
+                    if name == contract::ATLAS_TOKEN_ENV {
+                        " (give an Atlas Cloud token with spec.cloud.tokenFrom)"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        let from_ok = var.value_from.as_ref().is_none_or(|from| {
+            (from.secret_key_ref.is_some() || from.config_map_key_ref.is_some())
+                && from.field_ref.is_none()
+                && from.resource_field_ref.is_none()
+        });
+        if !from_ok {
+            return Err(PlanError::spec(
+                reason,
+                format!(
+                    "spec.jobPod.env: {name} may have a value or come from a Secret's or \
+                     ConfigMap's key (secretKeyRef, configMapKeyRef), nothing else"
+                ),
+            ));
+        }
+    }
+    Ok(spec.clone())
 }
 
 /// The parts of `spec.devDB` (the Go operator's dev database pod) that apply to a dev database

@@ -189,6 +189,7 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
             },
         }
     };
+    let job_pod = super::job_pod(spec.job_pod.as_ref(), reason, &env)?;
     Ok(Plan {
         kind: Kind::Schema,
         hash: found.hash.clone(),
@@ -207,6 +208,7 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
             .map(|_| super::CLOUD_WITHOUT_TOKEN.to_string())
             .into_iter()
             .collect(),
+        job_pod,
     })
 }
 
