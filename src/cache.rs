@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod, PodStatus};
+use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod, PodCondition, PodStatus};
 use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -103,8 +103,9 @@ fn keep_what_is_read_of_a_job(job: &mut Job) {
 }
 
 /// A pod as the cache keeps it: its name, labels, owner and creation time, and of its status only
-/// each container's name and state (the termination message is in the state). The rest of a
-/// pod's status (addresses, conditions, images, mounts, resources) is most of its size.
+/// each container's name and state (the termination message is in the state) and a `PodScheduled`
+/// condition that is not true (why the pod waits for a node). The rest of a pod's status
+/// (addresses, other conditions, images, mounts, resources) is most of its size.
 fn keep_what_is_read_of_a_pod(pod: &mut Pod) {
     pod.managed_fields_mut().clear();
     pod.annotations_mut().clear();
@@ -121,9 +122,23 @@ fn keep_what_is_read_of_a_pod(pod: &mut Pod) {
                     .collect()
             })
         };
+        let unscheduled: Vec<_> = status
+            .conditions
+            .into_iter()
+            .flatten()
+            .filter(|c| c.type_ == "PodScheduled" && c.status != "True")
+            .map(|c| PodCondition {
+                type_: c.type_,
+                status: c.status,
+                reason: c.reason,
+                message: c.message,
+                ..Default::default()
+            })
+            .collect();
         pod.status = Some(PodStatus {
             container_statuses: keep(status.container_statuses),
             init_container_statuses: keep(status.init_container_statuses),
+            conditions: (!unscheduled.is_empty()).then_some(unscheduled),
             ..Default::default()
         });
     }
@@ -326,6 +341,21 @@ mod tests {
     /// What observe reads survives the trimming (the runner's termination message, a waiting
     /// reason, the dev database's state), and under two thirds of what was kept before (as JSON;
     /// a real pod has more of what is dropped: more conditions, mounts, resources).
+    /// Why a pod waits for a node is read (observe says it); a scheduled pod's conditions are not.
+    #[test]
+    fn a_cached_pod_keeps_why_it_is_not_scheduled() {
+        let mut pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p"},
+            "status": {"phase": "Pending", "conditions": [
+                {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                 "message": "0/1 nodes are available", "lastTransitionTime": "2026-12-01T00:00:00Z"}]}}))
+        .unwrap();
+        keep_what_is_read_of_a_pod(&mut pod);
+        let kept = pod.status.unwrap().conditions.unwrap();
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[0].reason.as_deref(), Some("Unschedulable"));
+        assert_eq!(kept[0].message.as_deref(), Some("0/1 nodes are available"));
+    }
+
     #[test]
     fn a_cached_pod_keeps_what_is_read_and_little_else() {
         let mut pod: Pod = serde_json::from_value(json!({

@@ -46,6 +46,40 @@ fn ready_condition(object: &Value) -> Option<&Value> {
         .find(|c| c["type"] == "Ready")
 }
 
+fn reconciling_condition(object: &Value) -> Option<&Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Reconciling")
+}
+
+/// A taint on the real node for as long as it lives.
+struct Taint<'a> {
+    cluster: &'a Cluster,
+    key_effect: String,
+}
+
+impl<'a> Taint<'a> {
+    /// `taint`: `key=value:Effect`.
+    fn new(cluster: &'a Cluster, taint: &str) -> Taint<'a> {
+        kubectl(cluster, &["taint", "node", real_node::NODE_NAME, taint]);
+        let (key, rest) = taint.split_once('=').expect("key=value:Effect");
+        let effect = rest.split_once(':').expect("key=value:Effect").1;
+        Taint {
+            cluster,
+            key_effect: format!("{key}:{effect}-"),
+        }
+    }
+}
+
+impl Drop for Taint<'_> {
+    fn drop(&mut self) {
+        let _ =
+            self.cluster
+                .kubectl_output(&["taint", "node", real_node::NODE_NAME, &self.key_effect]);
+    }
+}
+
 /// Polls `what` until `done` holds, for at most `limit`; panics with the operator's log.
 fn wait_for(
     ns: &TestNamespace,
@@ -401,6 +435,79 @@ fn the_chart_and_the_seed_flows_run_in_real_containers() {
         "the Job completed {} s after its runner exited",
         completed - runner_ended
     );
+
+    // A node pool of its own: with the node tainted, a Job without the toleration waits for a
+    // node (said in the status in the scheduler's words) and lands once spec.jobPod tolerates
+    // the taint. The taint goes when this part ends, passed or not.
+    let taint = Taint::new(&cluster, "atlas-test/pool=db:NoSchedule");
+    let ns = restricted_namespace(&cluster, "real-taint");
+    let _db = database(&ns, Engine::Postgres, "postgres-credentials");
+    apply_example(&ns, "examples/postgres-migration/migrationdir.yaml");
+    apply_example(&ns, "examples/postgres-migration/atlasmigration.yaml");
+    let waiting = wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(60),
+        |m| {
+            reconciling_condition(m).is_some_and(|c| {
+                c["status"] == "True"
+                    && c["message"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("pod is waiting for a node")
+            })
+        },
+    );
+    assert_eq!(ready_condition(&waiting).unwrap()["message"], "Reconciling");
+    let message = reconciling_condition(&waiting).unwrap()["message"]
+        .as_str()
+        .unwrap();
+    assert!(message.contains("untolerated taint"), "{message}");
+    let pods = get(&ns, "pods");
+    assert!(
+        pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|pod| pod["spec"]["nodeName"].is_null()),
+        "{pods}"
+    );
+    kubectl(
+        &cluster,
+        &[
+            "-n",
+            &ns.name,
+            "patch",
+            "atlasmigration/atlasmigration-sample",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"jobPod":{"tolerations":[{"key":"atlas-test/pool","operator":"Equal","value":"db","effect":"NoSchedule"}]}}}"#,
+        ],
+    );
+    let tolerated = Instant::now();
+    wait_for(
+        &ns,
+        "atlasmigration/atlasmigration-sample",
+        Duration::from_secs(120),
+        is_ready,
+    );
+    eprintln!(
+        "with the toleration Ready {:.1}s after the patch",
+        tolerated.elapsed().as_secs_f64()
+    );
+    let pods = get(&ns, "pods");
+    let tolerating = pods["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|pod| {
+            pod["spec"]["tolerations"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|t| t["key"] == "atlas-test/pool"))
+        })
+        .unwrap_or_else(|| panic!("no pod with the toleration: {pods}"));
+    assert_eq!(tolerating["spec"]["nodeName"], real_node::NODE_NAME);
+    drop(taint);
 
     // A Job that exceeds its memory limit: the kernel's OOM killer, the runtime's `OOMKilled`,
     // and a Ready=False that says so. The limit is below the 12.5 MiB Atlas peaks at for the

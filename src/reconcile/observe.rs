@@ -199,6 +199,27 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
 
     // Still running: a pod that cannot start says why now, not at the deadline.
     for pod in pods.iter().rev() {
+        // No node fits the pod (a taint it does not tolerate, a selector no node matches): in
+        // progress, since a node may come (an autoscaler), with the scheduler's own words.
+        if let Some(unscheduled) = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|all| {
+                all.iter()
+                    .find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            })
+        {
+            return Observation::InProgress {
+                detail: format!(
+                    "Job {name}'s pod is waiting for a node ({}: {}); it starts once a node fits \
+                     it (the pod's tolerations, nodeSelector and affinity: spec.jobPod or the \
+                     install's jobs.*)",
+                    unscheduled.reason.as_deref().unwrap_or("Unschedulable"),
+                    unscheduled.message.as_deref().unwrap_or_default()
+                ),
+            };
+        }
         // The dev database sidecar: its image, or its start, fails the apply's dev database.
         let dev = pod
             .status
@@ -298,6 +319,31 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// The scheduler's condition of a pod no node fits, as kube-scheduler writes it.
+    #[test]
+    fn a_pod_no_node_fits_is_in_progress_with_the_schedulers_words() {
+        let job: Job = serde_json::from_value(json!({"metadata": {"name": "j"},
+            "status": {"active": 1}}))
+        .unwrap();
+        let pod: Pod = serde_json::from_value(json!({"metadata": {"name": "p",
+            "creationTimestamp": "2026-12-01T00:00:00Z"},
+            "status": {"phase": "Pending", "conditions": [{"type": "PodScheduled",
+                "status": "False", "reason": "Unschedulable",
+                "message": "0/1 nodes are available: 1 node(s) had untolerated taint {pool: db}."}]}}))
+        .unwrap();
+        let obs = observe(Kind::Migration, "h", &job, &[pod], 0);
+        let Observation::InProgress { detail } = obs else {
+            panic!("{obs:?}");
+        };
+        assert!(
+            detail.starts_with(
+                "Job j's pod is waiting for a node (Unschedulable: 0/1 nodes are \
+                                available: 1 node(s) had untolerated taint {pool: db}.)"
+            ),
+            "{detail}"
+        );
+    }
 
     fn job(conditions: serde_json::Value, failed: i32) -> Job {
         serde_json::from_value(json!({
