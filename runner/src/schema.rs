@@ -13,7 +13,7 @@ use crate::inputs::{self, WorkDir};
 use crate::lint::{self, Realm, Skips};
 use crate::migrate::CONNECT_LIMIT;
 use crate::run::Run;
-use crate::target;
+use crate::target::{self, Scope};
 use contract::Reason;
 use contract::{Desired, Kind, Outcome, RunResult, SchemaApply, Task};
 
@@ -166,6 +166,14 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
         url: url.is_some(),
         dev: dev_url.is_some(),
     };
+    // Known before the URL goes into Atlas's environment; None when the resource's project file
+    // names the target (or its scheme is one the runner does not know): then Atlas is asked.
+    let known_scope = url.as_deref().and_then(target::scope);
+    // What an unqualified table is under on a realm-level URL, for the exclude check's advice.
+    let default_schema = match url.as_deref().and_then(target::server_driver) {
+        Some("postgres") => "public",
+        _ => "<schema>",
+    };
     if let Some(url) = url {
         run.atlas.env(URL_ENV, url);
     }
@@ -175,20 +183,38 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
 
     let body = config::schema(&task.env_name, &desired_url, generated, options);
     let config_path = work.path().join("atlas.hcl");
-    match crate::custom::project_file(task, body, run) {
+    let project = match crate::custom::project_body(task, body, run) {
+        Ok(project) => project,
+        Err(err) => return run.failed(Reason::ReadSchema, &err, false),
+    };
+    match hcl::to_string(&project) {
         Ok(text) => {
             if let Err(err) = std::fs::write(&config_path, text) {
                 return run.failed(Reason::ReadSchema, &err.to_string(), true);
             }
         }
-        Err(err) => return run.failed(Reason::ReadSchema, &err, false),
+        Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), false),
     }
     let config_url = format!("file://{}", config_path.display());
 
-    if options.lint_destructive
-        && let Some(refused) = lint(run, &task.env_name, &config_url, options)
+    let exclude = lint::excludes_of_env(&project, &task.env_name);
+    let needs_scope = options.lint_destructive || exclude.iter().any(|p| !p.contains('.'));
+    let scope = match known_scope {
+        Some(scope) => Some(scope),
+        None if needs_scope => atlas_scope(run, &task.env_name, &config_url),
+        None => None,
+    };
+    if scope == Some(Scope::Realm)
+        && let Some(refused) = realm_exclude(run, &exclude, default_schema)
     {
         return refused;
+    }
+
+    if options.lint_destructive {
+        let skips = Skips::of_env(&project, &task.env_name);
+        if let Some(refused) = lint(run, &task.env_name, &config_url, scope, skips) {
+            return refused;
+        }
     }
 
     let mut args = vec![
@@ -292,9 +318,75 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
     }
 }
 
+/// The target's scope as Atlas itself reads the env's URL (`.URL.Schema` of `schema inspect`'s
+/// template data: the schema the URL is bound to, empty for a realm). None when this Atlas
+/// build's template data has no such field, or the inspection fails: the caller then assumes
+/// nothing.
+fn atlas_scope(run: &Run, env_name: &str, config_url: &str) -> Option<Scope> {
+    let args = [
+        "schema",
+        "inspect",
+        "--env",
+        env_name,
+        "--config",
+        config_url,
+        "--format",
+        "{{ .URL.Schema }}",
+    ];
+    match run.atlas.run(&args) {
+        Ok(output) if output.success => Some(if output.stdout.trim().is_empty() {
+            Scope::Realm
+        } else {
+            Scope::Schema
+        }),
+        _ => {
+            run.log(
+                "this Atlas build does not say whether the project file's URL is bound to one \
+                 schema: the lint pairs schemas by name, and exclude patterns are not checked",
+            );
+            None
+        }
+    }
+}
+
+/// Refuses exclude patterns without a dot on a realm-level URL. There, Atlas matches such a
+/// pattern against schema names only: `ignore_me` meant for the table `public.ignore_me`
+/// protects nothing, and a desired schema without that table drops it with its rows. A whole
+/// schema is left alone by listing the schemas Atlas manages in `schemas` instead.
+fn realm_exclude(run: &Run, exclude: &[String], default_schema: &str) -> Option<RunResult> {
+    let unqualified: Vec<&String> = exclude.iter().filter(|p| !p.contains('.')).collect();
+    if unqualified.is_empty() {
+        return None;
+    }
+    let message = format!(
+        "exclude {} would match schemas, not tables: the URL is not bound to one schema (a \
+         PostgreSQL URL without search_path, a MySQL URL without a database), so Atlas reads \
+         each pattern as <schema>.<table>; write {} to leave a table alone (or list the schemas \
+         Atlas manages in `schemas` to leave a whole schema alone). Nothing was applied",
+        unqualified
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        unqualified
+            .iter()
+            .map(|p| format!("`{default_schema}.{p}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    run.log(&message);
+    Some(run.failed(Reason::ReadSchema, &message, false))
+}
+
 /// Inspects the database and the desired schema, and refuses the apply when the difference
 /// drops something.
-fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaApply) -> Option<RunResult> {
+fn lint(
+    run: &Run,
+    env_name: &str,
+    config_url: &str,
+    scope: Option<Scope>,
+    skips: Skips,
+) -> Option<RunResult> {
     let inspect = |env: &str| -> Result<Realm, Box<RunResult>> {
         let args = [
             "schema",
@@ -332,16 +424,9 @@ fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaApply) -> O
         Ok(realm) => realm,
         Err(result) => return Some(*result),
     };
-    let skipped = |name: &str| options.skip.iter().any(|s| s == name);
-    let drops = lint::destructive_changes(
-        &current,
-        &desired,
-        Skips {
-            drop_schema: skipped("drop_schema"),
-            drop_table: skipped("drop_table"),
-            drop_column: skipped("drop_column"),
-        },
-    );
+    // Not known: by name, which at worst refuses a change that drops nothing (a schema-bound
+    // URL whose schema is named otherwise than the dev database's), never lets a drop through.
+    let drops = lint::destructive_changes(&current, &desired, scope.unwrap_or(Scope::Realm), skips);
     if drops.is_empty() {
         run.log("lint: no destructive change");
         return None;
