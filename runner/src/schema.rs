@@ -21,6 +21,9 @@ use contract::{Desired, Kind, Outcome, RunResult, SchemaApply, Task};
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Apply {
+    /// Atlas's driver (`postgres`, `mysql`, `sqlite3`, …): whether a failed plan was rolled back.
+    #[serde(default)]
+    driver: String,
     #[serde(default)]
     changes: Changes,
 }
@@ -169,8 +172,13 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
     // Known before the URL goes into Atlas's environment; None when the resource's project file
     // names the target (or its scheme is one the runner does not know): then Atlas is asked.
     let known_scope = url.as_deref().and_then(target::scope);
+    let url_driver = url.as_deref().and_then(target::server_driver).or_else(|| {
+        url.as_deref()
+            .filter(|url| url.starts_with("sqlite") || url.starts_with("libsql"))
+            .map(|_| "sqlite3")
+    });
     // What an unqualified table is under on a realm-level URL, for the exclude check's advice.
-    let default_schema = match url.as_deref().and_then(target::server_driver) {
+    let default_schema = match url_driver {
         Some("postgres") => "public",
         _ => "<schema>",
     };
@@ -230,6 +238,7 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
     ];
     let concurrent = options.concurrent_index_create == Some(true)
         || options.concurrent_index_drop == Some(true);
+    let in_transaction = !concurrent && options.tx_mode != Some(contract::TxMode::None);
     if concurrent {
         // PostgreSQL refuses CREATE/DROP INDEX CONCURRENTLY inside a transaction block.
         run.log("concurrent index policy: applying without a transaction, as PostgreSQL requires");
@@ -286,18 +295,18 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
             result
         }
         Some(apply) => {
-            for statement in &apply.changes.applied {
-                run.log(&format!("-> {statement}"));
-            }
-            let message = match &apply.changes.error {
-                Some(error) => format!(
-                    "applying the schema failed at `{}`: {} ({} statements applied, {} not)",
-                    error.stmt.trim(),
-                    error.text,
-                    apply.changes.applied.len().saturating_sub(1),
-                    apply.changes.pending.len()
-                ),
-                None => output.error_text(),
+            let driver = Some(apply.driver.as_str())
+                .filter(|d| !d.is_empty())
+                .or(url_driver);
+            let rolls_back = rolls_back(driver, in_transaction);
+            let (message, stayed) = match &apply.changes.error {
+                Some(error) => failed_plan(run, &apply.changes, error, rolls_back),
+                None => {
+                    for statement in &apply.changes.applied {
+                        run.log(&format!("-> {statement}"));
+                    }
+                    (output.error_text(), apply.changes.applied.len())
+                }
             };
             run.log(&message);
             // A statement Atlas planned failed: the database's own text of the error says
@@ -312,9 +321,95 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
                     (verdict.reason, verdict.transient)
                 }
             };
-            run.failed(reason, &message, transient)
+            let mut result = run.failed(reason, &message, transient);
+            result.statements_applied = stayed as u32;
+            result
         }
         None => failure(run, &output.error_text()),
+    }
+}
+
+/// Whether the database undid the plan's statements when one failed: PostgreSQL and SQLite run
+/// DDL in the transaction `--tx-mode file` opens; MySQL and MariaDB commit each DDL statement
+/// as it runs. None: the driver is not known (the log and message then say "may").
+fn rolls_back(driver: Option<&str>, in_transaction: bool) -> Option<bool> {
+    match driver? {
+        "postgres" | "sqlite3" | "sqlite" | "libsql" => Some(in_transaction),
+        "mysql" | "maria" | "mariadb" => Some(false),
+        _ => None,
+    }
+}
+
+/// The message of a plan whose statement `error.stmt` failed, and how many statements stayed
+/// applied; the log gets each statement that ran before it, said as undone when it was.
+/// v0.13.1 lists the statements before the failing one as `Applied` and the failing one first
+/// in `Pending`; a build that counted the failing one as applied is read the same way.
+fn failed_plan(
+    run: &Run,
+    changes: &Changes,
+    error: &StatementError,
+    rolls_back: Option<bool>,
+) -> (String, usize) {
+    let failed = error.stmt.trim();
+    let mut ran: &[String] = &changes.applied;
+    if ran.last().is_some_and(|last| last.trim() == failed) {
+        ran = &ran[..ran.len() - 1];
+    }
+    let not_run: Vec<String> = changes
+        .pending
+        .iter()
+        .filter(|statement| statement.trim() != failed)
+        .cloned()
+        .collect();
+    let not_applied: Vec<String> = std::iter::once(failed.to_string())
+        .chain(not_run.iter().cloned())
+        .collect();
+    let head = format!("applying the schema failed at `{failed}`: {}", error.text);
+    match rolls_back {
+        Some(true) => {
+            for statement in ran {
+                run.log(&format!("-> rolled back: {statement}"));
+            }
+            let message = format!(
+                "{head} (0 statements applied, {} not): the transaction was rolled back, so \
+                 the database is as it was before{}",
+                ran.len() + not_applied.len(),
+                if ran.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} statements ran before the failure and were undone)",
+                        ran.len()
+                    )
+                }
+            );
+            (message, 0)
+        }
+        stays => {
+            for statement in ran {
+                run.log(&format!("-> {statement}"));
+            }
+            let (verb, note) = match stays {
+                Some(_) => (
+                    "applied",
+                    "this database does not roll DDL back, so the applied statements stay",
+                ),
+                None => (
+                    "ran",
+                    "they may have stayed applied: this database is not known to roll DDL back",
+                ),
+            };
+            let mut message = format!(
+                "{head} ({} statements {verb}, {} not: {note})",
+                ran.len(),
+                not_applied.len()
+            );
+            if !ran.is_empty() {
+                message.push_str(&format!("\n{verb}:\n{}", statement_list(ran)));
+            }
+            message.push_str(&format!("\nnot applied:\n{}", statement_list(&not_applied)));
+            (message, if stays.is_some() { ran.len() } else { 0 })
+        }
     }
 }
 

@@ -603,3 +603,83 @@ fn an_unqualified_exclude_on_a_realm_url_is_refused() {
         .unwrap();
     assert_eq!(name.trim(), "0");
 }
+
+/// Desired: `a` gains a column (runs), `b` a unique index its rows break (fails).
+const TWO_STATEMENTS: &str = "create table a (id int primary key, y int);\n\
+    create table b (id int primary key, x int);\ncreate unique index ux on b (x);\n";
+const TWO_TABLES: &str = "create table a (id int primary key); \
+    create table b (id int primary key, x int); insert into b values (1, 1), (2, 1)";
+
+/// MariaDB commits each DDL statement: when the second fails, the first stays, and the status
+/// says exactly which ran and which did not.
+#[test]
+fn a_failed_second_statement_on_mariadb_leaves_the_first_applied_and_says_so() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_partial").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_partial_dev").unwrap();
+    db.query(TWO_TABLES).unwrap();
+    let scratch = Scratch::new("partial");
+    let task = task(
+        &desired(&scratch, "schema.sql", TWO_STATEMENTS),
+        SchemaApply::default(),
+    );
+    let ran = run_runner(
+        &task,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::ApplyingSchema);
+    let message = &ran.result.message;
+    assert!(
+        message.contains("(1 statements applied, 1 not: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("applied:\n- ALTER TABLE `a` ADD COLUMN `y`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("not applied:\n- ALTER TABLE `b` ADD UNIQUE INDEX `ux`"),
+        "{message}"
+    );
+    assert_eq!(ran.result.statements_applied, 1);
+    assert!(ran.stdout.contains("-> ALTER TABLE `a`"), "{}", ran.stdout);
+    assert_eq!(describe(&db, "a"), ["id", "y"]);
+}
+
+/// PostgreSQL rolls the plan's transaction back: nothing stays, and neither the status nor the
+/// log says a statement was applied.
+#[test]
+fn a_failed_second_statement_on_postgres_is_rolled_back_and_said_so() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_rollback").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_rollback_dev").unwrap();
+    db.query(TWO_TABLES).unwrap();
+    let scratch = Scratch::new("rollback");
+    let task = task(
+        &desired(&scratch, "schema.sql", TWO_STATEMENTS),
+        SchemaApply::default(),
+    );
+    let ran = run_runner(
+        &task,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::ApplyingSchema);
+    let message = &ran.result.message;
+    assert!(
+        message.contains("(0 statements applied, 2 not): the transaction was rolled back"),
+        "{message}"
+    );
+    assert_eq!(ran.result.statements_applied, 0);
+    assert!(!ran.stdout.contains("-> ALTER TABLE"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("-> rolled back: ALTER TABLE"),
+        "{}",
+        ran.stdout
+    );
+    let y = db
+        .query("select count(*) from information_schema.columns where table_name = 'a' and column_name = 'y'")
+        .unwrap();
+    assert_eq!(y.trim(), "0");
+}
