@@ -2,7 +2,7 @@
 //! Atlas's inspection of the database with its inspection of the desired schema (both JSON), not
 //! by reading SQL text: a column named `drop_count` or a `-- drop table` comment is nothing.
 
-use hcl::{Body, Expression};
+use hcl::{Block, Body, Expression};
 use serde::Deserialize;
 
 use crate::target::Scope;
@@ -48,32 +48,37 @@ pub struct Skips {
 impl Skips {
     /// The skips of `env "<env_name>"` in the project file Atlas runs with, read as HCL: what
     /// Atlas leaves out of the plan is what the lint must leave out too, or it refuses a drop
-    /// that would never happen. Only a literal `true` counts: a value Atlas computes (a
-    /// variable, a function) is not known here, and counting it as "not skipped" can only
-    /// refuse, never let a drop through.
+    /// that would never happen. As Atlas's `Diff.Extend`: the env's `diff { skip { … } }`, or,
+    /// when the env's diff has no skip block, the project's top-level `diff { skip { … } }`.
+    /// Only a literal `true` counts: a value Atlas computes (a variable, a function) is not
+    /// known here, and counting it as "not skipped" can only refuse, never let a drop through.
     pub fn of_env(project: &Body, env_name: &str) -> Skips {
-        let mut skips = Skips::default();
-        fn blocks<'a>(body: &'a Body, identifier: &str) -> Vec<&'a hcl::Block> {
+        fn blocks<'a>(body: &'a Body, identifier: &'a str) -> impl Iterator<Item = &'a Block> {
             body.blocks()
-                .filter(|block| block.identifier.as_str() == identifier)
+                .filter(move |block| block.identifier.as_str() == identifier)
+        }
+        fn skip_blocks(body: &Body) -> Vec<&Block> {
+            blocks(body, "diff")
+                .flat_map(|diff| blocks(&diff.body, "skip"))
                 .collect()
         }
-        let envs = blocks(project, "env")
-            .into_iter()
-            .filter(|env| env.labels.len() == 1 && env.labels[0].as_str() == env_name);
-        for env in envs {
-            for diff in blocks(&env.body, "diff") {
-                for skip in blocks(&diff.body, "skip") {
-                    for attribute in skip.body.attributes() {
-                        let on = matches!(attribute.expr, Expression::Bool(true));
-                        match attribute.key.as_str() {
-                            "drop_schema" => skips.drop_schema |= on,
-                            "drop_table" => skips.drop_table |= on,
-                            "drop_column" => skips.drop_column |= on,
-                            _ => {}
-                        }
-                    }
-                }
+        let in_env: Vec<&Block> = blocks(project, "env")
+            .filter(|env| env.labels.len() == 1 && env.labels[0].as_str() == env_name)
+            .flat_map(|env| skip_blocks(&env.body))
+            .collect();
+        let chosen = if in_env.is_empty() {
+            skip_blocks(project)
+        } else {
+            in_env
+        };
+        let mut skips = Skips::default();
+        for attribute in chosen.iter().flat_map(|skip| skip.body.attributes()) {
+            let on = matches!(attribute.expr, Expression::Bool(true));
+            match attribute.key.as_str() {
+                "drop_schema" => skips.drop_schema |= on,
+                "drop_table" => skips.drop_table |= on,
+                "drop_column" => skips.drop_column |= on,
+                _ => {}
             }
         }
         skips
@@ -270,5 +275,43 @@ env "k8s" {
             }
         );
         assert_eq!(Skips::of_env(&project, "none"), Skips::default());
+        // The top-level diff serves an env whose diff has no skip block of its own.
+        let project: Body = hcl::parse(
+            r#"
+diff {
+  skip {
+    drop_column = true
+  }
+}
+env "k8s" {
+  diff {
+    concurrent_index {
+      add = true
+    }
+  }
+}
+env "own" {
+  diff {
+    skip {
+      drop_table = true
+    }
+  }
+}
+"#,
+        )
+        .unwrap();
+        let column = Skips {
+            drop_column: true,
+            ..Skips::default()
+        };
+        assert_eq!(Skips::of_env(&project, "k8s"), column);
+        assert_eq!(Skips::of_env(&project, "absent"), column);
+        assert_eq!(
+            Skips::of_env(&project, "own"),
+            Skips {
+                drop_table: true,
+                ..Skips::default()
+            }
+        );
     }
 }
