@@ -270,6 +270,17 @@ fn values_outside_their_enums_are_refused() {
             "{output}"
         );
     }
+    // `all` is `migrate apply`'s: `atlas schema apply --tx-mode` refuses it, so the CRD does.
+    let all = json!({
+        "url": "mysql://root:pass@mysql:3306/myapp",
+        "schema": {"sql": "create table t (id int);"},
+        "txMode": "all",
+    });
+    let output = refused(&namespace, resource("AtlasSchema", "tx-mode-all", all));
+    assert!(
+        output.contains("spec.txMode") && output.contains("Unsupported value: \"all\""),
+        "{output}"
+    );
 }
 
 #[test]

@@ -484,3 +484,25 @@ fn job_pod_env_is_checked() {
     let plan = support::plan(&migration, &seed_configmap()).unwrap();
     assert_eq!(plan.job_pod.env.as_ref().unwrap().len(), 2);
 }
+
+/// `txMode: all` stored before the CRD left it out: read, and refused with a message (Atlas's
+/// `schema apply` would refuse it anyway, with "unknown tx-mode").
+#[test]
+fn a_stored_tx_mode_all_is_refused_plainly() {
+    let mut mysql: AtlasSchema = serde_json::from_value(example(
+        "examples/mysql-schema/schema.yaml",
+        "AtlasSchema",
+        |_| true,
+    ))
+    .unwrap();
+    mysql.spec.tx_mode = serde_json::from_value(json!("all")).unwrap();
+    let err = support::plan(&mysql, &ConfigMaps::new()).unwrap_err();
+    assert_eq!(err.message, validate::schema::TX_MODE_ALL_REFUSED);
+    assert!(!err.waits_for_object);
+    mysql.spec.tx_mode = serde_json::from_value(json!("none")).unwrap();
+    let plan = support::plan(&mysql, &ConfigMaps::new()).unwrap();
+    let Work::Schema(work) = &plan.task.work else {
+        panic!("{:?}", plan.task.work)
+    };
+    assert_eq!(work.tx_mode, Some(contract::TxMode::None));
+}

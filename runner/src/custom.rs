@@ -122,6 +122,17 @@ pub fn project_file(
     generated: Body,
     run: &mut crate::run::Run,
 ) -> Result<String, String> {
+    let body = project_body(task, generated, run)?;
+    hcl::to_string(&body).map_err(|err| err.to_string())
+}
+
+/// [`project_file`] before it is written out: what a caller reads of the file Atlas runs with
+/// (the schema lint, the skips of its `diff` block).
+pub fn project_body(
+    task: &contract::Task,
+    generated: Body,
+    run: &mut crate::run::Run,
+) -> Result<Body, String> {
     let body = match &task.custom_config_env {
         None => generated,
         Some(name) => {
@@ -150,11 +161,10 @@ pub fn project_file(
             merge(&custom, generated, &vars).map_err(|err| err.to_string())?
         }
     };
-    let body = match crate::cloud::token(run) {
+    Ok(match crate::cloud::token(run) {
         crate::cloud::Token::Used => crate::cloud::with_block(body, task, run),
         _ => body,
-    };
-    hcl::to_string(&body).map_err(|err| err.to_string())
+    })
 }
 
 /// Where Atlas finds the value of the n-th `spec.vars` entry.

@@ -2,7 +2,10 @@
 //! Atlas's inspection of the database with its inspection of the desired schema (both JSON), not
 //! by reading SQL text: a column named `drop_count` or a `-- drop table` comment is nothing.
 
+use hcl::{Block, Body, Expression};
 use serde::Deserialize;
+
+use crate::target::Scope;
 
 /// `atlas schema inspect --format '{{ json . }}'`, the parts we compare.
 #[derive(Debug, Default, Deserialize)]
@@ -33,21 +36,98 @@ pub struct Column {
     pub name: String,
 }
 
-/// Which drops the diff policy leaves out of the plan (`policy.diff.skip`).
-#[derive(Clone, Copy, Debug, Default)]
+/// Which drops the diff policy leaves out of the plan: `diff { skip { … } }` of the env Atlas
+/// runs with (`policy.diff.skip`, and a custom config's own skip block merged with it).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Skips {
     pub drop_schema: bool,
     pub drop_table: bool,
     pub drop_column: bool,
 }
 
-/// Every schema, table and column the plan would drop, as `drop table users.t` lines.
-pub fn destructive_changes(current: &Realm, desired: &Realm, skips: Skips) -> Vec<String> {
+impl Skips {
+    /// The skips of `env "<env_name>"` in the project file Atlas runs with, read as HCL: what
+    /// Atlas leaves out of the plan is what the lint must leave out too, or it refuses a drop
+    /// that would never happen. As Atlas's `Diff.Extend`: the env's `diff { skip { … } }`, or,
+    /// when the env's diff has no skip block, the project's top-level `diff { skip { … } }`.
+    /// Only a literal `true` counts: a value Atlas computes (a variable, a function) is not
+    /// known here, and counting it as "not skipped" can only refuse, never let a drop through.
+    pub fn of_env(project: &Body, env_name: &str) -> Skips {
+        fn blocks<'a>(body: &'a Body, identifier: &'a str) -> impl Iterator<Item = &'a Block> {
+            body.blocks()
+                .filter(move |block| block.identifier.as_str() == identifier)
+        }
+        fn skip_blocks(body: &Body) -> Vec<&Block> {
+            blocks(body, "diff")
+                .flat_map(|diff| blocks(&diff.body, "skip"))
+                .collect()
+        }
+        let in_env: Vec<&Block> = blocks(project, "env")
+            .filter(|env| env.labels.len() == 1 && env.labels[0].as_str() == env_name)
+            .flat_map(|env| skip_blocks(&env.body))
+            .collect();
+        let chosen = if in_env.is_empty() {
+            skip_blocks(project)
+        } else {
+            in_env
+        };
+        let mut skips = Skips::default();
+        for attribute in chosen.iter().flat_map(|skip| skip.body.attributes()) {
+            let on = matches!(attribute.expr, Expression::Bool(true));
+            match attribute.key.as_str() {
+                "drop_schema" => skips.drop_schema |= on,
+                "drop_table" => skips.drop_table |= on,
+                "drop_column" => skips.drop_column |= on,
+                _ => {}
+            }
+        }
+        skips
+    }
+}
+
+/// The `exclude` patterns of `env "<env_name>"` in the project file Atlas runs with (the spec's,
+/// or else a custom config's own); the literal strings only, as those are all that is known
+/// before Atlas runs.
+pub fn excludes_of_env(project: &Body, env_name: &str) -> Vec<String> {
+    project
+        .blocks()
+        .filter(|env| {
+            env.identifier.as_str() == "env"
+                && env.labels.len() == 1
+                && env.labels[0].as_str() == env_name
+        })
+        .flat_map(|env| env.body.attributes())
+        .filter(|attribute| attribute.key.as_str() == "exclude")
+        .flat_map(|attribute| match &attribute.expr {
+            Expression::Array(values) => values
+                .iter()
+                .filter_map(|value| match value {
+                    Expression::String(text) => Some(text.clone()),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        })
+        .collect()
+}
+
+/// Every schema, table and column the plan would drop, as `DROP TABLE users.t` lines. `scope`
+/// is the target URL's, as Atlas reads it ([`Scope::Realm`] when it is not known).
+pub fn destructive_changes(
+    current: &Realm,
+    desired: &Realm,
+    scope: Scope,
+    skips: Skips,
+) -> Vec<String> {
     let mut drops = Vec::new();
-    // A URL bound to one schema (MySQL's database, or a schema-scoped PostgreSQL URL) inspects
-    // as one schema on each side, named after the target and the dev database: pair them.
+    // Pairing as Atlas diffs. A URL bound to one schema (MySQL's database, a PostgreSQL URL
+    // with `search_path`) inspects as one schema on each side, named after the target and the
+    // dev database, and Atlas compares their contents whatever the names: pair them. A
+    // realm-level URL is diffed schema by schema, by name, even when each side has just one:
+    // `legacy` in the database and `public` in the desired state is `DROP SCHEMA legacy
+    // CASCADE`, which pairing them by position would hide.
     let pairs: Vec<(&Schema, Option<&Schema>)> =
-        if current.schemas.len() == 1 && desired.schemas.len() == 1 {
+        if scope == Scope::Schema && current.schemas.len() == 1 && desired.schemas.len() == 1 {
             vec![(&current.schemas[0], Some(&desired.schemas[0]))]
         } else {
             current
@@ -107,7 +187,7 @@ mod tests {
             r#"{"schemas":[{"name":"dev","tables":[{"name":"t","columns":[{"name":"id"},{"name":"drop_count"}]}]}]}"#,
         );
         assert_eq!(
-            destructive_changes(&realm(CURRENT), &desired, Skips::default()),
+            destructive_changes(&realm(CURRENT), &desired, Scope::Schema, Skips::default()),
             // In the database's table order.
             [
                 "ALTER TABLE main.t DROP COLUMN bio",
@@ -119,7 +199,9 @@ mod tests {
     #[test]
     fn names_that_look_destructive_are_not() {
         let same = realm(CURRENT);
-        assert!(destructive_changes(&realm(CURRENT), &same, Skips::default()).is_empty());
+        assert!(
+            destructive_changes(&realm(CURRENT), &same, Scope::Schema, Skips::default()).is_empty()
+        );
     }
 
     #[test]
@@ -132,7 +214,7 @@ mod tests {
             drop_column: true,
             ..Skips::default()
         };
-        assert!(destructive_changes(&realm(CURRENT), &desired, skips).is_empty());
+        assert!(destructive_changes(&realm(CURRENT), &desired, Scope::Schema, skips).is_empty());
     }
 
     #[test]
@@ -140,8 +222,96 @@ mod tests {
         let current = realm(r#"{"schemas":[{"name":"a"},{"name":"b"}]}"#);
         let desired = realm(r#"{"schemas":[{"name":"a"}]}"#);
         assert_eq!(
-            destructive_changes(&current, &desired, Skips::default()),
+            destructive_changes(&current, &desired, Scope::Realm, Skips::default()),
             ["DROP SCHEMA b"]
+        );
+    }
+
+    #[test]
+    fn a_realm_level_url_pairs_one_schema_each_by_name() {
+        let current = realm(r#"{"schemas":[{"name":"legacy","tables":[{"name":"users"}]}]}"#);
+        let desired = realm(r#"{"schemas":[{"name":"public","tables":[{"name":"users"}]}]}"#);
+        assert_eq!(
+            destructive_changes(&current, &desired, Scope::Realm, Skips::default()),
+            ["DROP SCHEMA legacy"]
+        );
+        // Bound to one schema, the same two are the target's schema and the dev database's.
+        assert!(
+            destructive_changes(&current, &desired, Scope::Schema, Skips::default()).is_empty()
+        );
+    }
+
+    #[test]
+    fn skips_are_read_from_the_env_atlas_runs_with() {
+        let project: Body = hcl::parse(
+            r#"
+variable "keep" {
+  type = bool
+}
+env "other" {
+  diff {
+    skip {
+      drop_column = true
+    }
+  }
+}
+env "k8s" {
+  diff {
+    skip {
+      drop_table = true
+      drop_schema = var.keep
+      drop_index = true
+    }
+  }
+}
+"#,
+        )
+        .unwrap();
+        assert_eq!(
+            Skips::of_env(&project, "k8s"),
+            Skips {
+                drop_table: true,
+                ..Skips::default()
+            }
+        );
+        assert_eq!(Skips::of_env(&project, "none"), Skips::default());
+        // The top-level diff serves an env whose diff has no skip block of its own.
+        let project: Body = hcl::parse(
+            r#"
+diff {
+  skip {
+    drop_column = true
+  }
+}
+env "k8s" {
+  diff {
+    concurrent_index {
+      add = true
+    }
+  }
+}
+env "own" {
+  diff {
+    skip {
+      drop_table = true
+    }
+  }
+}
+"#,
+        )
+        .unwrap();
+        let column = Skips {
+            drop_column: true,
+            ..Skips::default()
+        };
+        assert_eq!(Skips::of_env(&project, "k8s"), column);
+        assert_eq!(Skips::of_env(&project, "absent"), column);
+        assert_eq!(
+            Skips::of_env(&project, "own"),
+            Skips {
+                drop_table: true,
+                ..Skips::default()
+            }
         );
     }
 }

@@ -13,7 +13,7 @@ use crate::inputs::{self, WorkDir};
 use crate::lint::{self, Realm, Skips};
 use crate::migrate::CONNECT_LIMIT;
 use crate::run::Run;
-use crate::target;
+use crate::target::{self, Scope};
 use contract::Reason;
 use contract::{Desired, Kind, Outcome, RunResult, SchemaApply, Task};
 
@@ -21,6 +21,9 @@ use contract::{Desired, Kind, Outcome, RunResult, SchemaApply, Task};
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct Apply {
+    /// Atlas's driver (`postgres`, `mysql`, `sqlite3`, …): whether a failed plan was rolled back.
+    #[serde(default)]
+    driver: String,
     #[serde(default)]
     changes: Changes,
 }
@@ -166,6 +169,19 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
         url: url.is_some(),
         dev: dev_url.is_some(),
     };
+    // Known before the URL goes into Atlas's environment; None when the resource's project file
+    // names the target (or its scheme is one the runner does not know): then Atlas is asked.
+    let known_scope = url.as_deref().and_then(target::scope);
+    let url_driver = url.as_deref().and_then(target::server_driver).or_else(|| {
+        url.as_deref()
+            .filter(|url| url.starts_with("sqlite") || url.starts_with("libsql"))
+            .map(|_| "sqlite3")
+    });
+    // What an unqualified table is under on a realm-level URL, for the exclude check's advice.
+    let default_schema = match url_driver {
+        Some("postgres") => "public",
+        _ => "<schema>",
+    };
     if let Some(url) = url {
         run.atlas.env(URL_ENV, url);
     }
@@ -175,20 +191,38 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
 
     let body = config::schema(&task.env_name, &desired_url, generated, options);
     let config_path = work.path().join("atlas.hcl");
-    match crate::custom::project_file(task, body, run) {
+    let project = match crate::custom::project_body(task, body, run) {
+        Ok(project) => project,
+        Err(err) => return run.failed(Reason::ReadSchema, &err, false),
+    };
+    match hcl::to_string(&project) {
         Ok(text) => {
             if let Err(err) = std::fs::write(&config_path, text) {
                 return run.failed(Reason::ReadSchema, &err.to_string(), true);
             }
         }
-        Err(err) => return run.failed(Reason::ReadSchema, &err, false),
+        Err(err) => return run.failed(Reason::ReadSchema, &err.to_string(), false),
     }
     let config_url = format!("file://{}", config_path.display());
 
-    if options.lint_destructive
-        && let Some(refused) = lint(run, &task.env_name, &config_url, options)
+    let exclude = lint::excludes_of_env(&project, &task.env_name);
+    let needs_scope = options.lint_destructive || exclude.iter().any(|p| !p.contains('.'));
+    let scope = match known_scope {
+        Some(scope) => Some(scope),
+        None if needs_scope => atlas_scope(run, &task.env_name, &config_url),
+        None => None,
+    };
+    if scope == Some(Scope::Realm)
+        && let Some(refused) = realm_exclude(run, &exclude, default_schema)
     {
         return refused;
+    }
+
+    if options.lint_destructive {
+        let skips = Skips::of_env(&project, &task.env_name);
+        if let Some(refused) = lint(run, &task.env_name, &config_url, scope, skips) {
+            return refused;
+        }
     }
 
     let mut args = vec![
@@ -204,6 +238,7 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
     ];
     let concurrent = options.concurrent_index_create == Some(true)
         || options.concurrent_index_drop == Some(true);
+    let in_transaction = !concurrent && options.tx_mode != Some(contract::TxMode::None);
     if concurrent {
         // PostgreSQL refuses CREATE/DROP INDEX CONCURRENTLY inside a transaction block.
         run.log("concurrent index policy: applying without a transaction, as PostgreSQL requires");
@@ -260,18 +295,18 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
             result
         }
         Some(apply) => {
-            for statement in &apply.changes.applied {
-                run.log(&format!("-> {statement}"));
-            }
-            let message = match &apply.changes.error {
-                Some(error) => format!(
-                    "applying the schema failed at `{}`: {} ({} statements applied, {} not)",
-                    error.stmt.trim(),
-                    error.text,
-                    apply.changes.applied.len().saturating_sub(1),
-                    apply.changes.pending.len()
-                ),
-                None => output.error_text(),
+            let driver = Some(apply.driver.as_str())
+                .filter(|d| !d.is_empty())
+                .or(url_driver);
+            let rolls_back = rolls_back(driver, in_transaction);
+            let (message, stayed) = match &apply.changes.error {
+                Some(error) => failed_plan(run, &apply.changes, error, rolls_back),
+                None => {
+                    for statement in &apply.changes.applied {
+                        run.log(&format!("-> {statement}"));
+                    }
+                    (output.error_text(), apply.changes.applied.len())
+                }
             };
             run.log(&message);
             // A statement Atlas planned failed: the database's own text of the error says
@@ -286,15 +321,167 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
                     (verdict.reason, verdict.transient)
                 }
             };
-            run.failed(reason, &message, transient)
+            let mut result = run.failed(reason, &message, transient);
+            result.statements_applied = stayed as u32;
+            result
         }
         None => failure(run, &output.error_text()),
     }
 }
 
+/// Whether the database undid the plan's statements when one failed: PostgreSQL and SQLite run
+/// DDL in the transaction `--tx-mode file` opens; MySQL and MariaDB commit each DDL statement
+/// as it runs. None: the driver is not known (the log and message then say "may").
+fn rolls_back(driver: Option<&str>, in_transaction: bool) -> Option<bool> {
+    match driver? {
+        "postgres" | "sqlite3" | "sqlite" | "libsql" => Some(in_transaction),
+        "mysql" | "maria" | "mariadb" => Some(false),
+        _ => None,
+    }
+}
+
+/// The message of a plan whose statement `error.stmt` failed, and how many statements stayed
+/// applied; the log gets each statement that ran before it, said as undone when it was.
+/// v0.13.1 lists the statements before the failing one as `Applied` and the failing one first
+/// in `Pending`; a build that counted the failing one as applied is read the same way.
+fn failed_plan(
+    run: &Run,
+    changes: &Changes,
+    error: &StatementError,
+    rolls_back: Option<bool>,
+) -> (String, usize) {
+    let failed = error.stmt.trim();
+    let mut ran: &[String] = &changes.applied;
+    if ran.last().is_some_and(|last| last.trim() == failed) {
+        ran = &ran[..ran.len() - 1];
+    }
+    let not_run: Vec<String> = changes
+        .pending
+        .iter()
+        .filter(|statement| statement.trim() != failed)
+        .cloned()
+        .collect();
+    let not_applied: Vec<String> = std::iter::once(failed.to_string())
+        .chain(not_run.iter().cloned())
+        .collect();
+    let head = format!("applying the schema failed at `{failed}`: {}", error.text);
+    match rolls_back {
+        Some(true) => {
+            for statement in ran {
+                run.log(&format!("-> rolled back: {statement}"));
+            }
+            let message = format!(
+                "{head} (0 statements applied, {} not): the transaction was rolled back, so \
+                 the database is as it was before{}",
+                ran.len() + not_applied.len(),
+                if ran.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        " ({} statements ran before the failure and were undone)",
+                        ran.len()
+                    )
+                }
+            );
+            (message, 0)
+        }
+        stays => {
+            for statement in ran {
+                run.log(&format!("-> {statement}"));
+            }
+            let (verb, note) = match stays {
+                Some(_) => (
+                    "applied",
+                    "this database does not roll DDL back, so the applied statements stay",
+                ),
+                None => (
+                    "ran",
+                    "they may have stayed applied: this database is not known to roll DDL back",
+                ),
+            };
+            let mut message = format!(
+                "{head} ({} statements {verb}, {} not: {note})",
+                ran.len(),
+                not_applied.len()
+            );
+            if !ran.is_empty() {
+                message.push_str(&format!("\n{verb}:\n{}", statement_list(ran)));
+            }
+            message.push_str(&format!("\nnot applied:\n{}", statement_list(&not_applied)));
+            (message, if stays.is_some() { ran.len() } else { 0 })
+        }
+    }
+}
+
+/// The target's scope as Atlas itself reads the env's URL (`.URL.Schema` of `schema inspect`'s
+/// template data: the schema the URL is bound to, empty for a realm). None when this Atlas
+/// build's template data has no such field, or the inspection fails: the caller then assumes
+/// nothing.
+fn atlas_scope(run: &Run, env_name: &str, config_url: &str) -> Option<Scope> {
+    let args = [
+        "schema",
+        "inspect",
+        "--env",
+        env_name,
+        "--config",
+        config_url,
+        "--format",
+        "{{ .URL.Schema }}",
+    ];
+    match run.atlas.run(&args) {
+        Ok(output) if output.success => Some(if output.stdout.trim().is_empty() {
+            Scope::Realm
+        } else {
+            Scope::Schema
+        }),
+        _ => {
+            run.log(
+                "this Atlas build does not say whether the project file's URL is bound to one \
+                 schema: the lint pairs schemas by name, and exclude patterns are not checked",
+            );
+            None
+        }
+    }
+}
+
+/// Refuses exclude patterns without a dot on a realm-level URL. There, Atlas matches such a
+/// pattern against schema names only: `ignore_me` meant for the table `public.ignore_me`
+/// protects nothing, and a desired schema without that table drops it with its rows. A whole
+/// schema is left alone by listing the schemas Atlas manages in `schemas` instead.
+fn realm_exclude(run: &Run, exclude: &[String], default_schema: &str) -> Option<RunResult> {
+    let unqualified: Vec<&String> = exclude.iter().filter(|p| !p.contains('.')).collect();
+    if unqualified.is_empty() {
+        return None;
+    }
+    let message = format!(
+        "exclude {} would match schemas, not tables: the URL is not bound to one schema (a \
+         PostgreSQL URL without search_path, a MySQL URL without a database), so Atlas reads \
+         each pattern as <schema>.<table>; write {} to leave a table alone (or list the schemas \
+         Atlas manages in `schemas` to leave a whole schema alone). Nothing was applied",
+        unqualified
+            .iter()
+            .map(|p| format!("`{p}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        unqualified
+            .iter()
+            .map(|p| format!("`{default_schema}.{p}`"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    run.log(&message);
+    Some(run.failed(Reason::ReadSchema, &message, false))
+}
+
 /// Inspects the database and the desired schema, and refuses the apply when the difference
 /// drops something.
-fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaApply) -> Option<RunResult> {
+fn lint(
+    run: &Run,
+    env_name: &str,
+    config_url: &str,
+    scope: Option<Scope>,
+    skips: Skips,
+) -> Option<RunResult> {
     let inspect = |env: &str| -> Result<Realm, Box<RunResult>> {
         let args = [
             "schema",
@@ -332,16 +519,9 @@ fn lint(run: &Run, env_name: &str, config_url: &str, options: &SchemaApply) -> O
         Ok(realm) => realm,
         Err(result) => return Some(*result),
     };
-    let skipped = |name: &str| options.skip.iter().any(|s| s == name);
-    let drops = lint::destructive_changes(
-        &current,
-        &desired,
-        Skips {
-            drop_schema: skipped("drop_schema"),
-            drop_table: skipped("drop_table"),
-            drop_column: skipped("drop_column"),
-        },
-    );
+    // Not known: by name, which at worst refuses a change that drops nothing (a schema-bound
+    // URL whose schema is named otherwise than the dev database's), never lets a drop through.
+    let drops = lint::destructive_changes(&current, &desired, scope.unwrap_or(Scope::Realm), skips);
     if drops.is_empty() {
         run.log("lint: no destructive change");
         return None;

@@ -114,6 +114,53 @@ pub fn server_driver(url: &str) -> Option<&'static str> {
     }
 }
 
+/// What Atlas connects to behind a URL: one schema, or the whole realm (every schema of the
+/// server or database). It decides how Atlas pairs the schemas of the database and of the
+/// desired state: a URL bound to one schema diffs that schema with the desired one whatever
+/// their names, a realm-level URL diffs schema by schema, by name (a schema only the database
+/// has is dropped, `DROP SCHEMA … CASCADE`, with its tables and rows).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Schema,
+    Realm,
+}
+
+/// The scope Atlas gives `url`, read as Atlas's drivers read it: MySQL and MariaDB are bound to
+/// the database in the path, PostgreSQL to a `search_path` parameter, SQLite always to `main`.
+/// None for a scheme the runner does not know (the caller must then not assume a binding).
+pub fn scope(url: &str) -> Option<Scope> {
+    let (scheme, rest) = url.split_once("://")?;
+    let bound = |yes: bool| Some(if yes { Scope::Schema } else { Scope::Realm });
+    let before_fragment = &rest[..rest.find('#').unwrap_or(rest.len())];
+    let (location, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    match scheme.split('+').next()? {
+        "sqlite" | "sqlite3" | "libsql" => bound(true),
+        "mysql" | "maria" | "mariadb" => {
+            let path = location.find('/').map_or("", |at| &location[at + 1..]);
+            bound(!path.is_empty())
+        }
+        "postgres" | "postgresql" => {
+            // As Go's `url.Query().Get`: the first `search_path`, decoded.
+            let search_path = query
+                .split('&')
+                .filter_map(|pair| {
+                    let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                    (query_decode(key) == "search_path").then(|| query_decode(value))
+                })
+                .next()
+                .unwrap_or_default();
+            bound(!search_path.is_empty())
+        }
+        _ => None,
+    }
+}
+
+fn query_decode(text: &str) -> String {
+    percent_decode(&text.replace('+', " "))
+}
+
 /// Waits until the database's port accepts connections, up to `limit` (a sidecar starting).
 pub fn wait_reachable(url: &str, limit: Duration) -> Result<(), TargetError> {
     let deadline = std::time::Instant::now() + limit;
@@ -202,6 +249,31 @@ mod tests {
         );
         assert_eq!(server_driver("maria://h/db"), Some("maria"));
         assert_eq!(server_driver("sqlite://file.db"), None);
+    }
+
+    #[test]
+    fn scopes_of_urls_as_atlas_reads_them() {
+        assert_eq!(scope("mysql://root:pass@h:3306/myapp"), Some(Scope::Schema));
+        assert_eq!(scope("mysql://root:pass@h:3306/"), Some(Scope::Realm));
+        assert_eq!(scope("maria://h?parseTime=true"), Some(Scope::Realm));
+        assert_eq!(
+            scope("postgres://u:p@h/db?sslmode=disable"),
+            Some(Scope::Realm)
+        );
+        assert_eq!(
+            scope("postgres://u:p@h/db?sslmode=disable&search_path=public"),
+            Some(Scope::Schema)
+        );
+        assert_eq!(
+            scope("postgres://u@h/db?search_path=&sslmode=disable"),
+            Some(Scope::Realm)
+        );
+        assert_eq!(
+            scope("postgres://u@h/db?search%5Fpath=app"),
+            Some(Scope::Schema)
+        );
+        assert_eq!(scope("sqlite://file.db?_fk=1"), Some(Scope::Schema));
+        assert_eq!(scope("clickhouse://h/db"), None);
     }
 
     #[test]

@@ -334,3 +334,353 @@ fn a_dev_database_that_never_comes_up_is_getting_dev_db_after_the_wait() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(20));
 }
+
+fn lint_policy() -> SchemaApply {
+    SchemaApply {
+        lint_destructive: true,
+        ..SchemaApply::default()
+    }
+}
+
+/// A PostgreSQL URL without `search_path` is the whole database (realm): Atlas diffs schema by
+/// schema, by name. The database's only schema `legacy` and the desired schema's only `public`
+/// are two schemas, and the plan drops `legacy` with its rows: the lint names and refuses it.
+#[test]
+fn dropping_the_only_schema_of_a_realm_url_is_refused() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_realm_drop").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_realm_drop_dev").unwrap();
+    db.query(
+        "drop schema public cascade; create schema legacy; \
+         create table legacy.users (id int primary key); insert into legacy.users values (1), (2)",
+    )
+    .unwrap();
+    let scratch = Scratch::new("realm-drop");
+    let task = task(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "create table users (id int primary key);\n",
+        ),
+        lint_policy(),
+    );
+    let ran = run_runner(
+        &task,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::LintPolicyError);
+    assert!(
+        ran.result
+            .message
+            .lines()
+            .any(|l| l == "- DROP SCHEMA legacy"),
+        "{}",
+        ran.result.message
+    );
+    assert_eq!(
+        db.query("select count(*) from legacy.users")
+            .unwrap()
+            .trim(),
+        "2"
+    );
+}
+
+/// The same on an HCL desired schema that moves the table into `schema "app"`: `public` is
+/// dropped with its rows unless the lint refuses.
+#[test]
+fn moving_a_table_to_another_schema_in_hcl_is_refused_on_a_realm_url() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_realm_move").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_realm_move_dev").unwrap();
+    db.query("create table users (id int primary key); insert into users values (1), (2), (3)")
+        .unwrap();
+    let scratch = Scratch::new("realm-move");
+    let hcl = "schema \"app\" {}\ntable \"users\" {\n  schema = schema.app\n  column \"id\" {\n    type = int\n  }\n  primary_key {\n    columns = [column.id]\n  }\n}\n";
+    let task = task(&desired(&scratch, "schema.hcl", hcl), lint_policy());
+    let ran = run_runner(
+        &task,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::LintPolicyError);
+    assert!(
+        ran.result
+            .message
+            .lines()
+            .any(|l| l == "- DROP SCHEMA public"),
+        "{}",
+        ran.result.message
+    );
+    assert_eq!(
+        db.query("select count(*) from public.users")
+            .unwrap()
+            .trim(),
+        "3"
+    );
+}
+
+/// A MariaDB URL with a database is bound to that one schema: it and the dev database's are
+/// paired whatever their names, so a safe change applies and a dropped column is still refused.
+#[test]
+fn a_schema_bound_url_pairs_the_target_with_the_dev_database() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_bound").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_bound_dev").unwrap();
+    assert_ne!(db.name, dev.name);
+    db.query(
+        "create table users (id int primary key, bio text); insert into users values (1, 'x')",
+    )
+    .unwrap();
+    let scratch = Scratch::new("bound");
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let safe = task(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "create table users (id int primary key, bio text, name text);\n",
+        ),
+        lint_policy(),
+    );
+    let ran = run_runner(&safe, &env, &scratch);
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    assert_eq!(ran.result.outcome, Outcome::Applied);
+    assert_eq!(describe(&db, "users"), ["id", "bio", "name"]);
+    let drop = task(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "create table users (id int primary key, name text);\n",
+        ),
+        lint_policy(),
+    );
+    let ran = run_runner(&drop, &env, &scratch);
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::LintPolicyError);
+    assert!(
+        ran.result
+            .message
+            .lines()
+            .any(|l| l == format!("- ALTER TABLE {}.users DROP COLUMN bio", db.name)),
+        "{}",
+        ran.result.message
+    );
+    assert_eq!(describe(&db, "users"), ["id", "bio", "name"]);
+}
+
+/// The same through a custom config that names the URL itself: the runner does not know the
+/// URL, and asks Atlas whether it is bound to one schema.
+#[test]
+fn a_schema_bound_url_in_a_custom_config_pairs_the_target_with_the_dev_database() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_bound_custom").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_bound_custom_dev").unwrap();
+    db.query("create table users (id int primary key)").unwrap();
+    let scratch = Scratch::new("bound-custom");
+    let mut task = task(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "create table users (id int primary key, name text);\n",
+        ),
+        lint_policy(),
+    );
+    task.target = Target::FromConfig;
+    task.custom_config_env = Some("CUSTOM_CONFIG".into());
+    let custom = hcl::to_string(
+        &hcl::Body::builder()
+            .add_block(
+                hcl::Block::builder("env")
+                    .add_label("k8s")
+                    .add_attribute(("url", db.url.as_str()))
+                    .build(),
+            )
+            .build(),
+    )
+    .unwrap();
+    let ran = run_runner(
+        &task,
+        &[("CUSTOM_CONFIG", &custom), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
+    assert_eq!(describe(&db, "users"), ["id", "name"]);
+}
+
+/// A custom config's own `diff { skip { drop_table = true } }`: Atlas leaves the drop out of
+/// the plan, so the lint must not refuse it.
+#[test]
+fn the_lint_honours_a_skip_set_in_the_custom_config() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_custom_skip").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_custom_skip_dev").unwrap();
+    db.query("create table users (id int primary key); create table old_logs (id int)")
+        .unwrap();
+    let scratch = Scratch::new("custom-skip");
+    let mut task = task(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "create table users (id int primary key, name text);\n",
+        ),
+        lint_policy(),
+    );
+    task.custom_config_env = Some("CUSTOM_CONFIG".into());
+    let custom = hcl::to_string(
+        &hcl::Body::builder()
+            .add_block(
+                hcl::Block::builder("env")
+                    .add_label("k8s")
+                    .add_block(
+                        hcl::Block::builder("diff")
+                            .add_block(
+                                hcl::Block::builder("skip")
+                                    .add_attribute(("drop_table", true))
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build(),
+    )
+    .unwrap();
+    let ran = run_runner(
+        &task,
+        &[
+            ("DATABASE_URL", &db.url),
+            ("DEV_URL", &dev.url),
+            ("CUSTOM_CONFIG", &custom),
+        ],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    assert_eq!(db.query("show tables").unwrap().trim(), "old_logs\nusers");
+    assert_eq!(describe(&db, "users"), ["id", "name"]);
+}
+
+/// `exclude: ["ignore_me"]` on a PostgreSQL URL without `search_path` names a schema, not the
+/// table `public.ignore_me`, which a desired schema without it would drop: refused, naming the
+/// pattern that means the table.
+#[test]
+fn an_unqualified_exclude_on_a_realm_url_is_refused() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_realm_exclude").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_realm_exclude_dev").unwrap();
+    db.query(
+        "create table users (id int primary key); create table ignore_me (id int); \
+         insert into ignore_me values (1)",
+    )
+    .unwrap();
+    let scratch = Scratch::new("realm-exclude");
+    let task = task(
+        &desired(
+            &scratch,
+            "schema.sql",
+            "create table users (id int primary key, name text);\n",
+        ),
+        SchemaApply {
+            exclude: vec!["ignore_me".into()],
+            ..SchemaApply::default()
+        },
+    );
+    let ran = run_runner(
+        &task,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::ReadSchema);
+    assert!(
+        ran.result.message.contains("`public.ignore_me`"),
+        "{}",
+        ran.result.message
+    );
+    assert_eq!(
+        db.query("select count(*) from ignore_me").unwrap().trim(),
+        "1"
+    );
+    let name = db
+        .query("select count(*) from information_schema.columns where table_name = 'users' and column_name = 'name'")
+        .unwrap();
+    assert_eq!(name.trim(), "0");
+}
+
+/// Desired: `a` gains a column (runs), `b` a unique index its rows break (fails).
+const TWO_STATEMENTS: &str = "create table a (id int primary key, y int);\n\
+    create table b (id int primary key, x int);\ncreate unique index ux on b (x);\n";
+const TWO_TABLES: &str = "create table a (id int primary key); \
+    create table b (id int primary key, x int); insert into b values (1, 1), (2, 1)";
+
+/// MariaDB commits each DDL statement: when the second fails, the first stays, and the status
+/// says exactly which ran and which did not.
+#[test]
+fn a_failed_second_statement_on_mariadb_leaves_the_first_applied_and_says_so() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_partial").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_partial_dev").unwrap();
+    db.query(TWO_TABLES).unwrap();
+    let scratch = Scratch::new("partial");
+    let task = task(
+        &desired(&scratch, "schema.sql", TWO_STATEMENTS),
+        SchemaApply::default(),
+    );
+    let ran = run_runner(
+        &task,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::ApplyingSchema);
+    let message = &ran.result.message;
+    assert!(
+        message.contains("(1 statements applied, 1 not: "),
+        "{message}"
+    );
+    assert!(
+        message.contains("applied:\n- ALTER TABLE `a` ADD COLUMN `y`"),
+        "{message}"
+    );
+    assert!(
+        message.contains("not applied:\n- ALTER TABLE `b` ADD UNIQUE INDEX `ux`"),
+        "{message}"
+    );
+    assert_eq!(ran.result.statements_applied, 1);
+    assert!(ran.stdout.contains("-> ALTER TABLE `a`"), "{}", ran.stdout);
+    assert_eq!(describe(&db, "a"), ["id", "y"]);
+}
+
+/// PostgreSQL rolls the plan's transaction back: nothing stays, and neither the status nor the
+/// log says a statement was applied.
+#[test]
+fn a_failed_second_statement_on_postgres_is_rolled_back_and_said_so() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_rollback").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_rollback_dev").unwrap();
+    db.query(TWO_TABLES).unwrap();
+    let scratch = Scratch::new("rollback");
+    let task = task(
+        &desired(&scratch, "schema.sql", TWO_STATEMENTS),
+        SchemaApply::default(),
+    );
+    let ran = run_runner(
+        &task,
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::ApplyingSchema);
+    let message = &ran.result.message;
+    assert!(
+        message.contains("(0 statements applied, 2 not): the transaction was rolled back"),
+        "{message}"
+    );
+    assert_eq!(ran.result.statements_applied, 0);
+    assert!(!ran.stdout.contains("-> ALTER TABLE"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("-> rolled back: ALTER TABLE"),
+        "{}",
+        ran.stdout
+    );
+    let y = db
+        .query("select count(*) from information_schema.columns where table_name = 'a' and column_name = 'y'")
+        .unwrap();
+    assert_eq!(y.trim(), "0");
+}

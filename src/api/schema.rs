@@ -51,7 +51,9 @@ pub struct AtlasSchemaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cloud: Option<SchemaCloud>,
     /// Glob patterns of database objects Atlas leaves alone (neither created, changed nor
-    /// dropped), such as `ignore_me` or `public.audit_*`.
+    /// dropped): `ignore_me` or `audit_*` for tables of a URL bound to one schema (MySQL with a
+    /// database, PostgreSQL with `search_path`); `public.ignore_me` otherwise, where a pattern
+    /// without a dot would match schemas only and is refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exclude: Option<Vec<String>>,
     /// The schemas (named databases) of the target that Atlas manages; all of the URL's schema
@@ -59,9 +61,9 @@ pub struct AtlasSchemaSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub schemas: Option<Vec<String>>,
     /// How the change is wrapped in transactions: `file` (one for the whole change, the
-    /// default), `all` (the same for a schema) or `none`.
+    /// default) or `none`. (`all` is `atlas migrate apply`'s; `atlas schema apply` refuses it.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(extend("default" = "file"))]
+    #[schemars(schema_with = "tx_mode_schema", extend("default" = "file"))]
     pub tx_mode: Option<TxMode>,
     /// Policies for planning (`diff`) and checking (`lint`) the change before it is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -108,16 +110,29 @@ pub struct SchemaCloud {
 }
 
 /// How a schema change is wrapped in transactions.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+// The CRD offers `file` and `none`, the modes `atlas schema apply --tx-mode` takes (v0.13.1:
+// "[none, file]"); the Go operator's CRD also lets `all` in, which Atlas then refuses. `All`
+// stays readable so a resource stored with it (before this CRD, or an unchanged old value the
+// API server keeps) is still read and refused with a message, rather than failing the list of
+// every AtlasSchema: hence the field's schema written by hand (`tx_mode_schema`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TxMode {
     /// One transaction for the whole change.
     #[default]
     File,
-    /// One transaction for everything applied.
+    /// `atlas migrate apply`'s one transaction for all files; not a mode of `schema apply`.
     All,
     /// No transaction.
     None,
+}
+
+/// The CRD schema of `txMode`: the modes of `atlas schema apply`, `All` left out.
+fn tx_mode_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "string",
+        "enum": ["file", "none"],
+    })
 }
 
 impl From<TxMode> for contract::TxMode {

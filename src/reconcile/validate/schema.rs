@@ -16,6 +16,12 @@ pub const LINT_REVIEW_REFUSED: &str = "policy.lint.review asks for Atlas Cloud's
      each change, which this operator cannot do; nothing was applied. Remove policy.lint.review \
      to apply without a review (policy.lint.destructive still guards against data loss)";
 
+/// The refusal of `txMode: all`, which `atlas schema apply` does not take (a resource stored
+/// before the CRD left it out).
+pub const TX_MODE_ALL_REFUSED: &str = "txMode: all is a mode of `atlas migrate apply`, not of \
+     `atlas schema apply` (which takes file or none); nothing was applied. Use txMode: file, one \
+     transaction for the whole change";
+
 /// The plan of an AtlasSchema.
 pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, PlanError> {
     let configmaps = &found.configmaps;
@@ -117,6 +123,9 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
         .is_some_and(|lint| lint.review.is_some())
     {
         return Err(PlanError::spec(reason, LINT_REVIEW_REFUSED));
+    }
+    if spec.tx_mode == Some(crate::api::TxMode::All) {
+        return Err(PlanError::spec(reason, TX_MODE_ALL_REFUSED));
     }
     let diff = policy.and_then(|p| p.diff.as_ref());
     let skip = diff
