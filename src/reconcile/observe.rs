@@ -138,6 +138,22 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
             },
         };
     }
+    // The runner's success is final once its container has exited 0 with the result: the Job
+    // controller's Complete comes later (0.7 s on the local cluster) and adds nothing to it. And
+    // a Job that failed after that (a mesh proxy injected as an ordinary container kept its pod
+    // running to the deadline) failed after the apply: the apply stands.
+    if let Some((result, pod)) = &newest_result
+        && matches!(result.outcome, Outcome::Applied | Outcome::NoOp)
+        && runner_exit_code(pod) == Some(0)
+    {
+        return Observation::Applied {
+            hash: hash.into(),
+            message: result.message.clone(),
+            applied_at: finished_at(pod).unwrap_or(now_unix),
+            version: result.current_version.clone(),
+        };
+    }
+
     if let Some(failed) = job_condition(job, "Failed") {
         if let Some(pod) = pods.iter().rev().find(|pod| ran_out_of_memory(pod)) {
             let said = result_of(pod)
@@ -180,20 +196,6 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
                     stalled: true,
                 }
             }
-        };
-    }
-
-    // The runner's success is final once its container has exited 0 with the result: the Job
-    // controller's Complete comes later (0.7 s on the local cluster) and adds nothing to it.
-    if let Some((result, pod)) = &newest_result
-        && matches!(result.outcome, Outcome::Applied | Outcome::NoOp)
-        && runner_exit_code(pod) == Some(0)
-    {
-        return Observation::Applied {
-            hash: hash.into(),
-            message: result.message.clone(),
-            applied_at: finished_at(pod).unwrap_or(now_unix),
-            version: result.current_version.clone(),
         };
     }
 
@@ -398,6 +400,29 @@ mod tests {
                     .as_second(),
                 version: Some("20230316085611".into()),
             }
+        );
+    }
+
+    /// A Job that failed after its runner succeeded (an ordinary mesh proxy kept the pod running
+    /// to the Job's deadline) applied all the same.
+    #[test]
+    fn a_job_failed_after_the_runner_succeeded_is_applied() {
+        let obs = observe(
+            Kind::Migration,
+            "h",
+            &job(
+                json!([{"type": "Failed", "status": "True", "reason": "DeadlineExceeded"}]),
+                1,
+            ),
+            &[pod(terminated(
+                &result("applied", "Applied", "migrated"),
+                0,
+            ))],
+            0,
+        );
+        assert!(
+            matches!(&obs, Observation::Applied { message, .. } if message == "migrated"),
+            "{obs:?}"
         );
     }
 
