@@ -95,11 +95,22 @@ async fn run_kind<K: AtlasResource>(
         cache: cache.clone(),
     });
     let cached = store.clone();
+    ctx.metrics
+        .add_workers(K::KIND.resource_kind(), options.concurrency);
     ctx.metrics.count_ready(K::KIND.resource_kind(), move || {
         cached
             .state()
             .iter()
-            .map(|resource| ready_status(&resource.common_status()))
+            .map(|resource| {
+                let status = resource.common_status();
+                crate::metrics::Counted {
+                    ready: ready_status(&status),
+                    reconciling: status
+                        .conditions
+                        .iter()
+                        .any(|c| c.type_ == "Reconciling" && c.status == "True"),
+                }
+            })
             .collect()
     });
     controller

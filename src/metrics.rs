@@ -1,6 +1,8 @@
 //! Prometheus metrics, registered once: reconciles by kind and outcome and their duration, Jobs
-//! created, failures by reason, and resources by Ready state. Served on `/metrics` by
-//! [`crate::server`].
+//! created, failures by reason, and resources by Ready state (`atlas_operator_*`); and the series
+//! controller-runtime operators export (`controller_runtime_*`), under the same names, labels
+//! and buckets, so stock dashboards and alerts for those operators work here. Served on
+//! `/metrics` by [`crate::server`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -36,8 +38,35 @@ pub struct ReadyLabels {
     pub ready: String,
 }
 
-/// Reads the Ready statuses of one kind's cached resources (a controller's store).
-type ReadySource = Box<dyn Fn() -> Vec<String> + Send + Sync>;
+/// controller-runtime's label: the controller's name (the lower-case kind, as controller-runtime
+/// names a controller built `For` a kind).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerResultLabels {
+    pub controller: String,
+    /// `success` or `error` (controller-runtime also has `requeue` and `requeue_after`, which
+    /// kube's opaque `Action` does not tell apart from success).
+    pub result: String,
+}
+
+/// One cached resource as the gauges count it: its Ready status and whether `Reconciling` is
+/// true.
+pub struct Counted {
+    pub ready: String,
+    pub reconciling: bool,
+}
+
+/// Reads one kind's cached resources (a controller's store).
+type ReadySource = Box<dyn Fn() -> Vec<Counted> + Send + Sync>;
+
+/// controller-runtime's reconcile time buckets.
+const CONTROLLER_RUNTIME_BUCKETS: [f64; 16] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8,
+];
 
 pub struct Metrics {
     pub registry: Registry,
@@ -46,12 +75,19 @@ pub struct Metrics {
     pub jobs_created: Family<KindLabels, Counter>,
     pub failures: Family<ReasonLabels, Counter>,
     resources: Family<ReadyLabels, Gauge>,
+    reconciling: Family<KindLabels, Gauge>,
     ready_sources: Mutex<Vec<(&'static str, ReadySource)>>,
+    reconcile_total: Family<ControllerResultLabels, Counter>,
+    reconcile_errors: Family<ControllerLabels, Counter>,
+    reconcile_time: Family<ControllerLabels, Histogram>,
+    active_workers: Family<ControllerLabels, Gauge>,
+    max_concurrent: Family<ControllerLabels, Gauge>,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("atlas_operator");
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_prefix("atlas_operator");
         let reconciles = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "reconciles",
@@ -84,26 +120,110 @@ impl Default for Metrics {
             "Resources in the operator's cache, by kind and Ready status",
             resources.clone(),
         );
+        let reconciling = Family::<KindLabels, Gauge>::default();
+        registry.register(
+            "resources_reconciling",
+            "Resources whose Reconciling condition is True (a Job at work or retrying, or \
+             waiting for an object), by kind",
+            reconciling.clone(),
+        );
+
+        let reconcile_total = Family::<ControllerResultLabels, Counter>::default();
+        root.register(
+            "controller_runtime_reconcile",
+            "Total number of reconciliations per controller",
+            reconcile_total.clone(),
+        );
+        let reconcile_errors = Family::<ControllerLabels, Counter>::default();
+        root.register(
+            "controller_runtime_reconcile_errors",
+            "Total number of reconciliation errors per controller",
+            reconcile_errors.clone(),
+        );
+        let reconcile_time = Family::<ControllerLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(CONTROLLER_RUNTIME_BUCKETS)
+        });
+        root.register(
+            "controller_runtime_reconcile_time_seconds",
+            "Length of time per reconciliation per controller",
+            reconcile_time.clone(),
+        );
+        let active_workers = Family::<ControllerLabels, Gauge>::default();
+        root.register(
+            "controller_runtime_active_workers",
+            "Number of currently used workers per controller",
+            active_workers.clone(),
+        );
+        let max_concurrent = Family::<ControllerLabels, Gauge>::default();
+        root.register(
+            "controller_runtime_max_concurrent_reconciles",
+            "Maximum number of concurrent reconciles per controller",
+            max_concurrent.clone(),
+        );
         Metrics {
-            registry,
+            registry: root,
             reconciles,
             reconcile_duration,
             jobs_created,
             failures,
             resources,
+            reconciling,
             ready_sources: Mutex::new(Vec::new()),
+            reconcile_total,
+            reconcile_errors,
+            reconcile_time,
+            active_workers,
+            max_concurrent,
         }
     }
 }
 
 impl Metrics {
-    /// Starts timing a reconcile; the duration is recorded when the guard is dropped.
+    /// Starts timing a reconcile of `kind` (`AtlasMigration`); the duration is recorded, and
+    /// the controller-runtime worker count given back, when the guard is dropped.
     pub fn measure(self: &Arc<Self>, kind: &str) -> Measure {
+        let controller = ControllerLabels {
+            controller: kind.to_lowercase(),
+        };
+        self.active_workers.get_or_create(&controller).inc();
         Measure {
             metrics: self.clone(),
             kind: kind.into(),
+            controller,
             started: Instant::now(),
         }
+    }
+
+    /// Counts a reconcile's end in both our series and controller-runtime's.
+    pub fn count_reconcile(&self, kind: &str, ok: bool) {
+        self.reconciles
+            .get_or_create(&OutcomeLabels {
+                kind: kind.into(),
+                outcome: if ok { "ok" } else { "error" }.into(),
+            })
+            .inc();
+        let controller = kind.to_lowercase();
+        self.reconcile_total
+            .get_or_create(&ControllerResultLabels {
+                controller: controller.clone(),
+                result: if ok { "success" } else { "error" }.into(),
+            })
+            .inc();
+        if !ok {
+            self.reconcile_errors
+                .get_or_create(&ControllerLabels { controller })
+                .inc();
+        }
+    }
+
+    /// The workers a controller of `kind` runs at most (`--concurrency`); with one controller
+    /// per namespace, their sum.
+    pub fn add_workers(&self, kind: &str, workers: u16) {
+        self.max_concurrent
+            .get_or_create(&ControllerLabels {
+                controller: kind.to_lowercase(),
+            })
+            .inc_by(i64::from(workers));
     }
 
     /// Counts `kind`'s resources by Ready status from `source` at every scrape. Reading the
@@ -112,7 +232,7 @@ impl Metrics {
     pub fn count_ready(
         &self,
         kind: &'static str,
-        source: impl Fn() -> Vec<String> + Send + Sync + 'static,
+        source: impl Fn() -> Vec<Counted> + Send + Sync + 'static,
     ) {
         self.ready_sources
             .lock()
@@ -123,7 +243,9 @@ impl Metrics {
     fn refresh_resources(&self) {
         let sources = self.ready_sources.lock().unwrap_or_else(|e| e.into_inner());
         let mut counts = std::collections::BTreeMap::<ReadyLabels, i64>::new();
+        let mut reconciling = std::collections::BTreeMap::<&str, i64>::new();
         for (kind, source) in sources.iter() {
+            reconciling.entry(kind).or_default();
             // Every state of a watched kind is reported, zero included, so a dashboard sees a
             // count fall to zero rather than a series vanish.
             for ready in ["True", "False", "Unknown"] {
@@ -134,18 +256,27 @@ impl Metrics {
                     })
                     .or_default();
             }
-            for ready in source() {
+            for counted in source() {
                 *counts
                     .entry(ReadyLabels {
                         kind: (*kind).into(),
-                        ready,
+                        ready: counted.ready,
                     })
                     .or_default() += 1;
+                if counted.reconciling {
+                    *reconciling.entry(kind).or_default() += 1;
+                }
             }
         }
         self.resources.clear();
         for (labels, count) in counts {
             self.resources.get_or_create(&labels).set(count);
+        }
+        self.reconciling.clear();
+        for (kind, count) in reconciling {
+            self.reconciling
+                .get_or_create(&KindLabels { kind: kind.into() })
+                .set(count);
         }
     }
 
@@ -162,17 +293,27 @@ impl Metrics {
 pub struct Measure {
     metrics: Arc<Metrics>,
     kind: String,
+    controller: ControllerLabels,
     started: Instant,
 }
 
 impl Drop for Measure {
     fn drop(&mut self) {
+        let took = self.started.elapsed().as_secs_f64();
         self.metrics
             .reconcile_duration
             .get_or_create(&KindLabels {
                 kind: self.kind.clone(),
             })
-            .observe(self.started.elapsed().as_secs_f64());
+            .observe(took);
+        self.metrics
+            .reconcile_time
+            .get_or_create(&self.controller)
+            .observe(took);
+        self.metrics
+            .active_workers
+            .get_or_create(&self.controller)
+            .dec();
     }
 }
 
@@ -186,14 +327,21 @@ mod tests {
         {
             let _measure = metrics.measure("AtlasMigration");
         }
-        metrics
-            .reconciles
-            .get_or_create(&OutcomeLabels {
-                kind: "AtlasMigration".into(),
-                outcome: "ok".into(),
-            })
-            .inc();
+        metrics.count_reconcile("AtlasMigration", true);
+        metrics.count_reconcile("AtlasMigration", false);
+        metrics.add_workers("AtlasMigration", 4);
         let text = metrics.encode();
+        // controller-runtime's names and labels, which stock dashboards and alerts query.
+        for series in [
+            "controller_runtime_reconcile_total{controller=\"atlasmigration\",result=\"success\"} 1",
+            "controller_runtime_reconcile_total{controller=\"atlasmigration\",result=\"error\"} 1",
+            "controller_runtime_reconcile_errors_total{controller=\"atlasmigration\"} 1",
+            "controller_runtime_reconcile_time_seconds_count{controller=\"atlasmigration\"} 1",
+            "controller_runtime_active_workers{controller=\"atlasmigration\"} 0",
+            "controller_runtime_max_concurrent_reconciles{controller=\"atlasmigration\"} 4",
+        ] {
+            assert!(text.contains(series), "{series} missing:\n{text}");
+        }
         assert!(
             text.contains(
                 "atlas_operator_reconciles_total{kind=\"AtlasMigration\",outcome=\"ok\"} 1"

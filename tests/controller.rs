@@ -880,6 +880,17 @@ fn health_and_metrics_endpoints_report_the_work() {
         metrics.contains("atlas_operator_reconcile_duration_seconds_bucket"),
         "{metrics}"
     );
+    // controller-runtime's series, which stock dashboards and alerts for Kubernetes operators
+    // query: one controller per kind, named after it.
+    for series in [
+        "controller_runtime_reconcile_total{controller=\"atlasmigration\",result=\"success\"}",
+        "controller_runtime_reconcile_time_seconds_bucket{le=\"0.005\",controller=\"atlasmigration\"}",
+        "controller_runtime_active_workers{controller=\"atlasmigration\"} ",
+        "controller_runtime_max_concurrent_reconciles{controller=\"atlasmigration\"} 4",
+        "atlas_operator_resources_reconciling{kind=\"AtlasMigration\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series}:\n{metrics}");
+    }
     // Resources by Ready state, read from the operator's cache at the scrape.
     assert!(
         metrics.contains("atlas_operator_resources{kind=\"AtlasMigration\",ready=\"True\"} 1"),

@@ -38,7 +38,7 @@ use kube::{Client, ResourceExt};
 pub use kind::AtlasResource;
 
 use crate::cache::Cache;
-use crate::metrics::{Metrics, OutcomeLabels};
+use crate::metrics::Metrics;
 use apply::Applied;
 use build::{JobSettings, Owner};
 use status::Observation;
@@ -111,14 +111,7 @@ pub async fn reconcile<K: AtlasResource>(
     let kind = K::KIND.resource_kind();
     let _measure = ctx.metrics.measure(kind);
     let result = reconcile_resource(&*resource, &ctx).await;
-    let outcome = if result.is_ok() { "ok" } else { "error" };
-    ctx.metrics
-        .reconciles
-        .get_or_create(&OutcomeLabels {
-            kind: kind.into(),
-            outcome: outcome.into(),
-        })
-        .inc();
+    ctx.metrics.count_reconcile(kind, result.is_ok());
     result
 }
 
