@@ -957,3 +957,93 @@ fn the_atlas_cloud_token_goes_to_the_jobs_never_the_operator() {
     assert!(err.contains("ATLAS_TOKEN must come from a Secret"), "{err}");
     assert!(!err.contains("aci_literal"), "{err}");
 }
+
+/// The Grafana dashboard and the PrometheusRule (both off by default) render, the dashboard is
+/// valid JSON, and every series they query is one the operator exports, by its exact name.
+#[test]
+fn the_dashboard_and_alerts_query_only_what_the_operator_exports() {
+    let defaults = render("{}");
+    assert!(of_kind(&defaults, "PrometheusRule").is_empty());
+    assert!(!defaults.iter().any(|d| {
+        d["kind"] == "ConfigMap"
+            && d["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.ends_with("-dashboard"))
+    }));
+    let docs = render(
+        "metrics: {grafanaDashboard: {enabled: true}, prometheusRule: {enabled: true,\n\
+         \x20 additionalLabels: {team: db}}}\n",
+    );
+    let dashboard = of_kind(&docs, "ConfigMap")
+        .into_iter()
+        .find(|d| {
+            d["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .ends_with("-dashboard")
+        })
+        .expect("the dashboard's ConfigMap");
+    assert_eq!(dashboard["metadata"]["labels"]["grafana_dashboard"], "1");
+    let json: Value =
+        serde_json::from_str(dashboard["data"]["atlas-operator.json"].as_str().unwrap())
+            .expect("the dashboard is JSON");
+    let mut queries: Vec<String> = json["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().clone())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(queries.len() >= 8, "{queries:?}");
+    let rule = one(&docs, "PrometheusRule");
+    for alert in rule["spec"]["groups"][0]["rules"].as_array().unwrap() {
+        assert_eq!(alert["labels"]["team"], "db", "{alert}");
+        queries.push(alert["expr"].as_str().unwrap().to_string());
+    }
+
+    // What the operator exports: the `# TYPE` lines of its registry once each family has a
+    // series (as after one reconcile, one Job and one failure).
+    use atlas_operator::metrics::{Counted, KindLabels, Metrics, ReasonLabels};
+    let metrics = std::sync::Arc::new(Metrics::default());
+    drop(metrics.measure("AtlasMigration"));
+    metrics.count_reconcile("AtlasMigration", false);
+    metrics.add_workers("AtlasMigration", 4);
+    metrics.count_ready("AtlasMigration", || {
+        vec![Counted {
+            ready: "False".into(),
+            reconciling: true,
+        }]
+    });
+    let kind = || KindLabels {
+        kind: "AtlasMigration".into(),
+    };
+    metrics.jobs_created.get_or_create(&kind()).inc();
+    metrics
+        .failures
+        .get_or_create(&ReasonLabels {
+            kind: "AtlasMigration".into(),
+            reason: "Migrating".into(),
+        })
+        .inc();
+    let exported: Vec<String> = metrics
+        .encode()
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .map(|line| line.split_whitespace().next().unwrap().to_string())
+        .collect();
+    for query in &queries {
+        let names = query
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("atlas_operator_") || w.starts_with("controller_runtime_"));
+        for name in names {
+            let family = ["_total", "_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
+            assert!(
+                exported.iter().any(|e| e == family || e == name),
+                "{name} (in `{query}`) is not exported; the operator exports {exported:?}"
+            );
+        }
+    }
+}
