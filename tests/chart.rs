@@ -147,7 +147,17 @@ fn chart_version_is_the_crates() {
 #[test]
 fn helm_lint_passes_in_both_modes() {
     let chart = chart();
-    for values in ["{}", NAMESPACED] {
+    // And with every optional part on and the Job pod settings set.
+    let everything = "metrics: {serviceMonitor: {enabled: true}, grafanaDashboard: {enabled: true},\n\
+                      \x20 prometheusRule: {enabled: true}}\n\
+                      podDisruptionBudget: {enabled: true}\n\
+                      networkPolicy: {enabled: true}\n\
+                      atlasToken: {secretName: atlas-token}\n\
+                      jobs: {tolerations: [{key: pool, operator: Exists}], nodeSelector: {pool: db},\n\
+                      \x20 priorityClassName: migrations, podLabels: {team: db},\n\
+                      \x20 env: [{name: HTTPS_PROXY, value: 'http://proxy:3128'}]}\n\
+                      admissionPolicies: {jobShape: {serviceAccounts: [wi], imagePullSecrets: [reg]}}\n";
+    for values in ["{}", NAMESPACED, everything] {
         let output = helm_with_values(&["lint", "--strict", chart.to_str().unwrap()], values);
         assert!(
             output.status.success(),
