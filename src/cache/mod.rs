@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use futures::stream::BoxStream;
-use futures::{FutureExt, StreamExt};
+use futures::{FutureExt, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{ConfigMap, ContainerStatus, Pod, PodCondition, PodStatus};
 use kube::core::PartialObjectMeta;
@@ -26,6 +26,9 @@ use kube::{Api, Resource, ResourceExt};
 
 use crate::reconcile::build::{LABEL_HASH, Owner};
 
+mod index;
+use index::{Index, KeyOf};
+
 /// The label the Job controller puts on every pod of a Job.
 const JOB_NAME_LABEL: &str = "job-name";
 
@@ -34,6 +37,9 @@ const JOB_NAME_LABEL: &str = "job-name";
 pub struct Cache {
     jobs: Store<Job>,
     pods: Store<Pod>,
+    /// Pods by namespace and Job name; Jobs by namespace and owner uid.
+    pods_by_job: Index<Pod>,
+    jobs_by_owner: Index<Job>,
     configmaps: Store<PartialObjectMeta<ConfigMap>>,
     /// The content of the ConfigMaps resources refer to, as last read.
     contents: Arc<Mutex<Contents>>,
@@ -61,16 +67,22 @@ pub fn watch(
     let (pod_store, pod_writer) = reflector::store();
     let (configmap_store, configmap_writer) = reflector::store();
     let config = watcher::Config::default().labels(selector);
+    let jobs_by_owner = Index::new(owner_of_job as KeyOf<Job>);
+    let pods_by_job = Index::new(job_of_pod as KeyOf<Pod>);
+    let job_index = jobs_by_owner.clone();
     let jobs = watcher(jobs, config.clone())
         .default_backoff()
         .modify(keep_what_is_read_of_a_job)
         .reflect(job_writer)
+        .inspect_ok(move |event| job_index.apply(event))
         .touched_objects()
         .boxed();
+    let pod_index = pods_by_job.clone();
     let pods = watcher(pods, config)
         .default_backoff()
         .modify(keep_what_is_read_of_a_pod)
         .reflect(pod_writer)
+        .inspect_ok(move |event| pod_index.apply(event))
         .touched_objects()
         .boxed();
     let configmaps = watcher(configmaps, watcher::Config::default())
@@ -83,6 +95,8 @@ pub fn watch(
         Cache {
             jobs: job_store,
             pods: pod_store,
+            pods_by_job,
+            jobs_by_owner,
             configmaps: configmap_store,
             contents: Arc::default(),
         },
@@ -92,6 +106,21 @@ pub fn watch(
             configmaps,
         },
     )
+}
+
+/// The key of a pod in [`Cache::pods_by_job`]: its Job's namespace and name.
+fn job_of_pod(pod: &Pod) -> Option<(String, String)> {
+    Some((pod.namespace()?, pod.labels().get(JOB_NAME_LABEL)?.clone()))
+}
+
+/// The key of a Job in [`Cache::jobs_by_owner`]: its namespace and its controller's uid.
+fn owner_of_job(job: &Job) -> Option<(String, String)> {
+    let owner = job
+        .owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .or_else(|| job.owner_references().first())?;
+    Some((job.namespace()?, owner.uid.clone()))
 }
 
 /// A Job as the cache keeps it: its name, labels, owner and status (the hash annotation and the
@@ -190,27 +219,21 @@ impl Cache {
 
     /// The pods of one Job, in no particular order.
     pub fn pods_of(&self, namespace: &str, job_name: &str) -> Vec<Pod> {
-        self.pods
-            .state()
-            .into_iter()
-            .filter(|pod| {
-                pod.namespace().as_deref() == Some(namespace)
-                    && pod.labels().get(JOB_NAME_LABEL).map(String::as_str) == Some(job_name)
-            })
+        self.pods_by_job
+            .get(&(namespace.to_string(), job_name.to_string()))
+            .iter()
+            .filter_map(|reference| self.pods.get(reference))
             .map(|pod| (*pod).clone())
             .collect()
     }
 
     /// The names of the owner's Jobs for other hashes than `short_hash`.
     pub fn older_jobs(&self, owner: &Owner, short_hash: &str) -> Vec<String> {
-        self.jobs
-            .state()
-            .into_iter()
-            .filter(|job| {
-                job.namespace().as_deref() == Some(owner.namespace.as_str())
-                    && job.owner_references().iter().any(|o| o.uid == owner.uid)
-                    && job.labels().get(LABEL_HASH).map(String::as_str) != Some(short_hash)
-            })
+        self.jobs_by_owner
+            .get(&(owner.namespace.clone(), owner.uid.clone()))
+            .iter()
+            .filter_map(|reference| self.jobs.get(reference))
+            .filter(|job| job.labels().get(LABEL_HASH).map(String::as_str) != Some(short_hash))
             .map(|job| job.name_any())
             .collect()
     }
@@ -256,22 +279,31 @@ impl Cache {
     /// A cache as the watches leave it after their first list of these objects.
     pub(crate) fn listed(jobs: &[Job], pods: &[Pod]) -> Cache {
         use kube::runtime::reflector::store::Writer;
-        fn listed<K>(objects: &[K]) -> Writer<K>
+        /// The store and index (if any) as a first list of `objects` leaves them.
+        fn listed<K>(objects: &[K], index: Option<&Index<K>>) -> Writer<K>
         where
             K: Resource<DynamicType = ()> + Clone + 'static,
         {
             let mut writer = Writer::default();
-            writer.apply_watcher_event(&watcher::Event::Init);
-            for object in objects {
-                writer.apply_watcher_event(&watcher::Event::InitApply(object.clone()));
+            let mut events = vec![watcher::Event::Init];
+            events.extend(objects.iter().cloned().map(watcher::Event::InitApply));
+            events.push(watcher::Event::InitDone);
+            for event in &events {
+                writer.apply_watcher_event(event);
+                if let Some(index) = index {
+                    index.apply(event);
+                }
             }
-            writer.apply_watcher_event(&watcher::Event::InitDone);
             writer
         }
+        let pods_by_job = Index::new(job_of_pod as KeyOf<Pod>);
+        let jobs_by_owner = Index::new(owner_of_job as KeyOf<Job>);
         Cache {
-            jobs: listed(jobs).as_reader(),
-            pods: listed(pods).as_reader(),
-            configmaps: listed::<PartialObjectMeta<ConfigMap>>(&[]).as_reader(),
+            jobs: listed(jobs, Some(&jobs_by_owner)).as_reader(),
+            pods: listed(pods, Some(&pods_by_job)).as_reader(),
+            pods_by_job,
+            jobs_by_owner,
+            configmaps: listed::<PartialObjectMeta<ConfigMap>>(&[], None).as_reader(),
             contents: Arc::default(),
         }
     }
@@ -327,6 +359,8 @@ mod tests {
         let cache = Cache {
             jobs: job_writer.as_reader(),
             pods: pod_writer.as_reader(),
+            pods_by_job: Index::new(job_of_pod as KeyOf<Pod>),
+            jobs_by_owner: Index::new(owner_of_job as KeyOf<Job>),
             configmaps: Writer::default().as_reader(),
             contents: Arc::default(),
         };
@@ -338,9 +372,6 @@ mod tests {
         assert!(cache.is_ready(), "asking again gives the same answer");
     }
 
-    /// What observe reads survives the trimming (the runner's termination message, a waiting
-    /// reason, the dev database's state), and under two thirds of what was kept before (as JSON;
-    /// a real pod has more of what is dropped: more conditions, mounts, resources).
     /// Why a pod waits for a node is read (observe says it); a scheduled pod's conditions are not.
     #[test]
     fn a_cached_pod_keeps_why_it_is_not_scheduled() {
@@ -356,6 +387,9 @@ mod tests {
         assert_eq!(kept[0].message.as_deref(), Some("0/1 nodes are available"));
     }
 
+    /// What observe reads survives the trimming (the runner's termination message, a waiting
+    /// reason, the dev database's state), and under two thirds of what was kept before (as JSON;
+    /// a real pod has more of what is dropped: more conditions, mounts, resources).
     #[test]
     fn a_cached_pod_keeps_what_is_read_and_little_else() {
         let mut pod: Pod = serde_json::from_value(json!({
