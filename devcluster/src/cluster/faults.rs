@@ -204,3 +204,35 @@ fn heartbeat_since(cluster: &Cluster, node: &str, since: i64) -> Result<(), Stri
         _ => Err(format!("Ready and its heartbeat: {:?}", out.trim())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A process's command line, environment and working directory read back as they were given.
+    #[test]
+    fn a_process_is_read_back_as_it_was_started() {
+        let dir = std::env::temp_dir();
+        let mut sh = Command::new("sh");
+        sh.args(["-c", "sleep 30", "a b"])
+            .env_clear()
+            .env("DEVCLUSTER_FAULTS_TEST", "x=y")
+            .current_dir(&dir);
+        let mut child = sh.spawn().unwrap();
+        let launch = Launch::of(child.id()).unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(launch.program.to_string_lossy().ends_with("sh"));
+        assert_eq!(launch.args, ["-c", "sleep 30", "a b"]);
+        assert_eq!(
+            launch.env,
+            [("DEVCLUSTER_FAULTS_TEST".into(), "x=y".into())]
+        );
+        assert_eq!(launch.cwd, dir.canonicalize().unwrap());
+        let again = launch.command();
+        assert_eq!(
+            again.get_args().collect::<Vec<_>>(),
+            ["-c", "sleep 30", "a b"]
+        );
+    }
+}
