@@ -134,7 +134,7 @@ pub fn write_state(path: &Path, text: &str) -> Result<(), IoError> {
 }
 
 /// Held until dropped: `up` and `down` of one service never run at once.
-fn lock(dir: &Path) -> Result<File, IoError> {
+pub(crate) fn lock(dir: &Path) -> Result<File, IoError> {
     fs::create_dir_all(dir).map_err(io(format!("creating {}", dir.display())))?;
     let path = dir.join(".lock");
     let file = File::create(&path).map_err(io(format!("creating {}", path.display())))?;

@@ -94,6 +94,36 @@ pub fn install(cluster: &Cluster) -> Result<PathBuf, ClusterError> {
     Ok(path)
 }
 
+/// The operator's kubeconfig ([`install`]'s) with `server` as the API server's URL, in a file of
+/// its own per server.
+pub fn kubeconfig_through(cluster: &Cluster, server: &str) -> Result<PathBuf, ClusterError> {
+    let installed = install(cluster)?;
+    let bad = |what: String| {
+        move |err: serde_json::Error| ClusterError::Io {
+            what,
+            source: std::io::Error::other(err),
+        }
+    };
+    let text = std::fs::read_to_string(&installed).map_err(|source| ClusterError::Io {
+        what: format!("reading {}", installed.display()),
+        source,
+    })?;
+    let mut config: Value =
+        serde_json::from_str(&text).map_err(bad(format!("parsing {}", installed.display())))?;
+    if let Some(clusters) = config["clusters"].as_array_mut() {
+        for entry in clusters {
+            entry["cluster"]["server"] = json!(server);
+        }
+    }
+    let port = server.rsplit(':').next().unwrap_or("relay");
+    let path = crate::target_dir().join(format!("devcluster/operator-kubeconfig-via-{port}"));
+    std::fs::write(&path, config.to_string()).map_err(|source| ClusterError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })?;
+    Ok(path)
+}
+
 /// The operator binary running against the local cluster; stopped when dropped.
 pub struct OperatorProcess {
     child: Child,
@@ -117,7 +147,23 @@ impl OperatorProcess {
         namespaces: &[&str],
         extra: &[&str],
     ) -> Result<OperatorProcess, ClusterError> {
-        let kubeconfig = install(cluster)?;
+        Self::start_through(cluster, binary, namespaces, extra, None)
+    }
+
+    /// [`OperatorProcess::start_with`] reaching the API server at `server` when given (a relay
+    /// on the API server's address and another port: its certificate names the address, not
+    /// the port), so a test can cut the operator off from it.
+    pub fn start_through(
+        cluster: &Cluster,
+        binary: &Path,
+        namespaces: &[&str],
+        extra: &[&str],
+        server: Option<&str>,
+    ) -> Result<OperatorProcess, ClusterError> {
+        let kubeconfig = match server {
+            None => install(cluster)?,
+            Some(server) => kubeconfig_through(cluster, server)?,
+        };
         static STARTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let log = crate::target_dir().join(format!(
             "devcluster/operator-{}-{}-{}.log",
@@ -172,6 +218,11 @@ impl OperatorProcess {
     /// The process's id, to read its `/proc` figures (the benchmarks do).
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The exit status once the process has exited (reaped), None while it runs.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// Sends `SIGKILL`, as a crash or a lost node would end it: nothing is released.

@@ -78,6 +78,19 @@ pub fn terminate(pids: &[u32], grace: Duration) {
     }
 }
 
+/// Sends `SIGKILL`, as a crash would end them (nothing is flushed or released), and waits (a few
+/// seconds at most) for them to be gone.
+pub fn kill(pids: &[u32]) {
+    if pids.is_empty() {
+        return;
+    }
+    signal("KILL", pids);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pids.iter().any(|pid| cmd::process_alive(*pid)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn signal(signal: &str, pids: &[u32]) {
     let mut kill = Command::new("kill");
     kill.arg(format!("-{signal}"))

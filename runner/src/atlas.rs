@@ -4,7 +4,30 @@
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+/// Set by the SIGTERM handler ([`stop_on_sigterm`]).
+static TERMINATED: AtomicBool = AtomicBool::new(false);
+/// How long Atlas gets to exit after the runner passed SIGTERM on, before SIGKILL: well inside
+/// the shortest grace period a drain gives (the runner still writes its result after).
+const ATLAS_STOP_GRACE: Duration = Duration::from_millis(500);
+
+extern "C" fn on_sigterm(_: libc::c_int) {
+    // Only an atomic store: all a signal handler may safely do.
+    TERMINATED.store(true, Ordering::SeqCst);
+}
+
+/// Makes SIGTERM stop the runner with a transient failure ([`AtlasError::Terminated`]) instead
+/// of being ignored. The runner is its container's PID 1, and the kernel ignores a signal PID 1
+/// has no handler for: the kubelet's SIGTERM (a pod deleted, a node drained) did nothing, and
+/// the grace period ended in SIGKILL, exit 137, which the Job's pod failure policy reads as the
+/// OOM killer (FailJob): the resource failed for good (tests/faults.rs found it).
+pub fn stop_on_sigterm() {
+    let handler: extern "C" fn(libc::c_int) = on_sigterm;
+    // SAFETY: installs a handler that only stores to an atomic.
+    unsafe { libc::signal(libc::SIGTERM, handler as libc::sighandler_t) };
+}
 
 /// The environment variables through which the runner hands Atlas the URLs; the generated
 /// `atlas.hcl` reads them with `getenv`.
@@ -27,6 +50,10 @@ pub enum AtlasError {
         " (SIGKILL): in a container this is most often its memory limit (the OOM killer)"
     } else { "" })]
     Killed { signal: i32 },
+    /// The runner got SIGTERM: its pod is being deleted (a person, a drain). Another pod of the
+    /// Job runs the apply again; what Atlas committed is in the revisions table.
+    #[error("stopped by SIGTERM (the Job's pod is being deleted) before Atlas finished")]
+    Terminated,
 }
 
 impl AtlasError {
@@ -90,6 +117,9 @@ impl Atlas {
     }
 
     pub fn run(&self, args: &[&str]) -> Result<Output, AtlasError> {
+        if TERMINATED.load(Ordering::SeqCst) {
+            return Err(AtlasError::Terminated);
+        }
         let mut command = Command::new(&self.program);
         command
             .args(args)
@@ -126,6 +156,19 @@ impl Atlas {
                 source,
             })? {
                 break status;
+            }
+            if TERMINATED.load(Ordering::SeqCst) {
+                // Passed on, so Atlas can roll its transaction back and release its lock.
+                // SAFETY: kill(2) on our own child, not reaped yet.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let stopping = Instant::now();
+                while matches!(child.try_wait(), Ok(None)) && stopping.elapsed() < ATLAS_STOP_GRACE
+                {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(AtlasError::Terminated);
             }
             if started.elapsed() >= self.limit {
                 let _ = child.kill();

@@ -61,6 +61,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    atlas_runner::atlas::stop_on_sigterm();
     let cli = Cli::parse();
     let atlas = Atlas::new(cli.atlas.clone(), Duration::from_secs(cli.timeout_seconds));
     let mut run = Run::new(atlas, cli.tmp.clone());

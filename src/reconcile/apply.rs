@@ -151,6 +151,21 @@ async fn release(ctx: &Context, plan: &Plan, owner: &Owner, job: &Job) -> Result
     Ok(())
 }
 
+/// Deletes the Job `name` (its pods and inputs go with it, by the garbage collector); one
+/// already gone is fine.
+pub(super) async fn delete_job(ctx: &Context, namespace: &str, name: &str) -> Result<(), Error> {
+    let background = DeleteParams {
+        propagation_policy: Some(PropagationPolicy::Background),
+        ..DeleteParams::default()
+    };
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), namespace);
+    match jobs.delete(name, &background).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// Deletes the `older` Jobs and the inputs ConfigMaps of other hashes: the latest Job stays for
 /// `kubectl logs`. Called when a new hash got its Job or older Jobs are still there, so a
 /// reconcile that finds nothing to clean up lists nothing.

@@ -197,11 +197,44 @@ async fn reconcile_resource<K: AtlasResource>(
     };
 
     let job_name = job.name_any();
+    let pods = ctx.cache.pods_of(&namespace, &job_name);
+    // The node lost the Job's last pod (its containers gone with a restarted kubelet or a
+    // rebooted node): not the apply's failure. The Job goes, and the next reconcile makes it
+    // again under the same name; Atlas's revisions table (and its lock, should the lost
+    // process still run) keeps each version applied once.
+    if let Some(pod) = observe::lost_by_node(&job, &pods) {
+        apply::delete_job(ctx, &namespace, &job_name).await?;
+        tracing::info!(
+            kind = K::KIND.resource_kind(),
+            resource = %format!("{namespace}/{}", owner.name),
+            job = %job_name,
+            %pod,
+            "the node lost the Job's pod; running the Job again"
+        );
+        let observation = Observation::InProgress {
+            detail: format!(
+                "Job {job_name} failed as its node lost pod {pod} (ContainerStatusUnknown): \
+                 running it again"
+            ),
+        };
+        let desired = Some(plan.short_hash());
+        update_status::write_status(
+            resource,
+            ctx,
+            &previous,
+            generation,
+            desired,
+            None,
+            &observation,
+        )
+        .await?;
+        return Ok(Action::requeue(Duration::from_secs(1)));
+    }
     let mut observation = observe::observe(
         K::KIND,
         &plan.hash,
         &job,
-        &ctx.cache.pods_of(&namespace, &job_name),
+        &pods,
         jiff::Timestamp::now().as_second(),
     );
     // What the spec asked for and did not get is part of what the apply did.

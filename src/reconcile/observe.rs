@@ -15,6 +15,9 @@ use crate::reconcile::status::Observation;
 const CONFIG_ERRORS: &[&str] = &["CreateContainerConfigError"];
 /// The terminated reason of a container whose process the kernel's OOM killer ended.
 const OOM_KILLED: &str = "OOMKilled";
+/// The terminated reason a kubelet gives a container its runtime lost (the node rebooted, the
+/// runtime's state is gone; the process-kubelet says it after a restart), with exit code 137.
+const CONTAINER_LOST: &str = "ContainerStatusUnknown";
 /// Waiting reasons that mean the image cannot be had.
 const IMAGE_ERRORS: &[&str] = &["ErrImagePull", "ImagePullBackOff", "InvalidImageName"];
 
@@ -62,6 +65,20 @@ fn ran_out_of_memory(pod: &Pod) -> bool {
             .reason
             .as_deref()
     }) == Some(OOM_KILLED)
+}
+
+/// The pod of a failed Job whose last attempt the node lost, not the apply: the runner's
+/// container ended `ContainerStatusUnknown` without a result. Its exit code, 137, is the one the
+/// pod failure policy reads as the OOM killer (`FailJob`), so the Job fails for good though
+/// nothing went wrong with the migration; the caller deletes it so that it runs again.
+pub fn lost_by_node(job: &Job, pods: &[Pod]) -> Option<String> {
+    job_condition(job, "Failed")?;
+    let newest = pods
+        .iter()
+        .max_by_key(|p| p.metadata.creation_timestamp.as_ref().map(|t| t.0))?;
+    let terminated = runner_status(newest)?.state.as_ref()?.terminated.as_ref()?;
+    (terminated.reason.as_deref() == Some(CONTAINER_LOST) && result_of(newest).is_none())
+        .then(|| newest.metadata.name.clone().unwrap_or_default())
 }
 
 fn runner_exit_code(pod: &Pod) -> Option<i32> {
@@ -550,6 +567,19 @@ mod tests {
         assert_eq!(reason, Reason::ApplyingSchema);
         assert!(message.contains("DeadlineExceeded"), "{message}");
         assert!(message.contains("panic: out of memory"), "{message}");
+    }
+
+    #[test]
+    fn a_failed_job_whose_container_the_node_lost_is_to_run_again() {
+        let failed = job(json!([{"type": "Failed", "status": "True"}]), 1);
+        let mut state = terminated("The process-kubelet restarted while the container ran", 137);
+        state["terminated"]["reason"] = json!("ContainerStatusUnknown");
+        assert!(lost_by_node(&failed, &[pod(state.clone())]).is_some());
+        // Still running (the Job has not failed), or ended by the apply: not lost.
+        let running = job(json!([]), 0);
+        assert!(lost_by_node(&running, &[pod(state)]).is_none());
+        let oom = terminated("Atlas was killed by signal 9 (SIGKILL)", 137);
+        assert!(lost_by_node(&failed, &[pod(oom)]).is_none());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 #![allow(dead_code)] // each test binary uses its own subset
 
 pub mod e2e;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 

@@ -12,7 +12,7 @@ use crate::{cmd, process};
 /// kube-apiserver needs about 5 s on 2 cores; a loaded CI machine may need many times that.
 const START_LIMIT: Duration = Duration::from_secs(180);
 /// How long a process gets to exit after SIGTERM before it is killed.
-const STOP_GRACE: Duration = Duration::from_secs(15);
+pub(super) const STOP_GRACE: Duration = Duration::from_secs(15);
 /// How much of a component's log an error shows.
 const LOG_TAIL: usize = 20;
 

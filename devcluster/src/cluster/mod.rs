@@ -21,7 +21,8 @@
 //!
 //! `up` reads in the order things happen: `pki` makes the certificates, `control_plane` starts
 //! etcd, the API server and the controller manager, `process_node` the node; `components`
-//! starts, waits for and stops each process, `state` records them for `status` and `down`.
+//! starts, waits for and stops each process, `state` records them for `status` and `down`;
+//! `faults` restarts one of them for the tests of the faults the operator survives.
 //!
 //! [`up_with`]`(`[`NodeKind::Real`]`)` (`cargo xtask cluster up --node real`) joins the same
 //! control plane to a real node instead ([`real_node`]): the upstream kubelet on containerd and
@@ -29,6 +30,7 @@
 
 mod components;
 mod control_plane;
+mod faults;
 mod namespace;
 mod pki;
 mod process_node;
@@ -50,6 +52,7 @@ use components::stop;
 
 pub use components::Component;
 pub use control_plane::{CONTROLLERS, KUBERNETES_SERVICE_IP, SERVICE_ACCOUNT_ISSUER, SERVICE_CIDR};
+pub use faults::{Restarted, Stop, restart};
 pub use namespace::TestNamespace;
 pub use pki::{ADMIN_USER, CertPair, Usage};
 pub use process_node::KUBELET_BIN_ENV;
@@ -92,6 +95,11 @@ pub enum ClusterError {
         limit: Duration,
         problem: String,
         log: String,
+    },
+    #[error("cannot restart {component}: {why}")]
+    Restart {
+        component: &'static str,
+        why: String,
     },
     #[error("`{0}` cannot go into a certificate subject (use letters, digits and `:-._@`)")]
     BadName(String),
