@@ -824,6 +824,97 @@ fn the_install_wide_atlas_token_reaches_the_job_from_its_namespace() {
     );
 }
 
+/// A Job whose pods the API server refuses (here a ValidatingAdmissionPolicy of the namespace,
+/// as a cluster's policy engine would): said within seconds with the API server's own words,
+/// as a retried failure (Reconciling=True), not as progress for ever.
+#[test]
+fn a_job_whose_pods_are_refused_says_why() {
+    let (ns, _db) = namespace_with_database("ctl-podrefused");
+    let policy = format!("deny-pods-{}", ns.name);
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy", "metadata": {"name": policy},
+            "spec": {"failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                                       "operations": ["CREATE"], "resources": ["pods"]}],
+                    "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": ns.name}}},
+                "validations": [{"expression": "false",
+                    "message": "pods here need the team label (policy test)"}]}}),
+    );
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding", "metadata": {"name": policy},
+            "spec": {"policyName": policy, "validationActions": ["Deny"]}}),
+    );
+    // A new policy takes effect once the API server's admission has loaded it: wait until it
+    // refuses a pod (a server-side dry run creates nothing).
+    eventually(
+        "the policy to refuse pods",
+        Duration::from_secs(30),
+        || {
+            let probe = kubectl(&[
+                "-n",
+                &ns.name,
+                "run",
+                "probe",
+                "--image=busybox:1.36",
+                "--restart=Never",
+                "--dry-run=server",
+            ]);
+            match probe {
+                Err(err) if err.contains("pods here need the team label") => Some(()),
+                _ => None,
+            }
+        },
+        String::new,
+    );
+    migration_dir(&ns, seed_files());
+    let operator = start_operator(&ns.name);
+    apply_json(&ns.name, &seed_migration());
+    let started = Instant::now();
+    let refused = wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(60),
+        &operator,
+        |m| {
+            ready(m).is_some_and(|r| {
+                r["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("cannot create its pod")
+            })
+        },
+    );
+    eprintln!(
+        "refusal said {:.1}s after apply",
+        started.elapsed().as_secs_f64()
+    );
+    let message = ready(&refused).unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        message.contains("pods here need the team label (policy test)"),
+        "{message}"
+    );
+    assert_eq!(ready(&refused).unwrap()["reason"], "Migrating");
+    assert_eq!(
+        condition(&refused, "Reconciling").unwrap()["status"],
+        "True"
+    );
+    assert_eq!(condition(&refused, "Stalled").unwrap()["status"], "False");
+    for kind in [
+        "validatingadmissionpolicybinding",
+        "validatingadmissionpolicy",
+    ] {
+        kubectl(&["delete", kind, &policy, "--ignore-not-found"]).unwrap();
+    }
+}
+
 /// A plain HTTP GET on loopback (the operator's endpoints), without a client library.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};

@@ -56,6 +56,28 @@ impl Injector {
                 "kind": "MutatingAdmissionPolicyBinding", "metadata": {"name": name},
                 "spec": {"policyName": name}}),
         );
+        // A new policy takes effect once the API server's admission has loaded it: wait until
+        // a pod (a server-side dry run, which creates nothing) gets the proxy.
+        eventually(
+            "the injector to add its proxy",
+            Duration::from_secs(30),
+            || {
+                let pod = kubectl(&[
+                    "-n",
+                    namespace,
+                    "run",
+                    "probe",
+                    "--image=busybox:1.36",
+                    "--restart=Never",
+                    "--dry-run=server",
+                    "-o",
+                    "json",
+                ])
+                .ok()?;
+                pod.contains("\"istio-proxy\"").then_some(())
+            },
+            String::new,
+        );
         Injector { name }
     }
 }

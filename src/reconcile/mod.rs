@@ -237,6 +237,25 @@ async fn reconcile_resource<K: AtlasResource>(
         &pods,
         jiff::Timestamp::now().as_second(),
     );
+    // A Job that makes no pod: the API server refuses them, and only the Job controller's
+    // events say why. Said as a retried failure: the Job controller keeps trying, and a quota
+    // freed or a policy fixed lets it through.
+    let now = jiff::Timestamp::now().as_second();
+    let podless = matches!(observation, Observation::InProgress { .. })
+        && observe::has_no_pod_yet(&job, &pods, now);
+    if podless
+        && let Some(refusal) =
+            observe::pod_creation_refused(&ctx.client, &namespace, &job_name).await
+    {
+        observation = Observation::Retrying {
+            reason: K::KIND.failure_reason(),
+            message: format!(
+                "Job {job_name} cannot create its pod: {refusal} (the Job controller tries again; \
+                 see `kubectl describe job {job_name}`)"
+            ),
+            detail: format!("Job {job_name}: the API server refuses its pod"),
+        };
+    }
     // What the spec asked for and did not get is part of what the apply did.
     if let Observation::Applied { message, .. } = &mut observation {
         for notice in &plan.notices {
@@ -257,6 +276,10 @@ async fn reconcile_resource<K: AtlasResource>(
     )
     .await?;
     Ok(match observation {
+        // Nothing else wakes a reconcile while the Job makes no pod: look again soon.
+        Observation::InProgress { .. } if pods.is_empty() => Action::requeue(Duration::from_secs(
+            observe::POD_CREATE_GRACE_SECONDS as u64,
+        )),
         Observation::InProgress { .. } | Observation::Retrying { .. } => {
             Action::requeue(RESYNC_IN_PROGRESS)
         }

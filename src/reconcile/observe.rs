@@ -103,6 +103,56 @@ fn job_condition<'a>(
         .find(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// How long a started Job may be without a pod before its events are read for why: the Job
+/// controller makes the pod within a second when nothing refuses it.
+pub const POD_CREATE_GRACE_SECONDS: i64 = 5;
+
+/// Whether the Job has been running for [`POD_CREATE_GRACE_SECONDS`] without any pod (the
+/// API server refuses them: an admission policy or webhook, a pod quota). `startTime` is set
+/// when the Job is released (it is made suspended until its credentials exist).
+pub fn has_no_pod_yet(job: &Job, pods: &[Pod], now_unix: i64) -> bool {
+    let status = job.status.as_ref();
+    let started = status.and_then(|s| s.start_time.as_ref());
+    pods.is_empty()
+        && status.and_then(|s| s.active).unwrap_or(0) == 0
+        && started.is_some_and(|t| now_unix - t.0.as_second() >= POD_CREATE_GRACE_SECONDS)
+}
+
+/// Why the Job controller cannot create the Job's pod, from its newest `FailedCreate` event
+/// (the only place it says so). None if it said nothing, or the operator may not read events
+/// (an install whose RBAC predates the rule): the status then stays in progress.
+pub async fn pod_creation_refused(
+    client: &kube::Client,
+    namespace: &str,
+    job_name: &str,
+) -> Option<String> {
+    use k8s_openapi::api::core::v1::Event;
+    let events: kube::Api<Event> = kube::Api::namespaced(client.clone(), namespace);
+    let selector =
+        format!("involvedObject.kind=Job,involvedObject.name={job_name},reason=FailedCreate");
+    let listed = match events
+        .list(&kube::api::ListParams::default().fields(&selector))
+        .await
+    {
+        Ok(listed) => listed,
+        Err(err) => {
+            tracing::debug!(%err, job = job_name, "reading the Job's events");
+            return None;
+        }
+    };
+    listed
+        .items
+        .into_iter()
+        .max_by_key(|e| {
+            e.last_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+                .or_else(|| e.event_time.as_ref().map(|t| t.0.as_second()))
+                .unwrap_or_default()
+        })
+        .and_then(|e| e.message)
+}
+
 /// The observation of the Job for `hash` and its pods (newest last is not required).
 pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -> Observation {
     let name = job.metadata.name.clone().unwrap_or_default();
@@ -338,6 +388,27 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// A started Job is looked at for refused pods only once it has had a few seconds to make
+    /// one; a suspended one (no startTime) never.
+    #[test]
+    fn a_job_without_a_pod_is_suspect_after_a_few_seconds() {
+        let job = |status: serde_json::Value| -> Job {
+            serde_json::from_value(json!({"metadata": {"name": "j"}, "status": status})).unwrap()
+        };
+        let started = job(json!({"startTime": "2026-12-01T00:00:00Z"}));
+        let at = "2026-12-01T00:00:00Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+            .as_second();
+        assert!(!has_no_pod_yet(&started, &[], at + 2));
+        assert!(has_no_pod_yet(&started, &[], at + POD_CREATE_GRACE_SECONDS));
+        let active = job(json!({"startTime": "2026-12-01T00:00:00Z", "active": 1}));
+        assert!(!has_no_pod_yet(&active, &[], at + 60));
+        assert!(!has_no_pod_yet(&job(json!({})), &[], at + 60), "suspended");
+        let with_pod = pod(json!({"running": {}}));
+        assert!(!has_no_pod_yet(&started, &[with_pod], at + 60));
+    }
 
     /// The scheduler's condition of a pod no node fits, as kube-scheduler writes it.
     #[test]

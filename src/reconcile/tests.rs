@@ -341,7 +341,13 @@ async fn the_driver_an_earlier_job_found_brings_a_dev_database_in_the_next_job()
     .unwrap();
     let (client, log) = api_server(accepting(&resource));
     let action = reconcile_once(resource, context(client, &[job], &[pod])).await;
-    assert_eq!(action, Action::requeue(RESYNC_IN_PROGRESS));
+    // No pod yet: looked at again in a few seconds, in case the API server refuses it.
+    assert_eq!(
+        action,
+        Action::requeue(Duration::from_secs(
+            observe::POD_CREATE_GRACE_SECONDS as u64
+        ))
+    );
     let log = log.lock().unwrap();
     let created = log
         .iter()

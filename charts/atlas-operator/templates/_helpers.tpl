@@ -91,6 +91,11 @@ rbac/operator-clusterrole.yaml and rbac/operator-role.yaml (tests/chart.rs compa
 - apiGroups: ["events.k8s.io"]
   resources: ["events"]
   verbs: ["create", "patch"]
+# Why the Job controller cannot create a Job's pod (an admission policy, a quota) is only
+# in its FailedCreate events: read for a Job that has no pod after a few seconds.
+- apiGroups: [""]
+  resources: ["events"]
+  verbs: ["list"]
 {{- end }}
 
 {{- define "atlas-operator.leaseRules" -}}
