@@ -107,6 +107,17 @@ impl Atlas {
         }
     }
 
+    /// The file the program is: as given when it holds a `/`, else found on PATH as a call
+    /// would find it.
+    pub fn resolved(&self) -> Option<PathBuf> {
+        if self.program.components().count() > 1 {
+            return Some(self.program.clone());
+        }
+        std::env::split_paths(&std::env::var_os("PATH")?)
+            .map(|dir| dir.join(&self.program))
+            .find(|candidate| candidate.is_file())
+    }
+
     /// Runs every later call in `dir`.
     pub fn work_in(&mut self, dir: &std::path::Path) {
         self.cwd = Some(dir.to_path_buf());

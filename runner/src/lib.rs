@@ -7,6 +7,7 @@
 //! [`redact`] (keeping secrets out of every output).
 
 pub mod atlas;
+pub mod buildinfo;
 pub mod classify;
 pub mod cloud;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod inputs;
 pub mod lint;
 pub mod migrate;
 pub mod redact;
+pub mod revisions;
 pub mod run;
 pub mod schema;
 pub mod sum;

@@ -13,6 +13,7 @@ use crate::atlas::{DEV_URL_ENV, URL_ENV};
 use crate::classify::{self, Failure};
 use crate::config;
 use crate::inputs::{self, WorkDir};
+use crate::revisions::{self, Revision, version_key};
 use crate::run::Run;
 use crate::target;
 use contract::Reason;
@@ -20,6 +21,10 @@ use contract::{ExecOrder, Kind, MigrateApply, Outcome, RunResult, Task};
 
 /// How long the reachability check waits for the database's TCP port.
 pub const CONNECT_LIMIT: Duration = Duration::from_secs(10);
+
+/// How long the runner's own read of the revisions table may take (it takes milliseconds)
+/// before `atlas migrate status` is asked instead.
+const REVISIONS_LIMIT: Duration = Duration::from_secs(2);
 
 /// `atlas migrate status --format '{{ json . }}'`, the parts we read.
 #[derive(Debug, Default, Deserialize)]
@@ -46,28 +51,6 @@ pub struct File {
     pub name: String,
     #[serde(default)]
     pub version: String,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct Revision {
-    #[serde(default)]
-    pub version: String,
-    /// Statements of the file that ran, of `total`.
-    #[serde(default)]
-    pub applied: u32,
-    #[serde(default)]
-    pub total: u32,
-    #[serde(default)]
-    pub error: String,
-}
-
-impl Revision {
-    /// Whether the file went through whole: a file that failed half-way on a database that does
-    /// not roll DDL back (MySQL, MariaDB) leaves a revision with its error.
-    fn is_complete(&self) -> bool {
-        self.error.is_empty() && self.applied >= self.total
-    }
 }
 
 /// `atlas migrate apply --format '{{ json . }}'`, the parts we read.
@@ -109,11 +92,6 @@ struct StatementError {
     stmt: String,
     #[serde(default)]
     text: String,
-}
-
-/// Version strings compare by length first: Atlas versions are digits of any length.
-fn version_key(version: &str) -> (usize, &str) {
-    (version.len(), version)
 }
 
 /// The newest version the database has applied whole, per `migrate status` (a file that
@@ -202,6 +180,9 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         }
         None => None,
     };
+    // Where the runner reads the revisions table itself: a URL it generated (a project file's
+    // may name another database, or move the table).
+    let revisions_url = url.clone().filter(|_| task.custom_config_env.is_none());
     if let Some(url) = url {
         run.atlas.env(URL_ENV, url);
     }
@@ -235,24 +216,9 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
     ];
 
     // 1. Where the database is, before anything runs.
-    let mut args = vec!["migrate", "status"];
-    args.extend(base);
-    args.extend(["--format", "{{ json . }}"]);
-    let status = match run.atlas.run(&args) {
-        Ok(output) if output.success => {
-            match serde_json::from_str::<Status>(output.stdout.trim()) {
-                Ok(status) => status,
-                Err(err) => {
-                    return run.failed(
-                        Reason::Migrating,
-                        &format!("reading `atlas migrate status`: {err}"),
-                        false,
-                    );
-                }
-            }
-        }
-        Ok(output) => return atlas_failure(run, &output.error_text(), &files),
-        Err(err) => return run.failed(Reason::Migrating, &err.to_string(), err.is_transient()),
+    let status = match status(run, &base, revisions_url.as_deref(), options, &files) {
+        Ok(status) => status,
+        Err(result) => return *result,
     };
     let versions: Vec<&str> = files
         .iter()
@@ -325,6 +291,54 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         database_version(&status),
         rolls_back,
     )
+}
+
+/// The database's revisions: read from its table by the runner where it can (one Atlas start
+/// per apply), else from `atlas migrate status`.
+fn status(
+    run: &mut Run,
+    base: &[&str],
+    url: Option<&str>,
+    options: &MigrateApply,
+    files: &[(String, Vec<u8>)],
+) -> Result<Status, Box<RunResult>> {
+    // A directory that fails its checksum is Atlas's to refuse, as `migrate status` does,
+    // before any other check: so is one without atlas.sum, or one written otherwise than
+    // `atlas migrate hash` writes it.
+    let hashed = files
+        .iter()
+        .find(|(name, _)| name == SUM_FILE)
+        .is_some_and(|(_, sum)| *sum == crate::sum::file(files).into_bytes());
+    if let Some(url) = url.filter(|_| hashed) {
+        match revisions::read(url, options.revisions_schema.as_deref(), REVISIONS_LIMIT) {
+            Ok(applied) => {
+                return Ok(Status {
+                    applied,
+                    ..Status::default()
+                });
+            }
+            Err(why) => run.log(&format!("revisions read by `atlas migrate status` ({why})")),
+        }
+    }
+    let mut args = vec!["migrate", "status"];
+    args.extend(base);
+    args.extend(["--format", "{{ json . }}"]);
+    match run.atlas.run(&args) {
+        Ok(output) if output.success => serde_json::from_str::<Status>(output.stdout.trim())
+            .map_err(|err| {
+                Box::new(run.failed(
+                    Reason::Migrating,
+                    &format!("reading `atlas migrate status`: {err}"),
+                    false,
+                ))
+            }),
+        Ok(output) => Err(Box::new(atlas_failure(run, &output.error_text(), files))),
+        Err(err) => Err(Box::new(run.failed(
+            Reason::Migrating,
+            &err.to_string(),
+            err.is_transient(),
+        ))),
+    }
 }
 
 /// A migration file's version: its name up to the first `_` (or `.sql`), as Atlas reads it.

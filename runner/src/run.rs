@@ -17,8 +17,8 @@ pub struct Run {
     /// Where the private working directory is made (the pod's `emptyDir` at /tmp).
     pub tmp: PathBuf,
     pub started: Instant,
-    /// `atlas version`, asked in the background while the apply's own Atlas runs: it is only
-    /// for the result and for messages, so it costs no time on the way to the apply.
+    /// `atlas version`, when the binary's build information does not say it: asked in the
+    /// background while the apply's own Atlas runs. It is only for the result and for messages.
     version: Mutex<Option<JoinHandle<Option<String>>>>,
     version_read: OnceLock<Option<String>>,
 }
@@ -35,8 +35,17 @@ impl Run {
         }
     }
 
-    /// Starts asking the Atlas CLI its version, for [`Run::atlas_version`].
+    /// The Atlas CLI's version, for [`Run::atlas_version`]: read from the binary, else asked of
+    /// it in the background.
     pub fn ask_atlas_version(&mut self) {
+        if let Some(version) = self
+            .atlas
+            .resolved()
+            .and_then(|p| crate::buildinfo::version(&p))
+        {
+            let _ = self.version_read.set(Some(version));
+            return;
+        }
         let atlas = self.atlas.clone();
         *self.version.get_mut().unwrap() = Some(std::thread::spawn(move || atlas.version()));
     }

@@ -81,7 +81,7 @@ fn password_of(url: &str) -> Option<String> {
     Some(percent_decode(password))
 }
 
-fn percent_decode(text: &str) -> String {
+pub fn percent_decode(text: &str) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

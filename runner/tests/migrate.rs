@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use atlas_runner::revisions::{self, Revision, version_key};
 use atlas_runner::sum;
 use contract::Reason;
 use contract::{
@@ -103,6 +104,13 @@ fn seed_directory_applies_then_is_a_no_op() {
     );
     assert_eq!(first.result.files_applied, 1);
     assert_eq!(first.result.statements_applied, 2);
+    // The version the binary records of itself, where it does (any `go install`ed Atlas): it is
+    // what the result reports, without an `atlas version` start.
+    let recorded = atlas_runner::buildinfo::version(&devcluster::tools::path("atlas").unwrap());
+    if let Some(recorded) = &recorded {
+        assert_eq!(*recorded, devcluster::tools::atlas_version().unwrap());
+    }
+    eprintln!("the Atlas binary records its version: {recorded:?}");
     // Whatever Atlas runs (ATLAS_BIN picks another): the version it reports.
     assert_eq!(
         first.result.atlas_version,
@@ -110,6 +118,12 @@ fn seed_directory_applies_then_is_a_no_op() {
     );
     assert!(
         first.stdout.contains("create sequence users_seq"),
+        "{}",
+        first.stdout
+    );
+    // One Atlas start: the runner read the revisions table itself.
+    assert!(
+        !first.stdout.contains("revisions read by"),
         "{}",
         first.stdout
     );
@@ -976,4 +990,119 @@ fn an_atlas_cloud_token_is_never_shown_and_said_what_becomes_of_it() {
         "this Atlas build has no Atlas Cloud login (the community build): the token is not used"
     };
     assert!(ran.stdout.contains(said), "{}", ran.stdout);
+}
+
+/// `atlas migrate status`'s revisions of `url`, for comparing the runner's own read with.
+fn status_revisions(url: &str, dir: &Path, revisions_schema: Option<&str>) -> Vec<Revision> {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Status {
+        #[serde(default)]
+        applied: Vec<Revision>,
+    }
+    let mut atlas = devcluster::tools::atlas().unwrap();
+    atlas
+        .args([
+            "migrate",
+            "status",
+            "--format",
+            "{{ json . }}",
+            "--url",
+            url,
+        ])
+        .arg(format!("--dir=file://{}", dir.display()));
+    if let Some(schema) = revisions_schema {
+        atlas.args(["--revisions-schema", schema]);
+    }
+    let output = atlas.output().unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let mut applied = serde_json::from_slice::<Status>(&output.stdout)
+        .unwrap()
+        .applied;
+    applied.sort_by(|a, b| version_key(&a.version).cmp(&version_key(&b.version)));
+    applied
+}
+
+/// The runner reads the revisions table itself (so an apply starts Atlas once) wherever it knows
+/// where Atlas keeps it: on each URL shape and `revisionsSchema`, on PostgreSQL and MariaDB, it
+/// reads what `atlas migrate status` reads, a half-applied file on MariaDB included, and a
+/// database nothing was applied to has no revisions.
+#[test]
+fn the_runners_own_revisions_read_agrees_with_atlas_migrate_status() {
+    let files = hashed(&[
+        ("1_a.sql", "create table a (id int);\n"),
+        (
+            "2_b.sql",
+            "create table b (id int);\ncreate table a (id int);\n",
+        ),
+    ]);
+    let whole = hashed(&[("1_a.sql", "create table a (id int);\n")]);
+    let scratch = Scratch::new("revisions-read");
+    let limit = Duration::from_secs(10);
+    for engine in [Engine::Postgres, Engine::MariaDb] {
+        for case in ["bound", "revisions schema", "realm"] {
+            let db = TestDatabase::create(engine, "runner_revisions_read").unwrap();
+            let bound = || match engine {
+                Engine::Postgres => {
+                    db.query("create schema app").unwrap();
+                    format!("{}&search_path=app", db.url)
+                }
+                Engine::MariaDb => db.url.clone(),
+            };
+            // On MariaDB a schema is a database of the shared server: named after this test's.
+            let meta = format!("{}_meta", db.name);
+            let (url, revisions_schema, files) = match case {
+                "bound" => (bound(), None, &files),
+                "revisions schema" => {
+                    db.query(&format!("create schema {meta}")).unwrap();
+                    (bound(), Some(meta.as_str()), &whole)
+                }
+                _ => (db.url.clone(), None, &whole),
+            };
+            let url = url.as_str();
+            let what = format!("{engine:?} {case}");
+            let dir = scratch.0.join(what.replace(' ', "-"));
+            write_dir(&dir, files);
+            // MariaDB's realm is the whole server, which other tests share: read, never applied.
+            if engine == Engine::MariaDb && case == "realm" {
+                let url = db.url.rsplit_once('/').unwrap().0.to_string() + "/";
+                let read = revisions::read(&url, None, limit).unwrap();
+                assert_eq!(read, status_revisions(&url, &dir, None), "{what}");
+                continue;
+            }
+            assert_eq!(
+                revisions::read(url, revisions_schema, limit).unwrap(),
+                Vec::new(),
+                "{what}: nothing applied yet"
+            );
+            let mut apply = devcluster::tools::atlas().unwrap();
+            apply
+                .args(["migrate", "apply", "--url", url])
+                .arg(format!("--dir=file://{}", dir.display()));
+            if let Some(schema) = revisions_schema {
+                apply.args(["--revisions-schema", schema]);
+            }
+            let applied = apply.output().unwrap();
+            let read = revisions::read(url, revisions_schema, limit)
+                .unwrap_or_else(|err| panic!("{what}: {err}"));
+            assert_eq!(
+                read,
+                status_revisions(url, &dir, revisions_schema),
+                "{what} (apply: {applied:?})"
+            );
+            assert!(!read.is_empty(), "{what}: {applied:?}");
+            if case == "bound" && engine == Engine::MariaDb {
+                let partial = read.iter().find(|r| r.version == "2").expect("file 2");
+                assert!(!partial.is_complete(), "{partial:?}");
+            }
+            if revisions_schema.is_some() {
+                let cascade = if engine == Engine::Postgres {
+                    " cascade"
+                } else {
+                    ""
+                };
+                db.query(&format!("drop schema {meta}{cascade}")).unwrap();
+            }
+        }
+    }
 }

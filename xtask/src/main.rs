@@ -58,6 +58,10 @@ enum Command {
         /// Another steady-state idle time than 300 s (15 s with --quick).
         #[arg(long)]
         idle_seconds: Option<u64>,
+        /// Only the runner-overhead phase (11 runs, release build; no cluster): what the runner
+        /// adds to a bare `atlas migrate apply`.
+        #[arg(long, conflicts_with_all = ["quick", "sizes", "idle_seconds"])]
+        runner_only: bool,
     },
     /// Build the operator's and the runner's images with buildah (from the Dockerfiles, on base
     /// images assembled here) and import them into the real node when one runs.
@@ -84,21 +88,26 @@ fn main() -> ExitCode {
             quick,
             sizes,
             idle_seconds,
+            runner_only,
         } => {
-            let mut plan = if quick {
-                bench::Plan::quick()
+            if runner_only {
+                bench::runner_only(bench::Plan::full().runner_runs)
             } else {
-                bench::Plan::full()
-            };
-            if !sizes.is_empty() {
-                plan.sizes = sizes;
-                plan.mode = "custom";
+                let mut plan = if quick {
+                    bench::Plan::quick()
+                } else {
+                    bench::Plan::full()
+                };
+                if !sizes.is_empty() {
+                    plan.sizes = sizes;
+                    plan.mode = "custom";
+                }
+                if let Some(idle) = idle_seconds {
+                    plan.idle_seconds = idle;
+                    plan.mode = "custom";
+                }
+                bench::run(plan)
             }
-            if let Some(idle) = idle_seconds {
-                plan.idle_seconds = idle;
-                plan.mode = "custom";
-            }
-            bench::run(plan)
         }
     };
     match result {

@@ -70,6 +70,31 @@ pub fn quick() -> Result<()> {
     run(Plan::quick())
 }
 
+/// `cargo xtask bench --runner-only`: the runner-overhead phase alone (release build, PostgreSQL,
+/// no cluster), for a quick look at what the runner adds to Atlas.
+pub fn runner_only(runs: usize) -> Result<()> {
+    eprintln!(
+        "==> bench (runner only): {runs} runs each of `runner migrate` and bare `atlas migrate apply`"
+    );
+    devcluster::packages::ensure()?;
+    devcluster::tools::ensure_all()?;
+    devcluster::db::up()?;
+    crate::steps::step(
+        "build",
+        "cargo",
+        &["build", "-p", "atlas-runner", "--release"],
+    )?;
+    let runner_bin = devcluster::target_dir().join("release").join("runner");
+    let scratch = devcluster::target_dir()
+        .join("bench")
+        .join(format!("runner-{}", run_id()));
+    std::fs::create_dir_all(&scratch).with_context(|| format!("creating {}", scratch.display()))?;
+    let _scratch = RemoveOnDrop(scratch.clone());
+    let figures = runner::measure(&runner_bin, runs, &scratch)?;
+    print!("{}", table::runner_paragraph(&figures));
+    Ok(())
+}
+
 #[derive(Debug, Serialize)]
 struct Results {
     plan: Plan,

@@ -111,25 +111,7 @@ pub fn table(results: &Results) -> String {
         c.writes,
         c.cpu_seconds
     );
-    let r = &results.runner;
-    let _ = writeln!(
-        out,
-        "\nrunner overhead ({} runs each, {})\n  bare atlas migrate apply {:.0} ms ({:.0}–{:.0})   \
-         runner migrate {:.0} ms ({:.0}–{:.0})   +{:.0} ms, ratio {:.2}\n  peak RSS: runner \
-         {:.1} MiB, atlas {:.1} MiB",
-        r.runs,
-        r.database,
-        r.atlas_median_ms,
-        r.atlas_min_ms,
-        r.atlas_max_ms,
-        r.runner_median_ms,
-        r.runner_min_ms,
-        r.runner_max_ms,
-        r.overhead_ms,
-        r.ratio,
-        r.runner_peak_rss_mib,
-        r.atlas_peak_rss_mib
-    );
+    out.push_str(&runner_paragraph(&results.runner));
     let st = &results.start;
     let _ = writeln!(
         out,
@@ -149,4 +131,25 @@ pub fn table(results: &Results) -> String {
         results.measure_seconds, results.wall_seconds
     );
     out
+}
+
+/// The runner-overhead figures, as the table and `bench --runner-only` print them.
+pub fn runner_paragraph(r: &super::runner::RunnerFigures) -> String {
+    format!(
+        "\nrunner overhead ({} runs each, {})\n  bare atlas migrate apply {:.0} ms ({:.0}–{:.0})   \
+         runner migrate {:.0} ms ({:.0}–{:.0})   +{:.0} ms, ratio {:.2}\n  peak RSS: runner \
+         {:.1} MiB, atlas {:.1} MiB\n",
+        r.runs,
+        r.database,
+        r.atlas_median_ms,
+        r.atlas_min_ms,
+        r.atlas_max_ms,
+        r.runner_median_ms,
+        r.runner_min_ms,
+        r.runner_max_ms,
+        r.overhead_ms,
+        r.ratio,
+        r.runner_peak_rss_mib,
+        r.atlas_peak_rss_mib
+    )
 }
