@@ -153,12 +153,6 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         Ok(url) => url,
         Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), false),
     };
-    // A URL the project file names is Atlas's to reach: its error says which host failed.
-    if let Some(url) = url.as_deref()
-        && let Err(err) = target::check_reachable(url, CONNECT_LIMIT)
-    {
-        return run.failed(Reason::Migrating, &err.to_string(), true);
-    }
     let generated_url = url.is_some();
     let url_scheme = url
         .as_deref()
@@ -183,6 +177,7 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
     // Where the runner reads the revisions table itself: a URL it generated (a project file's
     // may name another database, or move the table).
     let revisions_url = url.clone().filter(|_| task.custom_config_env.is_none());
+    let target_url = url.clone();
     if let Some(url) = url {
         run.atlas.env(URL_ENV, url);
     }
@@ -216,7 +211,14 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
     ];
 
     // 1. Where the database is, before anything runs.
-    let status = match status(run, &base, revisions_url.as_deref(), options, &files) {
+    let status = match status(
+        run,
+        &base,
+        target_url.as_deref(),
+        revisions_url.as_deref(),
+        options,
+        &files,
+    ) {
         Ok(status) => status,
         Err(result) => return *result,
     };
@@ -294,10 +296,13 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
 }
 
 /// The database's revisions: read from its table by the runner where it can (one Atlas start
-/// per apply), else from `atlas migrate status`.
+/// per apply), else from `atlas migrate status` once the database's port is known to answer
+/// (`target_url`, the URL the runner generated: one a project file names is Atlas's to reach, and
+/// its error says which host failed).
 fn status(
     run: &mut Run,
     base: &[&str],
+    target_url: Option<&str>,
     url: Option<&str>,
     options: &MigrateApply,
     files: &[(String, Vec<u8>)],
@@ -319,6 +324,15 @@ fn status(
             }
             Err(why) => run.log(&format!("revisions read by `atlas migrate status` ({why})")),
         }
+    }
+    if let Some(url) = target_url
+        && let Err(err) = target::check_reachable(url, CONNECT_LIMIT)
+    {
+        return Err(Box::new(run.failed(
+            Reason::Migrating,
+            &err.to_string(),
+            true,
+        )));
     }
     let mut args = vec!["migrate", "status"];
     args.extend(base);
