@@ -104,6 +104,7 @@ mod tests {
             duration_ms: 1,
             atlas_version: None,
             dev_driver: None,
+            unmanaged: vec![],
         };
         let json = serde_json::to_string(&result).unwrap();
         assert_eq!(

@@ -22,7 +22,7 @@ pub use decode::DecodeError;
 pub use digest::digest_files;
 pub use kind::Kind;
 pub use reason::Reason;
-pub use result::{Outcome, RunResult, cut_with_marker};
+pub use result::{Outcome, RunResult, UNMANAGED_LISTED, cut_with_marker};
 pub use task::{
     ATLAS_TOKEN_ENV, Cloud, Credentials, Desired, ExecOrder, MigrateApply, SchemaApply, Target,
     Task, TxMode, Value, Var, Work,

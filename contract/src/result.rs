@@ -49,7 +49,17 @@ pub struct RunResult {
     /// target's driver (`postgres`, `mysql`, `maria`), so the controller can add one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dev_driver: Option<String>,
+    /// Objects of the desired schema that this Atlas build did not apply because it does not
+    /// manage their kind (the community build's views, sequences, functions, triggers, …; an
+    /// Atlas Pro feature upstream), each as `<kind> <schema>.<name>`; at most
+    /// [`UNMANAGED_LISTED`], the last then saying how many more. Empty otherwise, and from a
+    /// runner that predates it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmanaged: Vec<String>,
 }
+
+/// How many unmanaged objects a result names, so that it fits a termination message.
+pub const UNMANAGED_LISTED: usize = 20;
 
 impl RunResult {
     pub fn exit_code(&self) -> u8 {
@@ -134,6 +144,7 @@ mod tests {
             duration_ms: 1234,
             atlas_version: Some("v0.13.1".into()),
             dev_driver: None,
+            unmanaged: vec![],
         }
     }
 
@@ -141,6 +152,19 @@ mod tests {
     fn a_short_result_is_written_whole() {
         let r = result("executing statement \"create tabel\"".into());
         let json = r.encode();
+        assert_eq!(RunResult::decode(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn unmanaged_objects_travel_and_are_absent_when_there_are_none() {
+        let mut r = result("applied".into());
+        assert!(!r.encode().contains("unmanaged"), "{}", r.encode());
+        r.unmanaged = vec!["view app.active_users".into()];
+        let json = r.encode();
+        assert!(
+            json.contains(r#""unmanaged":["view app.active_users"]"#),
+            "{json}"
+        );
         assert_eq!(RunResult::decode(&json).unwrap(), r);
     }
 

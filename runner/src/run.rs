@@ -80,6 +80,7 @@ impl Run {
             duration_ms: self.started.elapsed().as_millis() as u64,
             atlas_version: self.atlas_version(),
             dev_driver: None,
+            unmanaged: vec![],
         }
     }
 

@@ -195,6 +195,7 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
                 message: result.message,
                 applied_at: finished_at(pod).unwrap_or(now_unix),
                 version: result.current_version,
+                unmanaged: result.unmanaged,
             },
             // A successful Job whose pod is gone (garbage-collected): the apply happened.
             _ => Observation::Applied {
@@ -202,6 +203,7 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
                 message: format!("Job {name} completed"),
                 applied_at: now_unix,
                 version: None,
+                unmanaged: Vec::new(),
             },
         };
     }
@@ -218,6 +220,7 @@ pub fn observe(kind: Kind, hash: &str, job: &Job, pods: &[Pod], now_unix: i64) -
             message: result.message.clone(),
             applied_at: finished_at(pod).unwrap_or(now_unix),
             version: result.current_version.clone(),
+            unmanaged: result.unmanaged.clone(),
         };
     }
 
@@ -487,6 +490,7 @@ mod tests {
                     .unwrap()
                     .as_second(),
                 version: Some("20230316085611".into()),
+                unmanaged: vec![],
             }
         );
     }

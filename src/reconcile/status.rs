@@ -21,6 +21,12 @@ use crate::api::{AtlasMigrationStatus, AtlasSchemaStatus};
 pub const READY: &str = "Ready";
 pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
+/// Set (`True`) alongside `Ready=True` when the apply succeeded but left part of the desired
+/// schema unapplied; absent otherwise. Neither ArgoCD (Ready only) nor kstatus (Reconciling and
+/// Stalled only) reads it, so the resource stays Healthy and Current: the tables were applied.
+pub const WARNING: &str = "Warning";
+/// [`WARNING`]'s reason: objects of kinds the Job's Atlas build does not manage.
+pub const UNMANAGED_OBJECTS: &str = "UnmanagedObjects";
 
 /// What the controller found for the resource's current desired hash.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,6 +41,9 @@ pub enum Observation {
         applied_at: i64,
         /// Migrations: the version the database is at.
         version: Option<String>,
+        /// Objects of the desired schema the Job's Atlas build did not apply, as the runner
+        /// named them ([`contract::RunResult::unmanaged`]): the [`WARNING`] condition.
+        unmanaged: Vec<String>,
     },
     /// An attempt failed on something that may pass (the database unreachable, busy, or a name
     /// that does not resolve yet) and the Job is trying again with backoff: the failure is shown
@@ -93,6 +102,27 @@ fn set(
         Some(i) => conditions[i] = condition,
         None => conditions.push(condition),
     }
+}
+
+/// The [`WARNING`] condition's message for `unmanaged` objects (None: there are none).
+pub fn unmanaged_message(unmanaged: &[String]) -> Option<String> {
+    if unmanaged.is_empty() {
+        return None;
+    }
+    let more = unmanaged
+        .last()
+        .is_some_and(|last| last.starts_with("… and "));
+    let count = if more {
+        format!("more than {}", unmanaged.len() - 1)
+    } else {
+        unmanaged.len().to_string()
+    };
+    Some(format!(
+        "the desired schema has {count} object(s) that the Job's Atlas build does not manage, \
+         so they were not applied (the community build manages tables, not views, sequences, \
+         functions or triggers: an Atlas Pro feature upstream): {}",
+        unmanaged.join(", ")
+    ))
 }
 
 /// Whether `status` already says that `hash` is applied, for this generation, and Ready: then
@@ -181,9 +211,23 @@ pub fn compute(
             message,
             applied_at,
             version,
+            unmanaged,
         } => {
             let applied = Reason::Applied.as_str();
             set(conditions, READY, true, applied, message, generation, &now);
+            match unmanaged_message(unmanaged) {
+                Some(warning) => set(
+                    conditions,
+                    WARNING,
+                    true,
+                    UNMANAGED_OBJECTS,
+                    &warning,
+                    generation,
+                    &now,
+                ),
+                // An apply with nothing left out: the warning of an earlier one is gone.
+                None => conditions.retain(|c| c.type_ != WARNING),
+            }
             set(
                 conditions,
                 RECONCILING,

@@ -360,3 +360,77 @@ async fn the_driver_an_earlier_job_found_brings_a_dev_database_in_the_next_job()
     // The first Job is of the same hash: kept, not deleted as an older one.
     assert!(!log.iter().any(|r| r.method == "DELETE"), "{log:?}");
 }
+
+/// A schema Job whose Atlas build left views and functions out: Ready=True (the tables were
+/// applied), a Warning condition naming them, and a Warning event; nothing else is written.
+#[tokio::test]
+async fn objects_the_atlas_build_left_out_are_a_warning_condition_and_event() {
+    let resource: AtlasSchema = serde_json::from_value(json!({
+        "apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+        "metadata": metadata("shop"),
+        "spec": {"urlFrom": {"secretKeyRef": {"name": "db", "key": "url"}},
+                 "devURLFrom": {"secretKeyRef": {"name": "db", "key": "dev"}},
+                 "schema": {"sql": "create table t (id int);\ncreate view v as select id from t;\n"}}
+    }))
+    .unwrap();
+    let hash = Dereferenced::new(&resource, Default::default()).hash;
+    let name = build::job_name(contract::Kind::Schema, "shop", &hash[..8]);
+    let owner = resource.controller_owner_ref(&()).unwrap();
+    let labels = json!({"job-name": name, build::LABEL_HASH: &hash[..8]});
+    let job: Job = serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": "team-a", "labels": labels,
+                     "ownerReferences": [owner]},
+        "status": {"conditions": [{"type": "Complete", "status": "True"}]}
+    }))
+    .unwrap();
+    let result = json!({"version": contract::CONTRACT_VERSION, "outcome": "applied",
+                        "reason": "Applied", "message": "the schema has been applied (1 statements)",
+                        "statementsApplied": 1, "durationMs": 5,
+                        "unmanaged": ["view public.v", "function public.total(integer)"]});
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": format!("{name}-x"), "namespace": "team-a", "labels": labels},
+        "status": {"containerStatuses": [{"name": "runner", "image": "", "imageID": "",
+            "ready": false, "restartCount": 0,
+            "state": {"terminated": {"exitCode": 0, "message": result.to_string()}}}]}
+    }))
+    .unwrap();
+    let (client, log) = api_server(accepting(&resource));
+    let action = reconcile_once(resource, context(client, &[job], &[pod])).await;
+    assert_eq!(action, Action::await_change());
+    let log = log.lock().unwrap();
+    let patch = log
+        .iter()
+        .find(|r| r.is("PATCH", "/atlasschemas/shop/status"))
+        .unwrap_or_else(|| panic!("no status write: {log:?}"));
+    let condition = |type_: &str| {
+        patch.body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == type_)
+            .unwrap_or_else(|| panic!("no {type_}: {patch:?}"))
+            .clone()
+    };
+    assert_eq!(condition("Ready")["status"], "True");
+    assert_eq!(condition("Warning")["status"], "True");
+    assert_eq!(condition("Warning")["reason"], "UnmanagedObjects");
+    let warning = condition("Warning")["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        warning.contains("view public.v, function public.total(integer)"),
+        "{warning}"
+    );
+    let events: Vec<&Seen> = log.iter().filter(|r| r.is("POST", "/events")).collect();
+    let warned = events
+        .iter()
+        .find(|e| e.body["reason"] == "UnmanagedObjects")
+        .unwrap_or_else(|| panic!("no UnmanagedObjects event: {events:?}"));
+    assert_eq!(warned.body["type"], "Warning");
+    assert_eq!(warned.body["note"], warning);
+    assert!(
+        events.iter().any(|e| e.body["reason"] == "Applied"),
+        "{events:?}"
+    );
+}

@@ -84,5 +84,25 @@ pub(super) async fn write_status<K: AtlasResource>(
             Observation::InProgress { .. } => {}
         }
     }
+    // The warning of an apply (objects it left out) is an event when it appears or changes.
+    let warning = |status: &CommonStatus| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::WARNING && c.status == "True")
+            .map(|c| c.message.clone())
+    };
+    if let Some(message) = warning(&next)
+        && warning(previous).as_ref() != Some(&message)
+    {
+        publish(
+            ctx,
+            resource,
+            EventType::Warning,
+            status::UNMANAGED_OBJECTS,
+            &message,
+        )
+        .await;
+    }
     Ok(())
 }

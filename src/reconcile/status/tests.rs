@@ -49,6 +49,7 @@ fn kstatus_and_argocd_read_every_observation_right() {
                 message: "migrated".into(),
                 applied_at: 1,
                 version: None,
+                unmanaged: vec![],
             },
             KStatus::Current,
             ArgoHealth::Healthy,
@@ -95,6 +96,7 @@ fn applied() -> Observation {
         message: "migrated to version 20230316085611".into(),
         applied_at: 1_700_000_000,
         version: Some("20230316085611".into()),
+        unmanaged: vec![],
     }
 }
 
@@ -298,4 +300,70 @@ fn only_ready_for_this_hash_and_generation_is_current() {
 #[test]
 fn no_status_yet_is_progressing() {
     assert_eq!(argo_health(Kind::Migration, &[]), ArgoHealth::Progressing);
+}
+
+/// Objects the Atlas build left out are a Warning condition next to Ready=True (still Healthy
+/// for ArgoCD and Current for kstatus: the tables were applied), and an apply without any takes
+/// it away.
+#[test]
+fn objects_an_apply_left_out_are_a_warning_until_an_apply_has_none() {
+    let left_out = Observation::Applied {
+        hash: "h1".into(),
+        message: "the schema has been applied (1 statements)".into(),
+        applied_at: 1_700_000_000,
+        version: None,
+        unmanaged: vec![
+            "view app.active_users".into(),
+            "function app.total()".into(),
+        ],
+    };
+    let warned = compute(&CommonStatus::default(), Some(1), &left_out, None, at(1));
+    assert_eq!(ready(&warned).status, "True");
+    let warning = warned
+        .conditions
+        .iter()
+        .find(|c| c.type_ == WARNING)
+        .expect("a Warning condition");
+    assert_eq!(
+        (warning.status.as_str(), warning.reason.as_str()),
+        ("True", "UnmanagedObjects")
+    );
+    assert!(
+        warning.message.contains("2 object(s)")
+            && warning
+                .message
+                .ends_with(": view app.active_users, function app.total()"),
+        "{}",
+        warning.message
+    );
+    assert_eq!(kstatus(Some(1), &warned), KStatus::Current);
+    assert_eq!(
+        argo_health(Kind::Schema, &warned.conditions),
+        ArgoHealth::Healthy
+    );
+    // The same observation again writes nothing new.
+    assert_eq!(compute(&warned, Some(1), &left_out, None, at(2)), warned);
+
+    let whole = Observation::Applied {
+        hash: "h2".into(),
+        message: "the schema has been applied (1 statements)".into(),
+        applied_at: 1_700_000_100,
+        version: None,
+        unmanaged: vec![],
+    };
+    let cleared = compute(&warned, Some(2), &whole, None, at(3));
+    assert!(
+        !cleared.conditions.iter().any(|c| c.type_ == WARNING),
+        "{:?}",
+        cleared.conditions
+    );
+    assert_eq!(ready(&cleared).status, "True");
+}
+
+#[test]
+fn a_cut_list_of_unmanaged_objects_says_there_are_more() {
+    let listed = ["view a.v".to_string(), "… and 5 more".to_string()];
+    let message = unmanaged_message(&listed).unwrap();
+    assert!(message.contains("more than 1 object(s)"), "{message}");
+    assert!(unmanaged_message(&[]).is_none());
 }
