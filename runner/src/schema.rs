@@ -9,13 +9,14 @@ use serde::Deserialize;
 use crate::atlas::{DEV_URL_ENV, URL_ENV};
 use crate::classify::{self, DESIRED_FILE_STEM};
 use crate::config::{self, DESIRED_ENV};
+use crate::devdb::{self, Inventory, Object};
 use crate::inputs::{self, WorkDir};
 use crate::lint::{self, Realm, Skips};
 use crate::migrate::CONNECT_LIMIT;
 use crate::run::Run;
 use crate::target::{self, Scope};
 use contract::Reason;
-use contract::{Desired, Kind, Outcome, RunResult, SchemaApply, Task};
+use contract::{Desired, Kind, Outcome, RunResult, SchemaApply, Task, UNMANAGED_LISTED};
 
 /// `atlas schema apply --format '{{ json . }}'`, the parts we read.
 #[derive(Debug, Default, Deserialize)]
@@ -182,6 +183,8 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
         Some("postgres") => "public",
         _ => "<schema>",
     };
+    // Kept for the runner's own look at the dev database and the target (never logged).
+    let (target_url, dev_check_url) = (url.clone(), dev_url.clone());
     if let Some(url) = url {
         run.atlas.env(URL_ENV, url);
     }
@@ -218,9 +221,18 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
         return refused;
     }
 
+    // Before Atlas first loads the desired schema into the dev database.
+    let desired_sql =
+        (language == "sql").then(|| String::from_utf8_lossy(&files[0].1).into_owned());
+    let mut dev_check = dev_check_url.and_then(|url| DevCheck::start(run, url, desired_sql));
     if options.lint_destructive {
         let skips = Skips::of_env(&project, &task.env_name);
-        if let Some(refused) = lint(run, &task.env_name, &config_url, scope, skips) {
+        let refused = lint(run, &task.env_name, &config_url, scope, skips);
+        // The lint's inspection of the desired schema loaded it: the apply loads it again.
+        if let Some(check) = &mut dev_check {
+            check.clean(run, "the lint's inspection of the desired schema");
+        }
+        if let Some(refused) = refused {
             return refused;
         }
     }
@@ -246,7 +258,11 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
     } else if let Some(tx_mode) = &options.tx_mode {
         args.extend(["--tx-mode", tx_mode.as_str()]);
     }
-    let output = match run.atlas.run(&args) {
+    let output = run.atlas.run(&args);
+    if let Some(check) = &mut dev_check {
+        check.clean(run, "the apply");
+    }
+    let output = match output {
         Ok(output) => output,
         Err(err) => {
             return run.failed(Reason::ApplyingSchema, &err.to_string(), err.is_transient());
@@ -280,6 +296,14 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
                     ),
                 )
             };
+            let unmanaged = match &dev_check {
+                Some(check) => check.unmanaged(run, target_url.as_deref()),
+                None => Vec::new(),
+            };
+            let message = match unmanaged_note(&unmanaged) {
+                Some(note) => format!("{message}\n{note}"),
+                None => message,
+            };
             let message = if blocking.is_empty() {
                 message
             } else {
@@ -292,6 +316,7 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
             run.log(&message);
             let mut result = run.result(outcome, Reason::Applied, &message);
             result.statements_applied = count as u32;
+            result.unmanaged = listed(&unmanaged);
             result
         }
         Some(apply) => {
@@ -327,6 +352,148 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
         }
         None => failure(run, &output.error_text()),
     }
+}
+
+/// The runner's own look at the dev database (docs/runner.md, "The dev database"): its
+/// inventory before Atlas first loads the desired schema into it, and what each load left.
+struct DevCheck {
+    url: String,
+    before: Inventory,
+    /// What the loads left behind: the desired schema's objects Atlas did not take back.
+    left: Vec<Object>,
+    /// The desired schema when it is SQL, which the runner can load itself.
+    desired_sql: Option<String>,
+}
+
+impl DevCheck {
+    /// None, said in the log, when the runner cannot open its own connection (TLS, a socket)
+    /// or read the catalog: then Atlas runs as before. SQLite's dev database is in memory.
+    fn start(run: &Run, url: String, desired_sql: Option<String>) -> Option<DevCheck> {
+        if url.starts_with("sqlite") || url.starts_with("libsql") {
+            return None;
+        }
+        match Inventory::take(&url) {
+            Ok(before) => Some(DevCheck {
+                url,
+                before,
+                left: Vec::new(),
+                desired_sql,
+            }),
+            Err(err) => {
+                run.log(&format!(
+                    "the runner could not check the dev database itself ({err}): it is left as \
+                     Atlas leaves it, and objects of the desired schema that this Atlas build \
+                     does not manage are not looked for"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Drops what the Atlas call `after` left in the dev database, so that the next load (the
+    /// apply, the next run on a long-lived dev database) finds it as the runner did.
+    fn clean(&mut self, run: &Run, after: &str) {
+        match self.before.clean(&self.url) {
+            Ok(cleaned) => {
+                if !cleaned.left.is_empty() {
+                    run.log(&format!(
+                        "dev database: dropped what {after} left there: {}",
+                        names(&cleaned.left)
+                    ));
+                }
+                for (object, why) in &cleaned.remaining {
+                    run.log(&format!(
+                        "dev database: could not drop {object}, which {after} left there: {why}"
+                    ));
+                }
+                self.left.extend(cleaned.left);
+            }
+            Err(err) => run.log(&format!(
+                "dev database: could not check what {after} left there: {err}"
+            )),
+        }
+    }
+
+    /// The desired schema's objects this Atlas build did not apply, from what the target holds
+    /// after a successful apply.
+    fn unmanaged(&self, run: &Run, target_url: Option<&str>) -> Vec<Object> {
+        // What the desired SQL creates, loaded by the runner itself; else (HCL, or a load
+        // that fails here) what Atlas's loads left behind.
+        let desired = match &self.desired_sql {
+            Some(sql) => match self.before.load(&self.url, sql) {
+                Ok(desired) => desired,
+                Err(err) => {
+                    run.log(&format!(
+                        "dev database: the runner could not load the desired schema itself \
+                         ({err}): only what Atlas's loads left behind is looked at"
+                    ));
+                    self.left.clone()
+                }
+            },
+            None => self.left.clone(),
+        };
+        if !desired.iter().any(|object| !object.kind.always_managed()) {
+            return Vec::new();
+        }
+        let target = match target_url.map(Inventory::take) {
+            Some(Ok(target)) => target,
+            Some(Err(err)) => {
+                run.log(&format!(
+                    "the runner could not check the target itself ({err}): objects of the desired \
+                     schema that this Atlas build does not manage are not looked for"
+                ));
+                return Vec::new();
+            }
+            None => {
+                run.log(
+                    "the target is the project file's: objects of the desired schema that this \
+                     Atlas build does not manage are not looked for",
+                );
+                return Vec::new();
+            }
+        };
+        devdb::unmanaged(&desired, &self.before, &target)
+    }
+}
+
+/// The sentence the message gets for objects this Atlas build did not apply.
+fn unmanaged_note(unmanaged: &[Object]) -> Option<String> {
+    if unmanaged.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "this Atlas build does not manage {} object(s) of the desired schema, which were not \
+         applied (views, sequences, functions and triggers are an Atlas Pro feature upstream): {}",
+        unmanaged.len(),
+        listed(unmanaged).join(", ")
+    ))
+}
+
+/// At most [`UNMANAGED_LISTED`] objects, each cut, the last saying how many more.
+fn listed(objects: &[Object]) -> Vec<String> {
+    let mut names: Vec<String> = objects
+        .iter()
+        .take(UNMANAGED_LISTED)
+        .map(|object| {
+            let name = object.to_string();
+            match name.char_indices().nth(LISTED_STATEMENT_CHARS / 2) {
+                Some((at, _)) => format!("{}…", &name[..at]),
+                None => name,
+            }
+        })
+        .collect();
+    if objects.len() > UNMANAGED_LISTED {
+        names.push(format!("… and {} more", objects.len() - UNMANAGED_LISTED));
+    }
+    names
+}
+
+fn names(objects: &[Object]) -> String {
+    objects
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Whether the database undid the plan's statements when one failed: PostgreSQL and SQLite run

@@ -684,3 +684,205 @@ fn a_failed_second_statement_on_postgres_is_rolled_back_and_said_so() {
         .unwrap();
     assert_eq!(y.trim(), "0");
 }
+
+/// The objects of the dev database, one line each, as the test reads them with its own client.
+fn dev_inventory(dev: &TestDatabase) -> String {
+    let sql = match dev.engine {
+        Engine::Postgres => {
+            "select 'schema ' || nspname from pg_namespace
+               where nspname not like 'pg\\_%' and nspname <> 'information_schema'
+             union all
+             select c.relkind::text || ' ' || n.nspname || '.' || c.relname
+               from pg_class c join pg_namespace n on n.oid = c.relnamespace
+               where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
+             union all
+             select 'function ' || n.nspname || '.' || p.proname
+               from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+               where n.nspname not in ('pg_catalog', 'information_schema')
+             union all
+             select 'type ' || n.nspname || '.' || t.typname
+               from pg_type t join pg_namespace n on n.oid = t.typnamespace
+               where n.nspname not in ('pg_catalog', 'information_schema', 'pg_toast')
+             order by 1"
+        }
+        Engine::MariaDb => {
+            "select concat(table_type, ' ', table_name) from information_schema.tables
+               where table_schema = database()
+             union all
+             select concat(routine_type, ' ', routine_name) from information_schema.routines
+               where routine_schema = database()
+             union all
+             select concat('TRIGGER ', trigger_name) from information_schema.triggers
+               where trigger_schema = database()
+             order by 1"
+        }
+    };
+    dev.query(sql).unwrap()
+}
+
+fn sorted(names: &[String]) -> Vec<String> {
+    let mut names = names.to_vec();
+    names.sort();
+    names
+}
+
+/// Issue 17, items 4 and 5, on MariaDB: the lint loads the desired schema into the dev database
+/// and v0.13.1 leaves its view there, so the apply (and every later run on a long-lived dev
+/// database) failed with "already exists". The runner leaves the dev database as it found it,
+/// run after run, and names the view when the target still lacks it after the apply.
+#[test]
+fn a_view_leaves_the_mariadb_dev_database_as_found_and_is_named_when_not_applied() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_view").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_view_dev").unwrap();
+    db.query(
+        "create table users (id int primary key, name varchar(50) not null, active int not null);
+         insert into users values (1, 'ann', 1), (2, 'bob', 0), (3, 'cy', 1)",
+    )
+    .unwrap();
+    let scratch = Scratch::new("view");
+    let path = desired(
+        &scratch,
+        "schema.sql",
+        "create table users (id int primary key, name varchar(50) not null, active int not null);\n\
+         create view active_users as select id, name from users where active = 1;\n\
+         create trigger users_trim before insert on users for each row set new.name = trim(new.name);\n",
+    );
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let found = dev_inventory(&dev);
+    // Twice under the lint, then once without: the dev database lives on across runs.
+    for (run, options) in [lint_policy(), lint_policy(), SchemaApply::default()]
+        .into_iter()
+        .enumerate()
+    {
+        let ran = run_runner(&task(&path, options), &env, &scratch);
+        assert_eq!(
+            ran.code, EXIT_OK,
+            "run {run}: {}\n{}",
+            ran.result.message, ran.stdout
+        );
+        assert_eq!(ran.result.reason, Reason::Applied);
+        assert_eq!(dev_inventory(&dev), found, "run {run}: {}", ran.stdout);
+        assert_eq!(db.query("select count(*) from users").unwrap().trim(), "3");
+        // What the target holds decides, not the Atlas version: a build that manages views
+        // created it, and names nothing.
+        let has_view = db
+            .query(
+                "select count(*) from information_schema.views \
+                 where table_schema = database() and table_name = 'active_users'",
+            )
+            .unwrap()
+            .trim()
+            == "1";
+        let has_trigger = db
+            .query(
+                "select count(*) from information_schema.triggers \
+                 where trigger_schema = database() and trigger_name = 'users_trim'",
+            )
+            .unwrap()
+            .trim()
+            == "1";
+        let mut expected = Vec::new();
+        if !has_view {
+            expected.push(format!("view {}.active_users", db.name));
+        }
+        if !has_trigger {
+            expected.push(format!("trigger {}.users_trim on users", db.name));
+        }
+        assert_eq!(
+            sorted(&ran.result.unmanaged),
+            sorted(&expected),
+            "run {run}: {}",
+            ran.stdout
+        );
+        if !expected.is_empty() {
+            assert!(
+                ran.result
+                    .message
+                    .contains(&format!("does not manage {} object(s)", expected.len()))
+                    && expected
+                        .iter()
+                        .all(|name| ran.result.message.contains(name.as_str())),
+                "run {run}: {}",
+                ran.result.message
+            );
+        }
+    }
+}
+
+/// The same on PostgreSQL with a sequence, a function and a view (v0.13.1 left the sequence
+/// and the function in the dev database): applied three times on one dev database, which is
+/// left as found each time; what the target lacks afterwards is named.
+#[test]
+fn a_sequence_function_and_view_leave_the_postgres_dev_database_as_found() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_objects").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_objects_dev").unwrap();
+    db.query(
+        "create table orders (id int primary key, amount int not null);
+         insert into orders values (1, 50), (2, 150), (3, 300)",
+    )
+    .unwrap();
+    let scratch = Scratch::new("objects");
+    let path = desired(
+        &scratch,
+        "schema.sql",
+        "create table orders (id int primary key, amount int not null, note text);\n\
+         create sequence invoice_numbers start 1000;\n\
+         create function order_total(min_amount integer) returns bigint language sql as \
+         $$ select coalesce(sum(amount), 0) from orders where amount >= min_amount $$;\n\
+         create view big_orders as select id, amount from orders where amount >= 100;\n",
+    );
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let found = dev_inventory(&dev);
+    for (run, options) in [lint_policy(), lint_policy(), SchemaApply::default()]
+        .into_iter()
+        .enumerate()
+    {
+        let ran = run_runner(&task(&path, options), &env, &scratch);
+        assert_eq!(
+            ran.code, EXIT_OK,
+            "run {run}: {}\n{}",
+            ran.result.message, ran.stdout
+        );
+        assert_eq!(
+            ran.result.outcome,
+            if run == 0 {
+                Outcome::Applied
+            } else {
+                Outcome::NoOp
+            },
+            "run {run}: {}",
+            ran.result.message
+        );
+        assert_eq!(dev_inventory(&dev), found, "run {run}: {}", ran.stdout);
+        assert_eq!(
+            db.query("select count(*), sum(amount) from orders")
+                .unwrap()
+                .trim(),
+            "3\t500"
+        );
+        let has = |sql: &str| db.query(sql).unwrap().trim() == "1";
+        let mut expected = Vec::new();
+        if !has("select count(*) from pg_class where relkind = 'S' and relname = 'invoice_numbers'")
+        {
+            expected.push("sequence public.invoice_numbers".to_string());
+        }
+        if !has("select count(*) from pg_proc where proname = 'order_total'") {
+            expected.push("function public.order_total(min_amount integer)".to_string());
+        }
+        if !has("select count(*) from pg_views where viewname = 'big_orders'") {
+            expected.push("view public.big_orders".to_string());
+        }
+        assert_eq!(
+            sorted(&ran.result.unmanaged),
+            sorted(&expected),
+            "run {run}: {}",
+            ran.stdout
+        );
+    }
+}
