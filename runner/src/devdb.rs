@@ -136,6 +136,40 @@ pub struct Inventory {
     pub objects: BTreeSet<Object>,
 }
 
+/// One connection of the runner's own to a database, kept across uses: a PostgreSQL
+/// handshake (SCRAM) costs more than the catalog queries. Each use is bounded by
+/// [`CHECK_LIMIT`]; a connection lost to a use that did not answer is opened again.
+pub struct Session {
+    url: String,
+    held: Option<(Connection, Parts)>,
+}
+
+impl Session {
+    pub fn new(url: &str) -> Session {
+        Session {
+            url: url.to_string(),
+            held: None,
+        }
+    }
+
+    fn with<T: Send + 'static>(
+        &mut self,
+        f: impl FnOnce(&mut Connection, &Parts) -> Result<T, Unread> + Send + 'static,
+    ) -> Result<T, Unread> {
+        let (held, url) = (self.held.take(), self.url.clone());
+        let (result, back) = plain::within(CHECK_LIMIT, move || {
+            let (mut connection, parts) = match held {
+                Some(held) => held,
+                None => plain::connect(&url, CHECK_LIMIT)?,
+            };
+            let result = f(&mut connection, &parts);
+            Ok((result, (connection, parts)))
+        })?;
+        self.held = Some(back);
+        result
+    }
+}
+
 /// What [`Inventory::clean`] found and did.
 #[derive(Debug, Default)]
 pub struct Cleaned {
@@ -147,22 +181,15 @@ pub struct Cleaned {
 
 impl Inventory {
     /// The inventory of the database behind `url`, within [`CHECK_LIMIT`].
-    pub fn take(url: &str) -> Result<Inventory, Unread> {
-        let url = url.to_string();
-        plain::within(CHECK_LIMIT, move || {
-            let (mut connection, parts) = plain::connect(&url, CHECK_LIMIT)?;
-            take_now(&mut connection, &parts)
-        })
+    pub fn take(session: &mut Session) -> Result<Inventory, Unread> {
+        session.with(take_now)
     }
 
     /// Drops from the database behind `url` what is there now and was not when `self` was
     /// taken, and says what that was and what could not be dropped.
-    pub fn clean(&self, url: &str) -> Result<Cleaned, Unread> {
-        let (url, before) = (url.to_string(), self.clone());
-        plain::within(CHECK_LIMIT, move || {
-            let (mut connection, parts) = plain::connect(&url, CHECK_LIMIT)?;
-            clean_now(&mut connection, &parts, &before)
-        })
+    pub fn clean(&self, session: &mut Session) -> Result<Cleaned, Unread> {
+        let before = self.clone();
+        session.with(move |connection, parts| clean_now(connection, parts, &before))
     }
 
     /// The objects the desired SQL creates, as the runner itself finds them by loading it on
@@ -170,15 +197,14 @@ impl Inventory {
     /// MySQL (whose DDL commits) followed by [`Inventory::clean`]'s drops. Atlas's own loads
     /// cannot say it whole: its clean-up drops a table with what hangs on it (a view over it
     /// on PostgreSQL, its triggers everywhere).
-    pub fn load(&self, url: &str, sql: &str) -> Result<Vec<Object>, Unread> {
-        let (url, before, sql) = (url.to_string(), self.clone(), sql.to_string());
-        plain::within(CHECK_LIMIT, move || {
-            let (mut connection, parts) = plain::connect(&url, CHECK_LIMIT)?;
+    pub fn load(&self, session: &mut Session, sql: &str) -> Result<Vec<Object>, Unread> {
+        let (before, sql) = (self.clone(), sql.to_string());
+        session.with(move |connection, parts| {
             let loading = |err: String| Unread::Query {
                 schema: "the desired schema".into(),
                 message: err,
             };
-            match &mut connection {
+            match connection {
                 Connection::Postgres(client) => {
                     let mut transaction =
                         client.transaction().map_err(|e| loading(e.to_string()))?;
@@ -204,7 +230,7 @@ impl Inventory {
                             .map_err(|e| loading(e.to_string()))?;
                     }
                     let loaded = conn.query_drop(&sql).map_err(|e| loading(e.to_string()));
-                    let cleaned = clean_now(&mut connection, &parts, &before)?;
+                    let cleaned = clean_now(connection, parts, &before)?;
                     loaded?;
                     Ok(cleaned.left)
                 }

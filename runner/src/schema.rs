@@ -9,7 +9,7 @@ use serde::Deserialize;
 use crate::atlas::{DEV_URL_ENV, URL_ENV};
 use crate::classify::{self, DESIRED_FILE_STEM};
 use crate::config::{self, DESIRED_ENV};
-use crate::devdb::{self, Inventory, Object};
+use crate::devdb::{self, Inventory, Object, Session};
 use crate::inputs::{self, WorkDir};
 use crate::lint::{self, Realm, Skips};
 use crate::migrate::CONNECT_LIMIT;
@@ -296,7 +296,7 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
                     ),
                 )
             };
-            let unmanaged = match &dev_check {
+            let unmanaged = match &mut dev_check {
                 Some(check) => check.unmanaged(run, target_url.as_deref()),
                 None => Vec::new(),
             };
@@ -357,7 +357,7 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
 /// The runner's own look at the dev database (docs/runner.md, "The dev database"): its
 /// inventory before Atlas first loads the desired schema into it, and what each load left.
 struct DevCheck {
-    url: String,
+    session: Session,
     before: Inventory,
     /// What the loads left behind: the desired schema's objects Atlas did not take back.
     left: Vec<Object>,
@@ -372,9 +372,10 @@ impl DevCheck {
         if url.starts_with("sqlite") || url.starts_with("libsql") {
             return None;
         }
-        match Inventory::take(&url) {
+        let mut session = Session::new(&url);
+        match Inventory::take(&mut session) {
             Ok(before) => Some(DevCheck {
-                url,
+                session,
                 before,
                 left: Vec::new(),
                 desired_sql,
@@ -393,7 +394,7 @@ impl DevCheck {
     /// Drops what the Atlas call `after` left in the dev database, so that the next load (the
     /// apply, the next run on a long-lived dev database) finds it as the runner did.
     fn clean(&mut self, run: &Run, after: &str) {
-        match self.before.clean(&self.url) {
+        match self.before.clean(&mut self.session) {
             Ok(cleaned) => {
                 if !cleaned.left.is_empty() {
                     run.log(&format!(
@@ -416,11 +417,11 @@ impl DevCheck {
 
     /// The desired schema's objects this Atlas build did not apply, from what the target holds
     /// after a successful apply.
-    fn unmanaged(&self, run: &Run, target_url: Option<&str>) -> Vec<Object> {
+    fn unmanaged(&mut self, run: &Run, target_url: Option<&str>) -> Vec<Object> {
         // What the desired SQL creates, loaded by the runner itself; else (HCL, or a load
         // that fails here) what Atlas's loads left behind.
         let desired = match &self.desired_sql {
-            Some(sql) => match self.before.load(&self.url, sql) {
+            Some(sql) => match self.before.load(&mut self.session, sql) {
                 Ok(desired) => desired,
                 Err(err) => {
                     run.log(&format!(
@@ -435,7 +436,7 @@ impl DevCheck {
         if !desired.iter().any(|object| !object.kind.always_managed()) {
             return Vec::new();
         }
-        let target = match target_url.map(Inventory::take) {
+        let target = match target_url.map(|url| Inventory::take(&mut Session::new(url))) {
             Some(Ok(target)) => target,
             Some(Err(err)) => {
                 run.log(&format!(

@@ -886,3 +886,39 @@ fn a_sequence_function_and_view_leave_the_postgres_dev_database_as_found() {
         );
     }
 }
+
+/// A dev URL the runner's own client does not follow (here a MySQL parameter it does not know)
+/// is Atlas's alone: the apply goes on as before, and the log says the dev database was not
+/// checked.
+#[test]
+fn a_dev_database_the_runner_cannot_open_itself_is_said_and_the_apply_goes_on() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_devopaque").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_devopaque_dev").unwrap();
+    db.query("create table users (id int primary key); insert into users values (1), (2)")
+        .unwrap();
+    let scratch = Scratch::new("devopaque");
+    let path = desired(
+        &scratch,
+        "schema.sql",
+        "create table users (id int primary key, name text);\n",
+    );
+    let dev_url = format!("{}?multiStatements=true", dev.url);
+    let ran = run_runner(
+        &task(&path, lint_policy()),
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("DEV_URL", dev_url.as_str()),
+        ],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
+    assert!(
+        ran.stdout
+            .contains("the runner could not check the dev database itself"),
+        "{}",
+        ran.stdout
+    );
+    assert!(ran.result.unmanaged.is_empty());
+    assert_eq!(describe(&db, "users"), ["id", "name"]);
+    assert_eq!(db.query("select count(*) from users").unwrap().trim(), "2");
+}
