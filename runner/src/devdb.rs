@@ -275,6 +275,43 @@ fn clean_now(
     Ok(Cleaned { left, remaining })
 }
 
+/// Whether the dev database may hold the target: the same server and database, or a MySQL dev
+/// URL bound to no database on the target's server. Then what an apply creates is new in the
+/// dev database too, and the clean-up would drop what was just applied: the runner leaves such
+/// a dev database alone. Unknown URLs count as overlapping.
+pub fn may_hold(dev_url: &str, target_url: &str) -> bool {
+    let (Ok(dev), Ok(target)) = (plain::parts(dev_url), plain::parts(target_url)) else {
+        return true;
+    };
+    let scheme = |url: &str| url.split_once("://").map(|(scheme, _)| scheme.to_string());
+    let mysql = matches!(
+        scheme(dev_url).as_deref(),
+        Some("mysql" | "maria" | "mariadb")
+    );
+    let server = |parts: &Parts| {
+        (
+            parts.host.to_lowercase(),
+            parts.port.unwrap_or(if mysql { 3306 } else { 5432 }),
+        )
+    };
+    if server(&dev) != server(&target) {
+        return false;
+    }
+    if mysql {
+        dev.path.is_empty() || dev.path == target.path
+    } else {
+        // A PostgreSQL URL without a database path connects to the user's database.
+        let database = |parts: &Parts| {
+            if parts.path.is_empty() {
+                parts.user.clone()
+            } else {
+                parts.path.clone()
+            }
+        };
+        database(&dev) == database(&target)
+    }
+}
+
 /// The objects of `desired` (what loads of the desired schema left in the dev database) of a
 /// kind Atlas may not manage that `target` (inventoried after a successful apply) lacks: those
 /// this Atlas build did not apply. When both URLs are bound to one schema, the dev database's
@@ -543,6 +580,22 @@ mod tests {
             drop_statement(Engine::Postgres, &schema),
             r#"DROP SCHEMA IF EXISTS "extra" CASCADE"#
         );
+    }
+
+    #[test]
+    fn a_dev_database_that_may_hold_the_target_is_known() {
+        let pg = "postgres://u:p@db:5432/app?sslmode=disable";
+        assert!(may_hold("postgres://u:p@db/app?sslmode=disable", pg));
+        assert!(!may_hold("postgres://u:p@db:5432/dev?sslmode=disable", pg));
+        assert!(!may_hold(
+            "postgres://u:p@other:5432/app?sslmode=disable",
+            pg
+        ));
+        let my = "mysql://u:p@db:3306/app";
+        assert!(may_hold("mysql://u:p@db:3306/", my));
+        assert!(may_hold("mysql://u:p@DB/app", my));
+        assert!(!may_hold("mysql://u:p@db:3306/dev", my));
+        assert!(may_hold("postgres:///x?host=/tmp", pg));
     }
 
     #[test]

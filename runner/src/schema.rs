@@ -224,7 +224,18 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
     // Before Atlas first loads the desired schema into the dev database.
     let desired_sql =
         (language == "sql").then(|| String::from_utf8_lossy(&files[0].1).into_owned());
-    let mut dev_check = dev_check_url.and_then(|url| DevCheck::start(run, url, desired_sql));
+    let mut dev_check = match (dev_check_url, &target_url) {
+        (Some(dev), Some(target)) if devdb::may_hold(&dev, target) => {
+            run.log(
+                "the dev database may hold the target (the same database, or a MySQL server URL \
+                 on the target's server): the runner leaves it as Atlas leaves it, and objects of \
+                 the desired schema that this Atlas build does not manage are not looked for",
+            );
+            None
+        }
+        (Some(dev), _) => DevCheck::start(run, dev, desired_sql),
+        (None, _) => None,
+    };
     if options.lint_destructive {
         let skips = Skips::of_env(&project, &task.env_name);
         let refused = lint(run, &task.env_name, &config_url, scope, skips);

@@ -922,3 +922,32 @@ fn a_dev_database_the_runner_cannot_open_itself_is_said_and_the_apply_goes_on() 
     assert_eq!(describe(&db, "users"), ["id", "name"]);
     assert_eq!(db.query("select count(*) from users").unwrap().trim(), "2");
 }
+
+/// A dev URL that is the target's own database: what the apply creates is new there too, and
+/// the runner must not take it for the dev database's leftovers.
+#[test]
+fn a_dev_database_that_is_the_target_keeps_what_was_applied() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_devistarget").unwrap();
+    let scratch = Scratch::new("devistarget");
+    let path = desired(
+        &scratch,
+        "schema.sql",
+        "create table users (id int primary key, name text);\n",
+    );
+    let ran = run_runner(
+        &task(&path, SchemaApply::default()),
+        &[
+            ("DATABASE_URL", db.url.as_str()),
+            ("DEV_URL", db.url.as_str()),
+        ],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
+    assert!(
+        ran.stdout.contains("the dev database may hold the target"),
+        "{}",
+        ran.stdout
+    );
+    db.query("insert into users values (1, 'ann')").unwrap();
+    assert_eq!(db.query("select count(*) from users").unwrap().trim(), "1");
+}
