@@ -817,8 +817,20 @@ fn a_view_leaves_the_mariadb_dev_database_as_found_and_is_named_when_not_applied
 /// left as found each time; what the target lacks afterwards is named.
 #[test]
 fn a_sequence_function_and_view_leave_the_postgres_dev_database_as_found() {
+    sequence_function_and_view_on_postgres("");
+}
+
+/// The same with both URLs bound to one schema (`search_path`): the runner loads the desired
+/// schema into that schema, as Atlas does.
+#[test]
+fn a_sequence_function_and_view_leave_a_schema_bound_postgres_dev_database_as_found() {
+    sequence_function_and_view_on_postgres("&search_path=public");
+}
+
+fn sequence_function_and_view_on_postgres(bound: &str) {
     let db = TestDatabase::create(Engine::Postgres, "schema_objects").unwrap();
     let dev = TestDatabase::create(Engine::Postgres, "schema_objects_dev").unwrap();
+    let (db_url, dev_url) = (format!("{}{bound}", db.url), format!("{}{bound}", dev.url));
     db.query(
         "create table orders (id int primary key, amount int not null);
          insert into orders values (1, 50), (2, 150), (3, 300)",
@@ -835,8 +847,8 @@ fn a_sequence_function_and_view_leave_the_postgres_dev_database_as_found() {
          create view big_orders as select id, amount from orders where amount >= 100;\n",
     );
     let env = [
-        ("DATABASE_URL", db.url.as_str()),
-        ("DEV_URL", dev.url.as_str()),
+        ("DATABASE_URL", db_url.as_str()),
+        ("DEV_URL", dev_url.as_str()),
     ];
     let found = dev_inventory(&dev);
     for (run, options) in [lint_policy(), lint_policy(), SchemaApply::default()]
