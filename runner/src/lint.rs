@@ -641,7 +641,8 @@ fn narrowing(from: &Family, to: &Family) -> Option<String> {
                 (None, Some(_)) => true,
                 (Some(from), Some(to)) => to < from,
             };
-            if t < s {
+            // PostgreSQL's unbounded `numeric` keeps any scale.
+            if q.is_some() && t < s {
                 Some("narrows the scale: values are rounded".into())
             } else if fewer_integer {
                 Some("narrows the precision: larger values are refused".into())
@@ -989,5 +990,326 @@ env "own" {
                 ..Skips::default()
             }
         );
+    }
+
+    /// MySQL's HCL as `atlas schema inspect` writes it: the schema after its tables, bare and
+    /// sized types, `unsigned` as an attribute of the column.
+    const MYSQL_BEFORE: &str = r#"
+table "t" {
+  schema = schema.app
+  column "id" {
+    null = false
+    type = int
+  }
+  column "code" {
+    null = true
+    type = varchar(255)
+  }
+  column "n" {
+    null     = true
+    type     = int
+    unsigned = true
+  }
+  column "size" {
+    null = true
+    type = enum("s","m","l")
+  }
+  column "total" {
+    null = true
+    type = decimal(12,4)
+  }
+  primary_key {
+    columns = [column.id]
+  }
+  index "t_code" {
+    columns = [column.code]
+  }
+}
+schema "app" {
+  charset = "utf8mb4"
+  collate = "utf8mb4_general_ci"
+}
+"#;
+
+    fn catalog(hcl: &str) -> Catalog {
+        Catalog::from_hcl(hcl).unwrap()
+    }
+
+    fn mysql_after(columns: &str, rest: &str) -> Catalog {
+        catalog(&format!(
+            "table \"t\" {{\n  schema = schema.dev\n  column \"id\" {{\n    null = false\n    \
+             type = int\n  }}\n{columns}\n  primary_key {{\n    columns = [column.id]\n  }}\n\
+             {rest}\n}}\nschema \"dev\" {{\n  charset = \"utf8mb4\"\n}}\n"
+        ))
+    }
+
+    fn changes(current: &Catalog, desired: &Catalog, skips: Skips) -> Vec<String> {
+        let dialect = Dialect::of(None, current);
+        data_dependent_changes(current, desired, Scope::Schema, dialect, skips)
+    }
+
+    #[test]
+    fn atlas_hcl_is_read_into_a_catalog() {
+        let before = catalog(MYSQL_BEFORE);
+        assert!(before.mysql_attributes);
+        assert_eq!(Dialect::of(None, &before), Dialect::MySql);
+        let table = &before.schemas[0].tables[0];
+        assert_eq!(before.schemas[0].name, "app");
+        assert_eq!(table.columns.len(), 5);
+        assert!(table.columns[2].unsigned && table.columns[2].null);
+        assert!(!table.columns[0].null);
+        assert_eq!(
+            table.uniques,
+            [Unique {
+                index: None,
+                parts: vec!["id".into()]
+            }]
+        );
+        assert_eq!(table.indexes, ["t_code"]);
+        // PostgreSQL: an enum type of the schema, a table named in two schemas.
+        let pg = catalog(
+            r#"
+table "public" "t" {
+  schema = schema.public
+  column "m" {
+    null = true
+    type = enum.mood
+  }
+  index "t_m" {
+    unique = true
+    on {
+      column = column.m
+    }
+    on {
+      expr = "lower(m)"
+    }
+  }
+}
+table "other" "t" {
+  schema = schema.other
+}
+enum "mood" {
+  schema = schema.public
+  values = ["happy", "sad"]
+}
+schema "other" {
+}
+schema "public" {
+}
+"#,
+        );
+        assert!(!pg.mysql_attributes);
+        let public = pg.schemas.iter().find(|s| s.name == "public").unwrap();
+        assert_eq!(
+            public.enums,
+            [("mood".to_string(), vec!["happy".to_string(), "sad".into()])]
+        );
+        assert_eq!(public.tables[0].uniques[0].parts, ["m", "(lower(m))"]);
+        assert_eq!(
+            pg.schemas
+                .iter()
+                .find(|s| s.name == "other")
+                .unwrap()
+                .tables
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn narrowed_types_are_data_dependent() {
+        let before = catalog(MYSQL_BEFORE);
+        let after = mysql_after(
+            r#"  column "code" {
+    null = true
+    type = varchar(10)
+  }
+  column "n" {
+    null = true
+    type = int
+  }
+  column "size" {
+    null = true
+    type = enum("s","m")
+  }
+  column "total" {
+    null = true
+    type = decimal(12,2)
+  }"#,
+            "",
+        );
+        let found = changes(&before, &after, Skips::default());
+        assert_eq!(
+            found,
+            [
+                "ALTER TABLE app.t ALTER COLUMN code TYPE varchar(10) (was varchar(255)): \
+                 narrows the length: longer values are cut or refused",
+                "ALTER TABLE app.t ALTER COLUMN n TYPE int (was int unsigned): narrows the \
+                 integer range: values outside it are refused or clamped",
+                "ALTER TABLE app.t ALTER COLUMN size TYPE enum(\"s\", \"m\") (was enum(\"s\", \
+                 \"m\", \"l\")): removes enum values 'l': rows holding them are refused or \
+                 emptied",
+                "ALTER TABLE app.t ALTER COLUMN total TYPE decimal(12, 2) (was decimal(12, 4)): \
+                 narrows the scale: values are rounded",
+            ]
+        );
+        let skip = Skips {
+            modify_column: true,
+            ..Skips::default()
+        };
+        assert!(changes(&before, &after, skip).is_empty());
+    }
+
+    #[test]
+    fn widened_types_and_new_tables_are_not() {
+        let before = catalog(MYSQL_BEFORE);
+        let after = mysql_after(
+            r#"  column "code" {
+    null = true
+    type = text
+  }
+  column "n" {
+    null = true
+    type = bigint
+  }
+  column "size" {
+    null = true
+    type = enum("s","m","l","xl")
+  }
+  column "total" {
+    null = true
+    type = decimal(14,4)
+  }
+  column "added" {
+    null = false
+    type = int
+    default = 0
+  }"#,
+            "",
+        );
+        assert_eq!(
+            changes(&before, &after, Skips::default()),
+            Vec::<String>::new()
+        );
+        // A table only the desired schema has holds no rows.
+        let new_table = catalog(
+            "table \"u\" {\n  schema = schema.app\n  column \"c\" {\n    null = false\n    \
+             type = int\n  }\n  index \"u_c\" {\n    unique = true\n    columns = [column.c]\n  \
+             }\n}\nschema \"app\" {\n  charset = \"utf8mb4\"\n}\n",
+        );
+        assert!(changes(&catalog(""), &new_table, Skips::default()).is_empty());
+    }
+
+    #[test]
+    fn not_null_and_unique_over_existing_rows_are_data_dependent() {
+        let before = catalog(MYSQL_BEFORE);
+        let after = mysql_after(
+            r#"  column "code" {
+    null = false
+    type = varchar(255)
+  }
+  column "n" {
+    null     = true
+    type     = int
+    unsigned = true
+  }
+  column "size" {
+    null = true
+    type = enum("s","m","l")
+  }
+  column "total" {
+    null = true
+    type = decimal(12,4)
+  }
+  column "batch" {
+    null = false
+    type = int
+  }
+  column "fresh" {
+    null = true
+    type = int
+  }"#,
+            r#"  index "t_code" {
+    unique  = true
+    columns = [column.code]
+  }
+  index "t_fresh" {
+    unique  = true
+    columns = [column.fresh]
+  }
+  index "t_id_n" {
+    unique  = true
+    columns = [column.id, column.n]
+  }"#,
+        );
+        assert_eq!(
+            changes(&before, &after, Skips::default()),
+            [
+                "ALTER TABLE app.t ALTER COLUMN code SET NOT NULL: rows holding NULL are \
+                 refused, or given an implicit zero or empty string",
+                "ALTER TABLE app.t ADD COLUMN batch NOT NULL without a default: rows that exist \
+                 get no value (refused, or an implicit zero or empty string)",
+                "ALTER TABLE app.t ADD UNIQUE (code): rows holding duplicates are refused",
+            ]
+        );
+        // `t_code` existed: making it unique is a modified index, not an added one.
+        let skips = Skips {
+            add_column: true,
+            add_index: true,
+            ..Skips::default()
+        };
+        assert_eq!(changes(&before, &after, skips).len(), 2);
+        let skips = Skips {
+            modify_table: true,
+            ..Skips::default()
+        };
+        assert!(changes(&before, &after, skips).is_empty());
+    }
+
+    #[test]
+    fn time_types_lose_what_the_target_has_no_room_for() {
+        let column = |ty: &str| CatalogColumn {
+            name: "c".into(),
+            null: true,
+            ty: hcl::parse(&format!("x = {ty}"))
+                .unwrap()
+                .attributes()
+                .next()
+                .unwrap()
+                .expr
+                .clone(),
+            unsigned: false,
+            filled: false,
+        };
+        let lossy = |dialect: Dialect, from: &str, to: &str| {
+            narrowing(
+                &family(&column(from), dialect, &[]),
+                &family(&column(to), dialect, &[]),
+            )
+            .is_some()
+        };
+        use Dialect::{MySql, Postgres};
+        assert!(lossy(Postgres, "timestamp", "date"));
+        assert!(lossy(Postgres, "timestamp(6)", "timestamp(0)"));
+        assert!(lossy(Postgres, "timestamptz", "timestamp"));
+        assert!(lossy(Postgres, "timestamp", "time"));
+        assert!(!lossy(Postgres, "date", "timestamp"));
+        assert!(!lossy(Postgres, "timestamp(0)", "timestamp"));
+        assert!(!lossy(Postgres, "timestamp", "timestamptz"));
+        assert!(lossy(MySql, "datetime(6)", "datetime"));
+        assert!(lossy(MySql, "datetime", "timestamp"));
+        assert!(!lossy(MySql, "timestamp", "datetime"));
+        assert!(!lossy(MySql, "datetime", "datetime(6)"));
+        // The defaults of a bare type differ: MySQL's decimal is decimal(10,0).
+        assert!(lossy(MySql, "decimal", "decimal(8,0)"));
+        assert!(!lossy(Postgres, "numeric(8,2)", "numeric"));
+        assert!(lossy(Postgres, "numeric", "numeric(8,2)"));
+        assert!(!lossy(Postgres, "integer", "numeric(10,0)"));
+        assert!(lossy(Postgres, "bigint", "numeric(10,0)"));
+        assert!(lossy(Postgres, "character_varying(20)", "integer"));
+        assert!(!lossy(Postgres, "character_varying", "text"));
+        assert!(lossy(Postgres, "text", "character_varying(10)"));
+        assert!(lossy(MySql, "double", "float"));
+        assert!(lossy(Postgres, "double_precision", "real"));
     }
 }

@@ -729,7 +729,7 @@ fn data_losing_changes_under_the_data_depend_policy_apply_nothing_on_mariadb() {
     let table = format!("ALTER TABLE {}.orders", db.name);
     for change in [
         "ALTER COLUMN code TYPE varchar(10) (was varchar(255)): narrows the length",
-        "ALTER COLUMN total TYPE decimal(8,2) (was decimal(12,4)): narrows the scale",
+        "ALTER COLUMN total TYPE decimal(8, 2) (was decimal(12, 4)): narrows the scale",
         "ALTER COLUMN placed TYPE date (was datetime): drops the time of day",
         "ALTER COLUMN size TYPE enum(\"s\", \"m\") (was enum(\"s\", \"m\", \"l\")): removes enum \
          values 'l'",
@@ -791,7 +791,7 @@ fn data_losing_changes_under_the_data_depend_policy_apply_nothing_on_postgres() 
     );
     for change in [
         "ALTER COLUMN code TYPE",
-        "ALTER COLUMN total TYPE numeric(8,2) (was numeric(12,4)): narrows the scale",
+        "ALTER COLUMN total TYPE numeric(8, 2) (was numeric(12, 4)): narrows the scale",
         "ALTER COLUMN placed TYPE date",
         "ALTER COLUMN size TYPE enum.size (was enum.size): removes enum values 'l'",
         "ADD UNIQUE (email): rows holding duplicates are refused",
