@@ -225,8 +225,8 @@ pub struct CatalogColumn {
     pub null: bool,
     pub ty: Expression,
     pub unsigned: bool,
-    /// A value for rows that exist: a default, `auto_increment`, an identity or a generated
-    /// expression.
+    /// A value for rows that exist: a default, `auto_increment`, a `serial` type, an identity
+    /// or a generated expression.
     pub filled: bool,
 }
 
@@ -353,7 +353,15 @@ fn table_of(name: String, body: &Body) -> CatalogTable {
                 let Some(label) = block.labels.first() else {
                     continue;
                 };
+                // PostgreSQL's `serial` types are written as such, their sequence's default
+                // left out.
+                let serial = matches!(
+                    attribute(&block.body, "type"),
+                    Some(Expression::Variable(v))
+                        if matches!(v.as_str(), "serial" | "smallserial" | "bigserial" | "serial2" | "serial4" | "serial8")
+                );
                 let filled = attribute(&block.body, "default").is_some()
+                    || serial
                     || is_true(&block.body, "auto_increment")
                     || block
                         .body
@@ -548,10 +556,10 @@ fn family(column: &CatalogColumn, dialect: Dialect, enums: &[(String, Vec<String
         "tinyint" | "bool" | "boolean" if dialect == Dialect::MySql => int(1),
         "bool" | "boolean" => Family::Boolean,
         "tinyint" => int(1),
-        "smallint" | "int2" | "smallserial" => int(2),
+        "smallint" | "int2" | "smallserial" | "serial2" => int(2),
         "mediumint" => int(3),
-        "int" | "integer" | "int4" | "serial" => int(4),
-        "bigint" | "int8" | "bigserial" => int(8),
+        "int" | "integer" | "int4" | "serial" | "serial4" => int(4),
+        "bigint" | "int8" | "bigserial" | "serial8" => int(8),
         "varchar" | "character_varying" => chars(arg(0), false),
         "char" | "character" | "bpchar" => chars(Some(arg(0).unwrap_or(1)), true),
         "text" if dialect == Dialect::Postgres => chars(None, false),
