@@ -386,6 +386,73 @@ fn seed_schema_with_a_dev_url_on_mariadb() {
     assert!(columns.contains("name"), "{columns}");
 }
 
+/// `policy.lint.dataDepend.error`: a change that loses data without dropping anything (a
+/// narrowed column, `NOT NULL` added without a default, on a table with rows) is refused:
+/// Ready=False with `LintPolicyError` and a message naming the policy, Stalled, an event, and
+/// the rows as they were.
+#[test]
+fn a_data_losing_change_under_the_data_depend_policy_is_refused_with_an_event() {
+    let ns = cluster().namespace("ctl-datadep").unwrap();
+    let db = TestDatabase::create(Engine::MariaDb, "ctl_datadep").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "ctl_datadep_dev").unwrap();
+    db.query(
+        "create table users (id int primary key, name varchar(255)); \
+         insert into users values (1, 'a name longer than ten'), (2, 'b')",
+    )
+    .unwrap();
+    secret(
+        &ns,
+        "mysql-credentials",
+        json!({"url": db.url, "dev": dev.url}),
+    );
+    let operator = start_operator(&ns.name);
+    apply_json(
+        &ns.name,
+        &json!({"apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+        "metadata": {"name": "datadep"},
+        "spec": {
+            "urlFrom": {"secretKeyRef": {"key": "url", "name": "mysql-credentials"}},
+            "devURLFrom": {"secretKeyRef": {"key": "dev", "name": "mysql-credentials"}},
+            "policy": {"lint": {"destructive": {"error": true}, "dataDepend": {"error": true}}},
+            "schema": {"sql": "create table users (id int primary key, name varchar(10), \
+                               batch int not null);\n"}
+        }}),
+    );
+    let refused = wait_for(
+        &ns,
+        "atlasschema/datadep",
+        Duration::from_secs(120),
+        &operator,
+        |s| ready(s).is_some_and(|r| r["reason"] == "LintPolicyError"),
+    );
+    let message = ready(&refused).unwrap()["message"].as_str().unwrap();
+    let lines: Vec<&str> = message.lines().collect();
+    assert_eq!(lines[0], "data dependent changes detected:", "{message}");
+    assert!(
+        lines[1].starts_with("- ALTER TABLE")
+            && lines[1].contains("users ALTER COLUMN name TYPE varchar(10)"),
+        "{message}"
+    );
+    assert!(
+        lines[2].contains("users ADD COLUMN batch NOT NULL without a default"),
+        "{message}"
+    );
+    assert!(
+        message.contains("spec.policy.lint.dataDepend.error is true"),
+        "{message}"
+    );
+    assert_eq!(condition(&refused, "Stalled").unwrap()["status"], "True");
+    let events = kubectl(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "json"]).unwrap();
+    assert!(
+        events.contains("\"reason\": \"LintPolicyError\""),
+        "{events}"
+    );
+    assert_eq!(
+        db.query("select name from users order by id").unwrap(),
+        "a name longer than ten\nb\n"
+    );
+}
+
 /// Upstream's users write a dev database as `devURL` on the pod's loopback plus a `devDB` pod of
 /// that server: both are honoured, the server runs as a native sidecar with `devDB`'s image and
 /// environment, and the runner plans against it at the given URL.

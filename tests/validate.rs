@@ -309,6 +309,25 @@ fn seed_schemas_plan_their_policies() {
     assert!(schema.lint_destructive);
     assert_eq!(schema.skip, ["drop_index"]);
     assert_eq!(schema.exclude, ["ignore_me"]);
+    assert!(!schema.lint_data_depend);
+}
+
+#[test]
+fn the_data_dependent_lint_policy_reaches_the_runner() {
+    let resource: AtlasSchema = serde_json::from_value(json!({
+        "apiVersion": "db.atlasgo.io/v1alpha1", "kind": "AtlasSchema",
+        "metadata": {"name": "s", "namespace": "tenant-a"},
+        "spec": {"url": "mysql://root:pass@db:3306/app", "devURL": "mysql://root:pass@dev:3306/dev",
+                 "schema": {"sql": "create table t (id int);"},
+                 "policy": {"lint": {"dataDepend": {"error": true}}}}
+    }))
+    .unwrap();
+    let plan = support::plan(&resource, &ConfigMaps::new()).unwrap();
+    let Work::Schema(schema) = &plan.task.work else {
+        panic!("{:?}", plan.task.work)
+    };
+    assert!(schema.lint_data_depend);
+    assert!(!schema.lint_destructive);
 }
 
 #[test]

@@ -207,6 +207,11 @@ pub struct SchemaApply {
     /// `policy.lint.destructive.error`: refuse a plan that drops a schema, table or column.
     #[serde(default)]
     pub lint_destructive: bool,
+    /// `policy.lint.dataDepend.error`: refuse a plan whose outcome depends on the rows (a
+    /// narrowed type, `NOT NULL` added, enum values removed, a unique index over existing
+    /// columns). Absent in the tasks of an older controller, which had no such policy.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lint_data_depend: bool,
     /// `policy.diff.skip`: the kinds of change left out of the plan (`drop_index`, …).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub skip: Vec<String>,
@@ -298,6 +303,22 @@ mod tests {
             let json = serde_json::to_string(&mode).unwrap();
             assert_eq!(json, format!("\"{}\"", mode.as_str()));
         }
+    }
+
+    /// A task of a controller that had no data-dependent lint still reads: the policy is off.
+    #[test]
+    fn a_schema_task_without_the_data_dependent_lint_reads_as_off() {
+        let json = r#"{"desired":{"file":"/atlas/inputs/schema.sql"},"lintDestructive":true}"#;
+        let options: SchemaApply = serde_json::from_str(json).unwrap();
+        assert!(options.lint_destructive);
+        assert!(!options.lint_data_depend);
+        let on = SchemaApply {
+            lint_data_depend: true,
+            ..options
+        };
+        let json = serde_json::to_string(&on).unwrap();
+        assert!(json.contains(r#""lintDataDepend":true"#), "{json}");
+        assert_eq!(serde_json::from_str::<SchemaApply>(&json).unwrap(), on);
     }
 
     #[test]

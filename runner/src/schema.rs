@@ -11,7 +11,7 @@ use crate::classify::{self, DESIRED_FILE_STEM};
 use crate::config::{self, DESIRED_ENV};
 use crate::devdb::{self, Inventory, Object, Session};
 use crate::inputs::{self, WorkDir};
-use crate::lint::{self, Realm, Skips};
+use crate::lint::{self, Catalog, Dialect, Realm, Skips};
 use crate::migrate::CONNECT_LIMIT;
 use crate::run::Run;
 use crate::target::{self, Scope};
@@ -138,12 +138,19 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
             return result;
         }
     };
-    if dev_url.is_none() && options.lint_destructive {
+    if dev_url.is_none() && (options.lint_destructive || options.lint_data_depend) {
         // The lint inspects the desired schema on the dev database, in an env of the runner's.
+        let policy = if options.lint_destructive {
+            "destructive"
+        } else {
+            "dataDepend"
+        };
         return run.failed(
             Reason::LintPolicyError,
-            "policy.lint.destructive needs a dev database the operator knows: set spec.devURL or \
-             spec.devURLFrom (the custom config's dev is Atlas's alone)",
+            &format!(
+                "policy.lint.{policy} needs a dev database the operator knows: set spec.devURL \
+                 or spec.devURLFrom (the custom config's dev is Atlas's alone)"
+            ),
             false,
         );
     }
@@ -209,7 +216,9 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
     let config_url = format!("file://{}", config_path.display());
 
     let exclude = lint::excludes_of_env(&project, &task.env_name);
-    let needs_scope = options.lint_destructive || exclude.iter().any(|p| !p.contains('.'));
+    let needs_scope = options.lint_destructive
+        || options.lint_data_depend
+        || exclude.iter().any(|p| !p.contains('.'));
     let scope = match known_scope {
         Some(scope) => Some(scope),
         None if needs_scope => atlas_scope(run, &task.env_name, &config_url),
@@ -236,10 +245,18 @@ pub fn run(task: &Task, options: &SchemaApply, run: &mut Run) -> RunResult {
         (Some(dev), _) => DevCheck::start(run, dev, desired_sql),
         (None, _) => None,
     };
-    if options.lint_destructive {
-        let skips = Skips::of_env(&project, &task.env_name);
-        let refused = lint(run, &task.env_name, &config_url, scope, skips);
-        // The lint's inspection of the desired schema loaded it: the apply loads it again.
+    if options.lint_destructive || options.lint_data_depend {
+        let lints = Lints {
+            env_name: &task.env_name,
+            config_url: &config_url,
+            scope,
+            skips: Skips::of_env(&project, &task.env_name),
+            driver: url_driver,
+            destructive: options.lint_destructive,
+            data_depend: options.lint_data_depend,
+        };
+        let refused = lint(run, &lints);
+        // The lint's inspections of the desired schema loaded it: the apply loads it again.
         if let Some(check) = &mut dev_check {
             check.clean(run, "the lint's inspection of the desired schema");
         }
@@ -652,36 +669,38 @@ fn realm_exclude(run: &Run, exclude: &[String], default_schema: &str) -> Option<
     Some(run.failed(Reason::ReadSchema, &message, false))
 }
 
-/// Inspects the database and the desired schema, and refuses the apply when the difference
-/// drops something.
-fn lint(
-    run: &Run,
-    env_name: &str,
-    config_url: &str,
+/// What the lint policies need to know of the apply.
+struct Lints<'a> {
+    env_name: &'a str,
+    config_url: &'a str,
     scope: Option<Scope>,
     skips: Skips,
-) -> Option<RunResult> {
-    let inspect = |env: &str| -> Result<Realm, Box<RunResult>> {
-        let args = [
+    /// Atlas's driver of the target URL, when the runner knows it.
+    driver: Option<&'a str>,
+    destructive: bool,
+    data_depend: bool,
+}
+
+/// Inspects the database and the desired schema, and refuses the apply when the difference
+/// drops something (`destructive`) or has an outcome that depends on the rows (`dataDepend`).
+/// Both policies are checked before refusing, so one message names everything either finds.
+fn lint(run: &Run, lints: &Lints) -> Option<RunResult> {
+    // `format`: Atlas's JSON for the destructive lint, its own HCL (no `--format`) for the
+    // data-dependent one, which needs what the JSON leaves out (see `lint::Catalog`).
+    let inspect = |env: &str, format: Option<&str>| -> Result<String, Box<RunResult>> {
+        let mut args = vec![
             "schema",
             "inspect",
             "--env",
             env,
             "--config",
-            config_url,
-            "--format",
-            "{{ json . }}",
+            lints.config_url,
         ];
+        if let Some(format) = format {
+            args.extend(["--format", format]);
+        }
         match run.atlas.run(&args) {
-            Ok(output) if output.success => {
-                serde_json::from_str(output.stdout.trim()).map_err(|err| {
-                    Box::new(run.failed(
-                        Reason::LintPolicyError,
-                        &format!("reading `atlas schema inspect`: {err}"),
-                        false,
-                    ))
-                })
-            }
+            Ok(output) if output.success => Ok(output.stdout),
             Ok(output) => Err(Box::new(failure(run, &output.error_text()))),
             Err(err) => Err(Box::new(run.failed(
                 Reason::LintPolicyError,
@@ -690,33 +709,104 @@ fn lint(
             ))),
         }
     };
-    let current = match inspect(env_name) {
-        Ok(realm) => realm,
-        Err(result) => return Some(*result),
-    };
-    let desired = match inspect(DESIRED_ENV) {
-        Ok(realm) => realm,
-        Err(result) => return Some(*result),
+    let unreadable = |err: &dyn std::fmt::Display| {
+        Box::new(run.failed(Reason::LintPolicyError, &err.to_string(), false))
     };
     // Not known: by name, which at worst refuses a change that drops nothing (a schema-bound
     // URL whose schema is named otherwise than the dev database's), never lets a drop through.
-    let drops = lint::destructive_changes(&current, &desired, scope.unwrap_or(Scope::Realm), skips);
-    if drops.is_empty() {
+    let scope = lints.scope.unwrap_or(Scope::Realm);
+    let destructive = || -> Result<Vec<String>, Box<RunResult>> {
+        let realm = |env: &str| -> Result<Realm, Box<RunResult>> {
+            let json = inspect(env, Some("{{ json . }}"))?;
+            serde_json::from_str(json.trim())
+                .map_err(|err| unreadable(&format!("reading `atlas schema inspect`: {err}")))
+        };
+        let current = realm(lints.env_name)?;
+        let desired = realm(DESIRED_ENV)?;
+        Ok(lint::destructive_changes(
+            &current,
+            &desired,
+            scope,
+            lints.skips,
+        ))
+    };
+    let data_dependent = || -> Result<Vec<String>, Box<RunResult>> {
+        let catalog = |env: &str| -> Result<Catalog, Box<RunResult>> {
+            Catalog::from_hcl(&inspect(env, None)?).map_err(|err| unreadable(&err))
+        };
+        let current = catalog(lints.env_name)?;
+        let desired = catalog(DESIRED_ENV)?;
+        let dialect = Dialect::of(lints.driver, &current);
+        Ok(lint::data_dependent_changes(
+            &current,
+            &desired,
+            scope,
+            dialect,
+            lints.skips,
+        ))
+    };
+    let drops = if lints.destructive {
+        match destructive() {
+            Ok(drops) => drops,
+            Err(result) => return Some(*result),
+        }
+    } else {
+        Vec::new()
+    };
+    let dependent = if lints.data_depend {
+        match data_dependent() {
+            Ok(changes) => changes,
+            Err(result) => return Some(*result),
+        }
+    } else {
+        Vec::new()
+    };
+    if lints.destructive && drops.is_empty() {
         run.log("lint: no destructive change");
-        return None;
     }
-    // Upstream's wording, which scripts compare: the header, then one `- <statement>` line each.
-    let message = format!(
-        "destructive changes detected:\n{}\nnothing was applied: spec.policy.lint.destructive.error \
-         is true",
-        drops
-            .iter()
-            .map(|drop| format!("- {drop}"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    );
+    if lints.data_depend && dependent.is_empty() {
+        run.log("lint: no data-dependent change");
+    }
+    let message = refusal(&drops, &dependent)?;
     run.log(&message);
     Some(run.failed(Reason::LintPolicyError, &message, false))
+}
+
+/// The refusal of the lint policies, None when neither found anything. Upstream's wording for
+/// the destructive lint, which scripts compare: the header, then one `- <change>` line each,
+/// then the policy that refused; the data-dependent lint's in the same shape, after it.
+fn refusal(drops: &[String], dependent: &[String]) -> Option<String> {
+    let section = |header: &str, changes: &[String]| {
+        format!(
+            "{header}:\n{}",
+            changes
+                .iter()
+                .map(|change| format!("- {change}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )
+    };
+    let mut sections = Vec::new();
+    let mut policies = Vec::new();
+    if !drops.is_empty() {
+        sections.push(section("destructive changes detected", drops));
+        policies.push("spec.policy.lint.destructive.error is true");
+    }
+    if !dependent.is_empty() {
+        sections.push(section("data dependent changes detected", dependent));
+        policies.push(
+            "spec.policy.lint.dataDepend.error is true (set it to false for this change, or \
+             change the data and the desired schema in steps)",
+        );
+    }
+    if sections.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "{}\nnothing was applied: {}",
+        sections.join("\n"),
+        policies.join("; ")
+    ))
 }
 
 /// An Atlas error with no JSON to read: Atlas prints none when it cannot read the desired

@@ -963,3 +963,181 @@ fn a_dev_database_that_is_the_target_keeps_what_was_applied() {
     db.query("insert into users values (1, 'ann')").unwrap();
     assert_eq!(db.query("select count(*) from users").unwrap().trim(), "1");
 }
+
+fn data_depend_policy() -> SchemaApply {
+    SchemaApply {
+        lint_data_depend: true,
+        ..SchemaApply::default()
+    }
+}
+
+/// Changes that lose data without dropping anything: each is refused under
+/// `policy.lint.dataDepend.error`, with one line each in the destructive lint's shape, and
+/// the table and its rows stay as they were. Without the policy, MariaDB applies all of them
+/// and the rows come back cut, rounded, without their time and with a 0 nobody wrote.
+#[test]
+fn data_losing_changes_under_the_data_depend_policy_apply_nothing_on_mariadb() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_datadep").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_datadep_dev").unwrap();
+    db.query(
+        "create table orders (id int primary key, code varchar(255), total decimal(12,4), \
+         placed datetime, size enum('s', 'm', 'l'), qty bigint); \
+         insert into orders values (1, 'a-very-long-order-code', 1234.5678, \
+         '2024-05-06 07:08:09', 'l', 9000000000), (2, 'b', 1, '2024-01-01 00:00:00', 's', 1)",
+    )
+    .unwrap();
+    let rows = "select * from orders order by id";
+    let before = db.query(rows).unwrap();
+    let scratch = Scratch::new("datadep-maria");
+    let desired_sql = "create table orders (id int primary key, code varchar(10), \
+                       total decimal(8,2), placed date, size enum('s', 'm'), qty int, \
+                       batch int not null);\n";
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let task_file = desired(&scratch, "schema.sql", desired_sql);
+    let ran = run_runner(&task(&task_file, data_depend_policy()), &env, &scratch);
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::LintPolicyError);
+    let message = &ran.result.message;
+    assert!(
+        message.starts_with("data dependent changes detected:\n- "),
+        "{message}"
+    );
+    let table = format!("ALTER TABLE {}.orders", db.name);
+    for change in [
+        "ALTER COLUMN code TYPE varchar(10) (was varchar(255)): narrows the length",
+        "ALTER COLUMN total TYPE decimal(8, 2) (was decimal(12, 4)): narrows the scale",
+        "ALTER COLUMN placed TYPE date (was datetime): drops the time of day",
+        "ALTER COLUMN size TYPE enum(\"s\", \"m\") (was enum(\"s\", \"m\", \"l\")): removes enum \
+         values 'l'",
+        "ALTER COLUMN qty TYPE int (was bigint): narrows the integer range",
+        "ADD COLUMN batch NOT NULL without a default",
+    ] {
+        let line = format!("- {table} {change}");
+        assert!(
+            message.lines().any(|l| l.starts_with(&line)),
+            "no line starts with {line:?}:\n{message}"
+        );
+    }
+    assert!(
+        message.ends_with("nothing was applied: spec.policy.lint.dataDepend.error is true (set it to false for this change, or change the data and the desired schema in steps)"),
+        "{message}"
+    );
+    assert_eq!(db.query(rows).unwrap(), before);
+    assert_eq!(
+        describe(&db, "orders"),
+        ["id", "code", "total", "placed", "size", "qty"]
+    );
+}
+
+/// The same on PostgreSQL, whose inspection names the types otherwise (`character_varying`,
+/// `numeric`, an enum type of its own), with a unique index over a column holding duplicates
+/// and `NOT NULL` set on one holding NULL.
+#[test]
+fn data_losing_changes_under_the_data_depend_policy_apply_nothing_on_postgres() {
+    let db = TestDatabase::create(Engine::Postgres, "schema_datadep_pg").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "schema_datadep_pg_dev").unwrap();
+    db.query(
+        "create type size as enum ('s', 'm', 'l'); \
+         create table orders (id int primary key, code varchar(255), total numeric(12,4), \
+         placed timestamp, size size, email text, note text); \
+         insert into orders values (1, 'a-very-long-order-code', 1234.5678, \
+         '2024-05-06 07:08:09', 'l', 'a@example.com', null), \
+         (2, 'b', 1, '2024-01-01', 's', 'a@example.com', 'x')",
+    )
+    .unwrap();
+    let rows = "select * from orders order by id";
+    let before = db.query(rows).unwrap();
+    let scratch = Scratch::new("datadep-pg");
+    let desired_sql = "create type size as enum ('s', 'm');\n\
+                       create table orders (id int primary key, code varchar(10), \
+                       total numeric(8,2), placed date, size size, email text unique, \
+                       note text not null);\n";
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let task_file = desired(&scratch, "schema.sql", desired_sql);
+    let ran = run_runner(&task(&task_file, data_depend_policy()), &env, &scratch);
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::LintPolicyError);
+    let message = &ran.result.message;
+    assert!(
+        message.starts_with("data dependent changes detected:\n- "),
+        "{message}"
+    );
+    for change in [
+        "ALTER COLUMN code TYPE",
+        "ALTER COLUMN total TYPE numeric(8, 2) (was numeric(12, 4)): narrows the scale",
+        "ALTER COLUMN placed TYPE date",
+        "ALTER COLUMN size TYPE enum.size (was enum.size): removes enum values 'l'",
+        "ADD UNIQUE (email): rows holding duplicates are refused",
+        "ALTER COLUMN note SET NOT NULL",
+    ] {
+        let line = format!("- ALTER TABLE public.orders {change}");
+        assert!(
+            message.lines().any(|l| l.starts_with(&line)),
+            "no line starts with {line:?}:\n{message}"
+        );
+    }
+    assert!(
+        message.contains("nothing was applied: spec.policy.lint.dataDepend.error is true"),
+        "{message}"
+    );
+    assert_eq!(db.query(rows).unwrap(), before);
+    assert_eq!(
+        db.query("select enum_range(null::size)").unwrap().trim(),
+        "{s,m,l}"
+    );
+}
+
+/// Both policies on: one refusal names the drops and the data-dependent changes, each under
+/// its own header, and both policies.
+#[test]
+fn both_lint_policies_refuse_in_one_message() {
+    let db = TestDatabase::create(Engine::MariaDb, "schema_both_lints").unwrap();
+    let dev = TestDatabase::create(Engine::MariaDb, "schema_both_lints_dev").unwrap();
+    db.query(
+        "create table users (id int primary key, name varchar(100), bio text); \
+         insert into users values (1, 'ann', 'x')",
+    )
+    .unwrap();
+    let scratch = Scratch::new("both-lints");
+    let options = SchemaApply {
+        lint_destructive: true,
+        lint_data_depend: true,
+        ..SchemaApply::default()
+    };
+    let file = desired(
+        &scratch,
+        "schema.sql",
+        "create table users (id int primary key, name varchar(5));\n",
+    );
+    let ran = run_runner(
+        &task(&file, options),
+        &[("DATABASE_URL", &db.url), ("DEV_URL", &dev.url)],
+        &scratch,
+    );
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.result.message);
+    assert_eq!(ran.result.reason, Reason::LintPolicyError);
+    let message = &ran.result.message;
+    assert!(
+        message.starts_with(&format!(
+            "destructive changes detected:\n- ALTER TABLE {}.users DROP COLUMN bio\n\
+             data dependent changes detected:\n- ALTER TABLE {}.users ALTER COLUMN name TYPE \
+             varchar(5)",
+            db.name, db.name
+        )),
+        "{message}"
+    );
+    assert!(
+        message.contains(
+            "nothing was applied: spec.policy.lint.destructive.error is true; \
+             spec.policy.lint.dataDepend.error is true"
+        ),
+        "{message}"
+    );
+    assert_eq!(describe(&db, "users"), ["id", "name", "bio"]);
+}

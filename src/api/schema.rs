@@ -163,6 +163,23 @@ pub struct Lint {
     /// column is not applied and the resource reports `LintPolicyError`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destructive: Option<CheckConfig>,
+    /// The data-dependent-change check (this operator's; the Go operator has none): with
+    /// `error: true`, a plan whose outcome depends on the rows the tables hold is not applied
+    /// and the resource reports `LintPolicyError`: a narrowed type (a shorter length, a
+    /// smaller integer, fewer decimal digits, a time type that loses its date, time of day,
+    /// fractional seconds or zone), a type of another family, `NOT NULL` set on a column or a
+    /// `NOT NULL` column without a default added to a table, enum values removed, and a unique
+    /// index or primary key over columns that were not unique. Refused whatever the rows hold
+    /// now. Named after the `data_depend` analyzer of Atlas's `lint` block (unique indexes
+    /// over existing columns, `NOT NULL` columns added without a default, MySQL's enum
+    /// changes), which `schema apply` never runs: the runner finds these and the narrowings
+    /// by comparing Atlas's inspections, as it does for `destructive`.
+    #[serde(
+        rename = "dataDepend",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_depend: Option<CheckConfig>,
     /// When a lint report needs a review on Atlas Cloud (Atlas Cloud only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<LintReview>,

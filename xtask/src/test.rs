@@ -34,6 +34,10 @@ pub fn run() -> Result<()> {
         devcluster::cluster::Status::Up(_)
     );
     devcluster::cluster::up()?;
+    // The safety corpus (runner/tests/safety_corpus.rs) writes its counts here; a stale file
+    // from an earlier run must not stand in for this one's.
+    let corpus_counts = devcluster::target_dir().join("tmp/safety-corpus");
+    let _ = std::fs::remove_dir_all(&corpus_counts);
     let bulk = cargo_test(&["--workspace", "--no-fail-fast"]);
     // The benchmark's smoke run, so its harness never rots: it fails only when it cannot
     // measure, never on a figure's value (docs/performance.md).
@@ -63,6 +67,7 @@ pub fn run() -> Result<()> {
     if let Err(err) = &bench {
         eprintln!("xtask: the benchmark smoke run failed: {err:#}");
     }
+    print_corpus_counts(&corpus_counts);
     // One closing line for the whole run: cargo prints one per test binary, and the last of
     // those (often a doc-test binary with nothing in it) says nothing about the run.
     println!(
@@ -77,6 +82,23 @@ pub fn run() -> Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// The safety corpus's counts per engine (blocked, safe applied, unchanged when blocked), or
+/// that it did not write them.
+fn print_corpus_counts(dir: &std::path::Path) {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().map(|entry| entry.path()).collect())
+        .unwrap_or_default();
+    files.sort();
+    if files.is_empty() {
+        println!("safety corpus: no counts written (did runner/tests/safety_corpus.rs run?)");
+    }
+    for file in files {
+        if let Ok(text) = std::fs::read_to_string(&file) {
+            print!("{text}");
+        }
+    }
 }
 
 #[derive(Default)]

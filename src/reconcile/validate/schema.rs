@@ -164,6 +164,11 @@ pub fn schema(resource: &AtlasSchema, found: &Dereferenced) -> Result<Plan, Plan
                 .and_then(|l| l.destructive.as_ref())
                 .and_then(|d| d.error)
                 .unwrap_or(false),
+            lint_data_depend: policy
+                .and_then(|p| p.lint.as_ref())
+                .and_then(|l| l.data_depend.as_ref())
+                .and_then(|d| d.error)
+                .unwrap_or(false),
             skip,
             concurrent_index_create: concurrent.and_then(|c| c.create),
             concurrent_index_drop: concurrent.and_then(|c| c.drop),
