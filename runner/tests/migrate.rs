@@ -1378,3 +1378,73 @@ fn a_custom_config_lint_block_turns_the_check_on() {
         "0"
     );
 }
+
+/// The lint replays what the database stands on, by its revisions: with a baseline (a database
+/// that had its tables, with rows, before its migrations were managed: the files up to the
+/// baseline stand for them) and the revisions table in `revisionsSchema`, a safe pending file
+/// applies and one that drops the baseline's table is refused; the revisions schema never
+/// reaches the dev database, which stays empty.
+#[test]
+fn the_lint_replays_the_baseline_and_keeps_to_the_revisions_schema() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_lint_baseline").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "runner_lint_baseline_dev").unwrap();
+    db.query("create schema atlas_meta").unwrap();
+    db.query("create table legacy (id int primary key, note text)")
+        .unwrap();
+    db.query("insert into legacy values (1, 'kept'), (2, 'also kept')")
+        .unwrap();
+    let scratch = Scratch::new("lint-baseline");
+    let base = (
+        "1_legacy.sql",
+        "create table legacy (id int primary key, note text);\n",
+    );
+    let safe = ("2_tags.sql", "create table tags (id int primary key);\n");
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let linted = |name: &str, files: &[(&str, &str)]| {
+        let files = hashed(files);
+        let dir = scratch.0.join(name);
+        write_dir(&dir, &files);
+        let mut task = task(&dir, &files, url_target());
+        task.dev_url_env = Some("DEV_URL".into());
+        let options = migrate_apply(&mut task);
+        options.lint_destructive = true;
+        options.baseline = Some("1".into());
+        options.revisions_schema = Some("atlas_meta".into());
+        task
+    };
+    let ran = run_runner(&linted("safe", &[base, safe]), &env, &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
+    assert_eq!(ran.result.current_version.as_deref(), Some("2"));
+    assert!(
+        ran.stdout
+            .contains("lint: replaying 1 applied and 1 pending migration files"),
+        "{}",
+        ran.stdout
+    );
+
+    let drop = ("3_drop_legacy.sql", "drop table legacy;\n");
+    let refused = run_runner(&linted("drop", &[base, safe, drop]), &env, &scratch.0, &[]);
+    assert_eq!(refused.code, EXIT_DEFINITIVE, "{}", refused.stdout);
+    assert_eq!(refused.result.reason, Reason::LintPolicyError);
+    assert!(
+        refused
+            .result
+            .message
+            .starts_with("destructive changes detected:\n- DROP TABLE public.legacy\n"),
+        "{}",
+        refused.result.message
+    );
+    assert_eq!(refused.result.current_version.as_deref(), Some("2"));
+    assert_eq!(db.query("select count(*) from legacy").unwrap().trim(), "2");
+    let revisions = db
+        .query("select max(version) from atlas_meta.atlas_schema_revisions where version <> '1'")
+        .unwrap();
+    assert_eq!(revisions.trim(), "2");
+    let dev_schemas = dev
+        .query("select count(*) from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema')")
+        .unwrap();
+    assert_eq!(dev_schemas.trim(), "0");
+}
