@@ -1448,3 +1448,53 @@ fn the_lint_replays_the_baseline_and_keeps_to_the_revisions_schema() {
         .unwrap();
     assert_eq!(dev_schemas.trim(), "0");
 }
+
+/// A pending file that fails on the dev database fails as it would on the target, said as the
+/// lint's, and nothing reaches the target (no revision, no table).
+#[test]
+fn a_pending_file_that_fails_in_the_lint_replay_applies_nothing() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_lint_broken").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "runner_lint_broken_dev").unwrap();
+    let scratch = Scratch::new("lint-broken");
+    let files = hashed(&[
+        ("1_a.sql", "create table a (id int);\n"),
+        ("2_b.sql", "create tabel b (id int);\n"),
+    ]);
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let mut task = task(&dir, &files, url_target());
+    task.dev_url_env = Some("DEV_URL".into());
+    migrate_apply(&mut task).lint_destructive = true;
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let ran = run_runner(&task, &env, &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.stdout);
+    assert_eq!(
+        ran.result.reason,
+        Reason::Migrating,
+        "{}",
+        ran.result.message
+    );
+    assert!(
+        ran.result.message.starts_with(
+            "the lint of pending migration files could not replay them on the dev database: "
+        ),
+        "{}",
+        ran.result.message
+    );
+    assert!(
+        ran.result.message.contains("tabel"),
+        "{}",
+        ran.result.message
+    );
+    assert!(ran.result.message.ends_with("; nothing was applied"));
+    assert_eq!(revisions_version(&db), None);
+    assert_eq!(
+        db.query("select count(*) from information_schema.tables where table_name = 'a'")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}
