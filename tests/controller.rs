@@ -621,6 +621,50 @@ fn a_migrate_down_is_refused_in_upstreams_words() {
     assert_eq!(tables.trim(), "1", "nothing dropped");
 }
 
+/// `policy.lint.destructive` on an AtlasMigration without a devURL: nothing pending needs no
+/// dev database; a pending file that drops a table with rows makes the first Job report the
+/// target's driver, the next (`…-dev`) bring a sidecar dev database that the runner replays the
+/// files on, and the drop is refused as LintPolicyError with an event: the rows stay.
+#[test]
+fn a_migration_lint_gets_a_dev_database_and_refuses_a_drop() {
+    let (ns, db) = namespace_with_database("ctl-miglint");
+    let base = ("1_a.sql", "create table a (id int);\n");
+    migration_dir(&ns, hashed(&[base]));
+    let operator = start_operator(&ns.name);
+    let mut linted = seed_migration();
+    linted["spec"]["policy"] = json!({"lint": {"destructive": {"error": true}}});
+    apply_json(&ns.name, &linted);
+    wait_ready(&ns, SEED_MIGRATION, &operator);
+    db.query("insert into a values (1), (2)").unwrap();
+
+    migration_dir(&ns, hashed(&[base, ("2_drop_a.sql", "drop table a;\n")]));
+    let refused = wait_for(
+        &ns,
+        SEED_MIGRATION,
+        Duration::from_secs(180),
+        &operator,
+        |m| ready(m).is_some_and(|r| r["reason"] == "LintPolicyError"),
+    );
+    let message = ready(&refused).unwrap()["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("destructive changes detected:\n- DROP TABLE public.a\n"),
+        "{message}"
+    );
+    assert!(message.contains("2_drop_a.sql"), "{message}");
+    assert_eq!(refused["status"]["lastAppliedVersion"], "1");
+    assert_eq!(db.query("select count(*) from a").unwrap().trim(), "2");
+    let jobs = get(&ns, "jobs").unwrap();
+    let names: Vec<&str> = jobs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert!(names.iter().any(|n| n.ends_with("-dev")), "{names:?}");
+    let events = kubectl(&["-n", &ns.name, "get", "events.events.k8s.io", "-o", "json"]).unwrap();
+    assert!(events.contains("LintPolicyError"), "{events}");
+}
+
 /// With every resource Ready, the operator makes no write at all.
 #[test]
 fn an_idle_operator_writes_nothing() {

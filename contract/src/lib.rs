@@ -32,7 +32,9 @@ pub use task::{
 /// controller's task (or the other way round). Both sides refuse a version they do not know.
 ///
 /// v2: the work is one enum (`work.kind`), exec order and tx mode are enums.
-pub const CONTRACT_VERSION: u32 = 3;
+/// v3: a target named only by a custom project file (`Target::FromConfig`).
+/// v4: `lintDestructive` of a migration (a v3 runner would apply the pending files unchecked).
+pub const CONTRACT_VERSION: u32 = 4;
 
 /// The environment variable of the runner's container that holds the [`Task`] as JSON.
 pub const TASK_ENV: &str = "RUNNER_TASK";

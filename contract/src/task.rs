@@ -190,6 +190,11 @@ pub struct MigrateApply {
     /// `protectedFlows.migrateDown.allow`.
     #[serde(default)]
     pub allow_migrate_down: bool,
+    /// `policy.lint.destructive.error`: refuse pending files that drop a schema, table or
+    /// column (found by replaying the directory on the dev database), applying none of them.
+    /// A custom project file's `lint { destructive { error = true } }` turns it on too.
+    #[serde(default)]
+    pub lint_destructive: bool,
 }
 
 /// The options of `atlas schema apply`.

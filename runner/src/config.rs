@@ -37,6 +37,21 @@ pub fn migration(env_name: &str, dir_url: &str, generated: Generated, job: &Migr
     Body::builder().add_block(env).build()
 }
 
+/// The envs the lint of pending migration files inspects: the directory's files the database
+/// has applied, and those with the pending files, each a migration directory of its own that
+/// Atlas replays on the dev database when it inspects it (and cleans away afterwards).
+pub const LINT_APPLIED_ENV: &str = "lint_applied";
+pub const LINT_PENDING_ENV: &str = "lint_pending";
+
+/// `env "<name>" { url = "<dir_url>" dev = getenv(…) }`: a migration directory as a state.
+pub fn replay(env_name: &str, dir_url: &str) -> Block {
+    Block::builder("env")
+        .add_label(env_name)
+        .add_attribute(("url", dir_url))
+        .add_attribute(("dev", getenv(DEV_URL_ENV)))
+        .build()
+}
+
 /// The env that names the desired schema itself as its URL, so the lint can inspect it with
 /// the dev database (whose URL must stay off the command line).
 pub const DESIRED_ENV: &str = "desired";

@@ -122,6 +122,33 @@ pub fn excludes_of_env(project: &Body, env_name: &str) -> Vec<String> {
         .collect()
 }
 
+/// Whether the project file Atlas runs with asks for the destructive check itself: `lint {
+/// destructive { error = … } }` in `env "<env_name>"`, or else at the top level (the env's lint
+/// extends the top-level one). A value Atlas computes (a variable, a function) is not known
+/// here and counts as on: refusing is the safe side.
+pub fn destructive_error_of_env(project: &Body, env_name: &str) -> bool {
+    fn error_of(body: &Body) -> Option<bool> {
+        body.blocks()
+            .filter(|lint| lint.identifier.as_str() == "lint")
+            .flat_map(|lint| lint.body.blocks())
+            .filter(|check| check.identifier.as_str() == "destructive")
+            .flat_map(|check| check.body.attributes())
+            .filter(|attribute| attribute.key.as_str() == "error")
+            .map(|attribute| !matches!(attribute.expr, Expression::Bool(false)))
+            .next_back()
+    }
+    let in_env = project
+        .blocks()
+        .filter(|env| {
+            env.identifier.as_str() == "env"
+                && env.labels.len() == 1
+                && env.labels[0].as_str() == env_name
+        })
+        .filter_map(|env| error_of(&env.body))
+        .next_back();
+    in_env.or_else(|| error_of(project)).unwrap_or(false)
+}
+
 /// Every schema, table and column the plan would drop, as `DROP TABLE users.t` lines. `scope`
 /// is the target URL's, as Atlas reads it ([`Scope::Realm`] when it is not known).
 pub fn destructive_changes(
@@ -924,6 +951,54 @@ mod tests {
         assert!(
             destructive_changes(&current, &desired, Scope::Schema, Skips::default()).is_empty()
         );
+    }
+
+    #[test]
+    fn the_destructive_check_is_read_from_the_env_or_the_top_level() {
+        let project: Body = hcl::parse(
+            r#"
+variable "strict" {
+  type = bool
+}
+lint {
+  destructive {
+    error = true
+  }
+}
+env "relaxed" {
+  lint {
+    destructive {
+      error = false
+    }
+  }
+}
+env "computed" {
+  lint {
+    destructive {
+      error = var.strict
+    }
+  }
+}
+env "plain" {
+  url = "postgres://db/app"
+}
+"#,
+        )
+        .unwrap();
+        assert!(
+            destructive_error_of_env(&project, "plain"),
+            "the top level serves"
+        );
+        assert!(
+            !destructive_error_of_env(&project, "relaxed"),
+            "the env's own wins"
+        );
+        assert!(
+            destructive_error_of_env(&project, "computed"),
+            "unknown counts as on"
+        );
+        let none: Body = hcl::parse("env \"k8s\" {\n  url = \"sqlite://x\"\n}\n").unwrap();
+        assert!(!destructive_error_of_env(&none, "k8s"));
     }
 
     #[test]

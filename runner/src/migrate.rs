@@ -1,10 +1,13 @@
 //! `runner migrate`: `atlas migrate apply` of the mounted directory.
 //!
-//! First `atlas migrate status`, to refuse a protected "migrate down" (the database is at a newer
-//! version than the directory's latest) before anything runs; then `atlas migrate apply` with
-//! JSON output, read into versions, counts and, on failure, the file and statement that failed.
+//! First the database's revisions (read by the runner itself, else `atlas migrate status`), to
+//! refuse a protected "migrate down" (the database is at a newer version than the directory's
+//! latest) or a file added out of order before anything runs; with the lint policy, the pending
+//! files replayed on the dev database and refused if they drop something; then `atlas migrate
+//! apply` with JSON output, read into versions, counts and, on failure, the file and statement
+//! that failed.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -13,9 +16,10 @@ use crate::atlas::{DEV_URL_ENV, URL_ENV};
 use crate::classify::{self, Failure};
 use crate::config;
 use crate::inputs::{self, WorkDir};
+use crate::lint::{self, Realm, Skips};
 use crate::revisions::{self, Revision, version_key};
 use crate::run::Run;
-use crate::target;
+use crate::target::{self, Scope};
 use contract::Reason;
 use contract::{ExecOrder, Kind, MigrateApply, Outcome, RunResult, Task};
 
@@ -159,8 +163,9 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         .and_then(|url| url.split_once("://"))
         .map(|(scheme, _)| scheme.to_string());
     let url_driver = url.as_deref().and_then(target::server_driver);
-    // The dev database `migrate down` plans on: the resource's (spec.devURL), the Job's sidecar,
-    // or for SQLite one in memory. Only a migrate down reaches it.
+    let target_schema = url.as_deref().and_then(target::bound_schema);
+    // The dev database `migrate down` and the lint of pending files work on: the resource's
+    // (spec.devURL), the Job's sidecar, or for SQLite one in memory. Only those two reach it.
     let dev_url = match &task.dev_url_env {
         Some(name) => match target::dev_url(name, &mut run.redactor) {
             Ok(url) => Some(url),
@@ -195,9 +200,36 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         },
         options,
     );
-    let text = match crate::custom::project_file(task, body, run) {
-        Ok(text) => text,
+    let mut project = match crate::custom::project_body(task, body, run) {
+        Ok(project) => project,
         Err(err) => return run.failed(Reason::ReadingMigrationData, &err, false),
+    };
+    // The spec's policy, or the project file's own `lint { destructive { error = true } }`.
+    let lint_source = if options.lint_destructive {
+        Some(LintSource::Policy)
+    } else if task.custom_config_env.is_some()
+        && lint::destructive_error_of_env(&project, &task.env_name)
+    {
+        Some(LintSource::ProjectFile)
+    } else {
+        None
+    };
+    let replay = Replay {
+        applied: work.path().join("lint-applied"),
+        pending: work.path().join("lint-pending"),
+    };
+    if lint_source.is_some() {
+        for (env, dir) in [
+            (config::LINT_APPLIED_ENV, &replay.applied),
+            (config::LINT_PENDING_ENV, &replay.pending),
+        ] {
+            let block = config::replay(env, &format!("file://{}", dir.display()));
+            project.0.push(hcl::Structure::Block(block));
+        }
+    }
+    let text = match hcl::to_string(&project) {
+        Ok(text) => text,
+        Err(err) => return run.failed(Reason::ReadingMigrationData, &err.to_string(), false),
     };
     if let Err(err) = std::fs::write(&config_path, text) {
         return run.failed(Reason::ReadingMigrationData, &err.to_string(), true);
@@ -258,7 +290,23 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         }
     }
 
-    // 2. The apply.
+    // 2. The lint of the pending files, when asked for: nothing reaches the target before it
+    // passes.
+    if let Some(source) = lint_source {
+        let lint = Lint {
+            source,
+            replay: &replay,
+            dev_url: dev_url.as_deref(),
+            url_driver,
+            target_schema: target_schema.as_deref(),
+            config_url: &config_url,
+        };
+        if let Some(refused) = lint_pending(run, task, options, &status, &files, &project, lint) {
+            return refused;
+        }
+    }
+
+    // 3. The apply.
     let mut args = vec!["migrate", "apply"];
     args.extend(base);
     args.extend(["--format", "{{ json . }}"]);
@@ -480,25 +528,15 @@ fn migrate_down(
     }
     let Some(dev_url) = down.dev_url else {
         // Atlas plans the revert by replaying the directory on a dev database.
-        let message = "migrate down plans the revert on a dev database and none was given: the \
-                       operator adds one to the next Job, or set spec.devURL or spec.devURLFrom";
-        let Some(driver) = down.url_driver else {
-            return run.failed(Reason::GettingDevDb, message, false);
-        };
-        let mut result = run.result(Outcome::NeedsDevDatabase, Reason::GettingDevDb, message);
-        result.dev_driver = Some(driver.to_string());
-        return result;
+        return needs_dev_database(
+            run,
+            down.url_driver,
+            "migrate down plans the revert on a dev database and none was given: the operator \
+             adds one to the next Job, or set spec.devURL or spec.devURLFrom",
+        );
     };
-    let dev_ready = match task.dev_wait_seconds {
-        Some(seconds) => {
-            target::wait_reachable(dev_url, Duration::from_secs(seconds)).map_err(|err| {
-                format!("the dev database did not accept connections within {seconds}s: {err}")
-            })
-        }
-        None => target::check_reachable(dev_url, CONNECT_LIMIT).map_err(|err| err.to_string()),
-    };
-    if let Err(message) = dev_ready {
-        return run.failed(Reason::GettingDevDb, &message, true);
+    if let Some(failed) = dev_not_ready(run, task, dev_url) {
+        return failed;
     }
 
     run.log(&format!(
@@ -515,6 +553,293 @@ fn migrate_down(
         return atlas_failure(run, &output.error_text(), files);
     };
     report_down(run, reverted, output.success, current, latest)
+}
+
+/// A Job without the dev database it needs: with the target's driver known, the result that
+/// has the operator bring one in the next Job (`needs-dev-database`, exit 0); else a failure
+/// asking for spec.devURL.
+fn needs_dev_database(run: &Run, url_driver: Option<&str>, message: &str) -> RunResult {
+    let Some(driver) = url_driver else {
+        return run.failed(Reason::GettingDevDb, message, false);
+    };
+    let mut result = run.result(Outcome::NeedsDevDatabase, Reason::GettingDevDb, message);
+    result.dev_driver = Some(driver.to_string());
+    result
+}
+
+/// The dev database not answering: the Job's sidecar is waited for (it may still be starting),
+/// a given devURL checked once. None: it answers.
+fn dev_not_ready(run: &Run, task: &Task, dev_url: &str) -> Option<RunResult> {
+    let dev_ready = match task.dev_wait_seconds {
+        Some(seconds) => {
+            target::wait_reachable(dev_url, Duration::from_secs(seconds)).map_err(|err| {
+                format!("the dev database did not accept connections within {seconds}s: {err}")
+            })
+        }
+        None => target::check_reachable(dev_url, CONNECT_LIMIT).map_err(|err| err.to_string()),
+    };
+    dev_ready
+        .err()
+        .map(|message| run.failed(Reason::GettingDevDb, &message, true))
+}
+
+/// What turned the lint of pending files on, for its message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LintSource {
+    /// `spec.policy.lint.destructive.error`.
+    Policy,
+    /// The custom project file's `lint { destructive { error = … } }`.
+    ProjectFile,
+}
+
+impl LintSource {
+    fn says(self) -> &'static str {
+        match self {
+            LintSource::Policy => "spec.policy.lint.destructive.error is true",
+            LintSource::ProjectFile => "the custom atlas.hcl sets lint.destructive.error",
+        }
+    }
+}
+
+/// The two migration directories the lint has Atlas replay on the dev database
+/// ([`config::LINT_APPLIED_ENV`], [`config::LINT_PENDING_ENV`]).
+struct Replay {
+    applied: PathBuf,
+    pending: PathBuf,
+}
+
+/// What the lint of pending files works with.
+struct Lint<'a> {
+    source: LintSource,
+    replay: &'a Replay,
+    dev_url: Option<&'a str>,
+    url_driver: Option<&'static str>,
+    /// The schema the target's URL is bound to, where the runner knows its URL.
+    target_schema: Option<&'a str>,
+    config_url: &'a str,
+}
+
+/// The directory's files as the lint replays them: `applied`, those the database is at (its
+/// complete revisions, and the files up to the baseline that stands in for them), and
+/// `pending`, those `migrate apply` will run (after the database's version; with execOrder
+/// non-linear, also older ones it skipped; a file that failed half-way, whole).
+fn replay_sets<'a>(
+    status: &Status,
+    files: &'a [(String, Vec<u8>)],
+    options: &MigrateApply,
+) -> (Vec<&'a str>, Vec<&'a str>) {
+    // A database with no revisions and a baseline is taken to be at the baseline.
+    let current = database_version(status).or(options.baseline.as_deref());
+    let baseline = options.baseline.as_deref().map(version_key);
+    let (mut applied, mut pending) = (Vec::new(), Vec::new());
+    for (name, _) in files {
+        let Some(version) = file_version(name) else {
+            continue;
+        };
+        let key = version_key(version);
+        let done = status
+            .applied
+            .iter()
+            .any(|r| r.version == version && r.is_complete())
+            || baseline.as_ref().is_some_and(|b| key <= *b);
+        match current {
+            _ if done => applied.push(name.as_str()),
+            Some(current) if key < version_key(current) => {
+                // Older than the database and never applied: only non-linear runs it.
+                if options.exec_order == Some(ExecOrder::NonLinear) {
+                    pending.push(name.as_str());
+                }
+            }
+            _ => pending.push(name.as_str()),
+        }
+    }
+    (applied, pending)
+}
+
+/// The lint of the pending files: Atlas replays the directory on the dev database as the
+/// database has applied it, then with the pending files, inspecting each (`atlas schema inspect`
+/// of a migration directory replays it on the dev database and cleans it away); the two JSON
+/// inspections are compared, never the files' SQL text. Some: refused (or the lint could not
+/// run), nothing applied.
+fn lint_pending(
+    run: &Run,
+    task: &Task,
+    options: &MigrateApply,
+    status: &Status,
+    files: &[(String, Vec<u8>)],
+    project: &hcl::Body,
+    lint: Lint,
+) -> Option<RunResult> {
+    let current = database_version(status).map(str::to_string);
+    let refused = |message: &str, transient: bool| {
+        let mut result = run.failed(Reason::LintPolicyError, message, transient);
+        result.current_version = current.clone();
+        result
+    };
+    let (applied, pending) = replay_sets(status, files, options);
+    if pending.is_empty() {
+        run.log("lint: no pending migration file");
+        return None;
+    }
+    if computed_dir(project, &task.env_name) {
+        return Some(refused(
+            &format!(
+                "the lint of pending files replays the migration directory's files, but the \
+                 project file computes env \"{}\"'s migration dir (a template directory), \
+                 whose rendered files the runner does not have; nothing was applied ({})",
+                task.env_name,
+                lint.source.says()
+            ),
+            false,
+        ));
+    }
+    let Some(dev_url) = lint.dev_url else {
+        return Some(needs_dev_database(
+            run,
+            lint.url_driver,
+            "the lint of pending migration files replays them on a dev database and none was \
+             given: the operator adds one to the next Job, or set spec.devURL or spec.devURLFrom",
+        ));
+    };
+    if let Some(failed) = dev_not_ready(run, task, dev_url) {
+        return Some(failed);
+    }
+    run.log(&format!(
+        "lint: replaying {} applied and {} pending migration files on the dev database",
+        applied.len(),
+        pending.len()
+    ));
+    let chosen = |names: &[&str]| -> Vec<(String, Vec<u8>)> {
+        let mut chosen: Vec<(String, Vec<u8>)> = files
+            .iter()
+            .filter(|(name, _)| names.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        let sum = crate::sum::file(&chosen);
+        chosen.push((SUM_FILE.to_string(), sum.into_bytes()));
+        chosen
+    };
+    let with_pending: Vec<&str> = applied.iter().chain(&pending).copied().collect();
+    for (dir, names) in [
+        (&lint.replay.applied, &applied),
+        (&lint.replay.pending, &with_pending),
+    ] {
+        if let Err(err) = inputs::write_copy(dir, &chosen(names)) {
+            return Some(refused(&err.to_string(), true));
+        }
+    }
+    let inspect = |env: &str| -> Result<Realm, Box<RunResult>> {
+        let args = [
+            "schema",
+            "inspect",
+            "--env",
+            env,
+            "--config",
+            lint.config_url,
+            "--format",
+            "{{ json . }}",
+        ];
+        match run.atlas.run(&args) {
+            Ok(output) if output.success => {
+                serde_json::from_str(output.stdout.trim()).map_err(|err| {
+                    Box::new(refused(
+                        &format!("reading `atlas schema inspect`: {err}"),
+                        false,
+                    ))
+                })
+            }
+            Ok(output) => {
+                // A file that fails on the dev database fails the same way on the target.
+                let text = output.error_text();
+                run.log(&text);
+                let verdict = classify::classify(Kind::Migration, &text);
+                let mut result = run.failed(
+                    verdict.reason,
+                    &format!(
+                        "the lint of pending migration files could not replay them on the dev \
+                         database: {text}; nothing was applied"
+                    ),
+                    verdict.transient,
+                );
+                result.current_version = current.clone();
+                Err(Box::new(result))
+            }
+            Err(err) => Err(Box::new(refused(&err.to_string(), err.is_transient()))),
+        }
+    };
+    // Nothing applied yet: an empty state, without an Atlas start.
+    let mut before = match applied.is_empty() {
+        true => Realm::default(),
+        false => match inspect(config::LINT_APPLIED_ENV) {
+            Ok(realm) => realm,
+            Err(result) => return Some(*result),
+        },
+    };
+    let mut after = match inspect(config::LINT_PENDING_ENV) {
+        Ok(realm) => realm,
+        Err(result) => return Some(*result),
+    };
+    // A dev database bound to one schema (MySQL's `…/dev`) names it after itself: the findings
+    // name the target's schema instead, where its URL says it.
+    if let Some(schema) = lint
+        .target_schema
+        .filter(|_| target::bound_schema(dev_url).is_some())
+    {
+        for realm in [&mut before, &mut after] {
+            if let [only] = realm.schemas.as_mut_slice() {
+                only.name = schema.to_string();
+            }
+        }
+    }
+    // Each check of the two states, its findings under its own header (the schema lint's
+    // wording, which scripts compare). Both states are the same dev database's, so schemas
+    // pair by name; diff.skip is no concern of a migration, whose files run whatever the diff
+    // policy. A further check of the same two states is one more entry here.
+    let checks = [(
+        "destructive changes detected",
+        lint::destructive_changes(&before, &after, Scope::Realm, Skips::default()),
+    )];
+    let sections: Vec<String> = checks
+        .iter()
+        .filter(|(_, findings)| !findings.is_empty())
+        .map(|(header, findings)| {
+            let lines: Vec<String> = findings.iter().map(|f| format!("- {f}")).collect();
+            format!("{header}:\n{}", lines.join("\n"))
+        })
+        .collect();
+    if sections.is_empty() {
+        run.log("lint: no destructive change in the pending files");
+        return None;
+    }
+    let which = match pending.as_slice() {
+        [one] => format!("file {one} makes"),
+        many => format!("files {} make", many.join(", ")),
+    };
+    let message = format!(
+        "{}\nnothing was applied: the pending migration {which} these changes, and {}",
+        sections.join("\n"),
+        lint.source.says()
+    );
+    run.log(&message);
+    Some(refused(&message, false))
+}
+
+/// Whether the project file computes `env "<env_name>"`'s `migration { dir }` (a template
+/// directory's URL), rather than naming the directory the runner wrote.
+fn computed_dir(project: &hcl::Body, env_name: &str) -> bool {
+    project
+        .blocks()
+        .filter(|env| {
+            env.identifier.as_str() == "env"
+                && env.labels.len() == 1
+                && env.labels[0].as_str() == env_name
+        })
+        .flat_map(|env| env.body.blocks())
+        .filter(|block| block.identifier.as_str() == "migration")
+        .flat_map(|migration| migration.body.attributes())
+        .any(|attribute| {
+            attribute.key.as_str() == "dir" && !matches!(attribute.expr, hcl::Expression::String(_))
+        })
 }
 
 /// The result of a migrate down, from its report.
@@ -800,6 +1125,59 @@ mod tests {
             result.message,
             "migrate down from version 2 to 1 is pending user on Atlas Cloud \
              (https://x.atlasgo.cloud/p/1): nothing was reverted yet"
+        );
+    }
+
+    /// What the lint replays as the database's state and as the pending files, on each exec
+    /// order, with a baseline, and with a file that failed half-way.
+    #[test]
+    fn the_lint_replays_what_the_database_has_and_what_apply_will_run() {
+        let dir = files(&["1_a.sql", "2_b.sql", "3_c.sql", "4_d.sql", "atlas.sum"]);
+        let revision = |version: &str, applied: u32, total: u32| Revision {
+            version: version.into(),
+            applied,
+            total,
+            ..Revision::default()
+        };
+        let at_3_without_2 = Status {
+            applied: vec![revision("1", 1, 1), revision("3", 1, 1)],
+            ..Status::default()
+        };
+        let linear = MigrateApply::default();
+        assert_eq!(
+            replay_sets(&at_3_without_2, &dir, &linear),
+            (vec!["1_a.sql", "3_c.sql"], vec!["4_d.sql"]),
+            "linear-skip (and linear, which refuses 2 before) leave 2 out"
+        );
+        let non_linear = MigrateApply {
+            exec_order: Some(ExecOrder::NonLinear),
+            ..MigrateApply::default()
+        };
+        assert_eq!(
+            replay_sets(&at_3_without_2, &dir, &non_linear),
+            (vec!["1_a.sql", "3_c.sql"], vec!["2_b.sql", "4_d.sql"])
+        );
+        // A fresh database with a baseline: the files up to it stand for what it has.
+        let baselined = MigrateApply {
+            baseline: Some("2".into()),
+            ..MigrateApply::default()
+        };
+        assert_eq!(
+            replay_sets(&Status::default(), &dir, &baselined),
+            (vec!["1_a.sql", "2_b.sql"], vec!["3_c.sql", "4_d.sql"])
+        );
+        assert_eq!(
+            replay_sets(&Status::default(), &dir, &linear),
+            (vec![], vec!["1_a.sql", "2_b.sql", "3_c.sql", "4_d.sql"])
+        );
+        // A file that failed half-way (MariaDB keeps the statements that ran) is pending.
+        let half = Status {
+            applied: vec![revision("1", 1, 1), revision("2", 1, 2)],
+            ..Status::default()
+        };
+        assert_eq!(
+            replay_sets(&half, &dir, &linear),
+            (vec!["1_a.sql"], vec!["2_b.sql", "3_c.sql", "4_d.sql"])
         );
     }
 

@@ -157,6 +157,40 @@ pub fn scope(url: &str) -> Option<Scope> {
     }
 }
 
+/// The schema `url` is bound to, as [`scope`] reads it: MySQL's and MariaDB's database, the
+/// first schema of PostgreSQL's `search_path`, SQLite's `main`. None for a realm-level URL or
+/// a scheme the runner does not know.
+pub fn bound_schema(url: &str) -> Option<String> {
+    if scope(url)? != Scope::Schema {
+        return None;
+    }
+    let (scheme, rest) = url.split_once("://")?;
+    let before_fragment = &rest[..rest.find('#').unwrap_or(rest.len())];
+    let (location, query) = before_fragment
+        .split_once('?')
+        .unwrap_or((before_fragment, ""));
+    match scheme.split('+').next()? {
+        "mysql" | "maria" | "mariadb" => location
+            .find('/')
+            .map(|at| percent_decode(&location[at + 1..])),
+        "postgres" | "postgresql" => query
+            .split('&')
+            .filter_map(|pair| {
+                let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+                (query_decode(key) == "search_path").then(|| query_decode(value))
+            })
+            .next()
+            .map(|path| {
+                path.split(',')
+                    .next()
+                    .unwrap_or_default()
+                    .trim()
+                    .to_string()
+            }),
+        _ => Some("main".to_string()),
+    }
+}
+
 fn query_decode(text: &str) -> String {
     percent_decode(&text.replace('+', " "))
 }
@@ -222,6 +256,22 @@ pub fn check_reachable(url: &str, limit: Duration) -> Result<(), TargetError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bound_schema_is_read_as_atlas_reads_it() {
+        assert_eq!(
+            bound_schema("mysql://u:p@db:3306/app?parseTime=true").as_deref(),
+            Some("app")
+        );
+        assert_eq!(
+            bound_schema("postgres://u@db/app?search_path=tenant%2Cpublic&sslmode=disable")
+                .as_deref(),
+            Some("tenant")
+        );
+        assert_eq!(bound_schema("sqlite://app.db").as_deref(), Some("main"));
+        assert_eq!(bound_schema("postgres://u@db/app"), None);
+        assert_eq!(bound_schema("mysql://u@db:3306"), None);
+    }
 
     #[test]
     fn host_and_port_of_urls() {

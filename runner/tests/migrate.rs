@@ -1106,3 +1106,395 @@ fn the_runners_own_revisions_read_agrees_with_atlas_migrate_status() {
         }
     }
 }
+
+/// The tables of a test database's own schema (`public`, MariaDB's database), in order, but
+/// Atlas's revisions table.
+fn tables_of(db: &TestDatabase) -> String {
+    let schema = match db.engine {
+        Engine::Postgres => "'public'",
+        Engine::MariaDb => "database()",
+    };
+    db.query(&format!(
+        "select table_name from information_schema.tables where table_schema = {schema} \
+         and table_name <> 'atlas_schema_revisions' order by 1"
+    ))
+    .unwrap()
+    .trim()
+    .to_string()
+}
+
+/// The version the database's revisions table says it is at.
+fn revisions_version(db: &TestDatabase) -> Option<String> {
+    let revisions = revisions::read(&db.url, None, Duration::from_secs(10)).unwrap();
+    revisions
+        .iter()
+        .filter(|r| r.is_complete())
+        .map(|r| r.version.as_str())
+        .max_by_key(|v| version_key(v))
+        .map(str::to_string)
+}
+
+/// `policy.lint.destructive` on AtlasMigration (issue 17 item 6), on PostgreSQL and MariaDB,
+/// with rows in the tables: a pending file that drops a table, or a column, is refused naming
+/// it and what it drops, before anything reaches the target (rows, columns and version as they
+/// were); a safe pending file applies under the policy; with the policy off the same drop
+/// applies as before; the dev database is left as clean as it came.
+#[test]
+fn pending_files_that_drop_a_table_or_a_column_are_refused_under_the_lint_policy() {
+    for engine in [Engine::Postgres, Engine::MariaDb] {
+        let db = TestDatabase::create(engine, "runner_lint").unwrap();
+        let dev = TestDatabase::create(engine, "runner_lint_dev").unwrap();
+        let scratch = Scratch::new("lint");
+        let base = [
+            (
+                "1_users.sql",
+                "create table users (id int not null, name varchar(100) not null, bio varchar(200), primary key (id));\n",
+            ),
+            (
+                "2_posts.sql",
+                "create table posts (id int not null, body varchar(200) not null, primary key (id));\n",
+            ),
+        ];
+        let files = hashed(&base);
+        let dir = scratch.0.join("base");
+        write_dir(&dir, &files);
+        let env = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("DEV_URL", dev.url.as_str()),
+        ];
+        let ran = run_runner(&task(&dir, &files, url_target()), &env, &scratch.0, &[]);
+        assert_eq!(ran.code, EXIT_OK, "{engine:?}: {}", ran.result.message);
+        db.query(
+            "insert into users (id, name, bio) values (1, 'ada', 'maths'), (2, 'alan', 'logic')",
+        )
+        .unwrap();
+        db.query("insert into posts (id, body) values (1, 'hello'), (2, 'world'), (3, '!')")
+            .unwrap();
+        let schema = match engine {
+            Engine::Postgres => "public".to_string(),
+            Engine::MariaDb => db.name.clone(),
+        };
+
+        let lint_task = |name: &str, pending: (&str, &str)| {
+            let mut all = base.to_vec();
+            all.push(pending);
+            let files = hashed(&all);
+            let dir = scratch.0.join(name);
+            write_dir(&dir, &files);
+            let mut task = task(&dir, &files, url_target());
+            task.dev_url_env = Some("DEV_URL".into());
+            migrate_apply(&mut task).lint_destructive = true;
+            task
+        };
+        for (name, pending, finding) in [
+            (
+                "drop-table",
+                ("3_drop_posts.sql", "drop table posts;\n"),
+                format!("- DROP TABLE {schema}.posts"),
+            ),
+            (
+                "drop-column",
+                ("3_drop_bio.sql", "alter table users drop column bio;\n"),
+                format!("- ALTER TABLE {schema}.users DROP COLUMN bio"),
+            ),
+        ] {
+            let refused = run_runner(&lint_task(name, pending), &env, &scratch.0, &[]);
+            assert_eq!(
+                refused.code, EXIT_DEFINITIVE,
+                "{engine:?} {name}: {}",
+                refused.stdout
+            );
+            assert_eq!(refused.result.reason, Reason::LintPolicyError);
+            assert_eq!(
+                refused.result.message,
+                format!(
+                    "destructive changes detected:\n{finding}\nnothing was applied: the pending \
+                     migration file {} makes these changes, and spec.policy.lint.destructive.\
+                     error is true",
+                    pending.0
+                ),
+                "{engine:?} {name}"
+            );
+            assert_eq!(refused.result.current_version.as_deref(), Some("2"));
+            assert_eq!(refused.result.files_applied, 0);
+            // The target as it was: its tables, columns, rows and version.
+            assert_eq!(tables_of(&db), "posts\nusers", "{engine:?} {name}");
+            assert_eq!(db.query("select count(*) from posts").unwrap().trim(), "3");
+            assert_eq!(
+                db.query("select bio from users order by id")
+                    .unwrap()
+                    .trim(),
+                "maths\nlogic"
+            );
+            assert_eq!(revisions_version(&db).as_deref(), Some("2"));
+            // And the dev database as it came: Atlas's replays are cleaned away.
+            assert_eq!(tables_of(&dev), "", "{engine:?} {name}: the dev database");
+        }
+
+        // A safe pending file passes the lint and is applied.
+        let safe = lint_task(
+            "safe",
+            (
+                "3_email.sql",
+                "alter table users add column email varchar(200);\n",
+            ),
+        );
+        let ran = run_runner(&safe, &env, &scratch.0, &[]);
+        assert_eq!(
+            ran.code, EXIT_OK,
+            "{engine:?}: {}\n{}",
+            ran.result.message, ran.stdout
+        );
+        assert_eq!(ran.result.current_version.as_deref(), Some("3"));
+        assert!(
+            ran.stdout
+                .contains("lint: no destructive change in the pending files"),
+            "{}",
+            ran.stdout
+        );
+        assert_eq!(db.query("select count(*) from users").unwrap().trim(), "2");
+
+        // Policy off: the drop applies as before, without a dev database.
+        let mut all = base.to_vec();
+        all.push((
+            "3_email.sql",
+            "alter table users add column email varchar(200);\n",
+        ));
+        all.push(("4_drop_posts.sql", "drop table posts;\n"));
+        let files = hashed(&all);
+        let dir = scratch.0.join("off");
+        write_dir(&dir, &files);
+        let ran = run_runner(&task(&dir, &files, url_target()), &env, &scratch.0, &[]);
+        assert_eq!(ran.code, EXIT_OK, "{engine:?}: {}", ran.result.message);
+        assert_eq!(ran.result.current_version.as_deref(), Some("4"));
+        assert!(!ran.stdout.contains("lint:"), "{}", ran.stdout);
+        assert_eq!(tables_of(&db), "users");
+        assert_eq!(tables_of(&dev), "");
+    }
+}
+
+/// A custom atlas.hcl whose env, or top level, says `lint { destructive { error = true } }`
+/// turns the check on without the spec's policy, and one whose env says `false` leaves it off.
+/// Without a dev database the runner first asks for one (`needs-dev-database` with the
+/// target's driver, nothing applied), as for a migrate down.
+#[test]
+fn a_custom_config_lint_block_turns_the_check_on() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_lint_custom").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "runner_lint_custom_dev").unwrap();
+    let scratch = Scratch::new("lint-custom");
+    let base = hashed(&[(
+        "1_users.sql",
+        "create table users (id int primary key, bio text);\n",
+    )]);
+    let dir = scratch.0.join("base");
+    write_dir(&dir, &base);
+    let ran = run_runner(
+        &task(&dir, &base, url_target()),
+        &[("DATABASE_URL", &db.url)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    db.query("insert into users values (1, 'ada'), (2, 'alan')")
+        .unwrap();
+
+    let files = hashed(&[
+        (
+            "1_users.sql",
+            "create table users (id int primary key, bio text);\n",
+        ),
+        ("2_drop_bio.sql", "alter table users drop column bio;\n"),
+    ]);
+    let dir = scratch.0.join("drop");
+    write_dir(&dir, &files);
+    let mut task = task(&dir, &files, url_target());
+    task.custom_config_env = Some("CUSTOM_CONFIG".into());
+    let in_env = "env \"k8s\" {\n  lint {\n    destructive {\n      error = true\n    }\n  }\n}\n";
+    let top_level = "lint {\n  destructive {\n    error = true\n  }\n}\nenv \"k8s\" {\n}\n";
+    let env_off = "lint {\n  destructive {\n    error = true\n  }\n}\nenv \"k8s\" {\n  lint {\n    destructive {\n      error = false\n    }\n  }\n}\n";
+
+    // No dev database yet: the runner asks for one, and applies nothing.
+    let asked = run_runner(
+        &task,
+        &[("DATABASE_URL", &db.url), ("CUSTOM_CONFIG", in_env)],
+        &scratch.0,
+        &[],
+    );
+    assert_eq!(asked.code, EXIT_OK, "{}", asked.result.message);
+    assert_eq!(asked.result.outcome, Outcome::NeedsDevDatabase);
+    assert_eq!(asked.result.reason, Reason::GettingDevDb);
+    assert_eq!(asked.result.dev_driver.as_deref(), Some("postgres"));
+    assert_eq!(revisions_version(&db).as_deref(), Some("1"));
+
+    task.dev_url_env = Some("DEV_URL".into());
+    for custom in [in_env, top_level] {
+        let env = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("DEV_URL", dev.url.as_str()),
+            ("CUSTOM_CONFIG", custom),
+        ];
+        let refused = run_runner(&task, &env, &scratch.0, &[]);
+        assert_eq!(
+            refused.code, EXIT_DEFINITIVE,
+            "{custom}: {}",
+            refused.stdout
+        );
+        assert_eq!(refused.result.reason, Reason::LintPolicyError);
+        assert!(
+            refused.result.message.starts_with(
+                "destructive changes detected:\n- ALTER TABLE public.users DROP COLUMN bio\n"
+            ),
+            "{}",
+            refused.result.message
+        );
+        assert!(
+            refused
+                .result
+                .message
+                .ends_with("file 2_drop_bio.sql makes these changes, and the custom atlas.hcl sets lint.destructive.error"),
+            "{}",
+            refused.result.message
+        );
+        assert_eq!(
+            db.query("select bio from users order by id")
+                .unwrap()
+                .trim(),
+            "ada\nalan"
+        );
+        assert_eq!(revisions_version(&db).as_deref(), Some("1"));
+    }
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+        ("CUSTOM_CONFIG", env_off),
+    ];
+    let ran = run_runner(&task, &env, &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_OK, "{}", ran.result.message);
+    assert_eq!(ran.result.current_version.as_deref(), Some("2"));
+    assert_eq!(
+        db.query("select count(*) from information_schema.columns where table_name = 'users' and column_name = 'bio'")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}
+
+/// The lint replays what the database stands on, by its revisions: with a baseline (a database
+/// that had its tables, with rows, before its migrations were managed: the files up to the
+/// baseline stand for them) and the revisions table in `revisionsSchema`, a safe pending file
+/// applies and one that drops the baseline's table is refused; the revisions schema never
+/// reaches the dev database, which stays empty.
+#[test]
+fn the_lint_replays_the_baseline_and_keeps_to_the_revisions_schema() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_lint_baseline").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "runner_lint_baseline_dev").unwrap();
+    db.query("create schema atlas_meta").unwrap();
+    db.query("create table legacy (id int primary key, note text)")
+        .unwrap();
+    db.query("insert into legacy values (1, 'kept'), (2, 'also kept')")
+        .unwrap();
+    let scratch = Scratch::new("lint-baseline");
+    let base = (
+        "1_legacy.sql",
+        "create table legacy (id int primary key, note text);\n",
+    );
+    let safe = ("2_tags.sql", "create table tags (id int primary key);\n");
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let linted = |name: &str, files: &[(&str, &str)]| {
+        let files = hashed(files);
+        let dir = scratch.0.join(name);
+        write_dir(&dir, &files);
+        let mut task = task(&dir, &files, url_target());
+        task.dev_url_env = Some("DEV_URL".into());
+        let options = migrate_apply(&mut task);
+        options.lint_destructive = true;
+        options.baseline = Some("1".into());
+        options.revisions_schema = Some("atlas_meta".into());
+        task
+    };
+    let ran = run_runner(&linted("safe", &[base, safe]), &env, &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_OK, "{}\n{}", ran.result.message, ran.stdout);
+    assert_eq!(ran.result.current_version.as_deref(), Some("2"));
+    assert!(
+        ran.stdout
+            .contains("lint: replaying 1 applied and 1 pending migration files"),
+        "{}",
+        ran.stdout
+    );
+
+    let drop = ("3_drop_legacy.sql", "drop table legacy;\n");
+    let refused = run_runner(&linted("drop", &[base, safe, drop]), &env, &scratch.0, &[]);
+    assert_eq!(refused.code, EXIT_DEFINITIVE, "{}", refused.stdout);
+    assert_eq!(refused.result.reason, Reason::LintPolicyError);
+    assert!(
+        refused
+            .result
+            .message
+            .starts_with("destructive changes detected:\n- DROP TABLE public.legacy\n"),
+        "{}",
+        refused.result.message
+    );
+    assert_eq!(refused.result.current_version.as_deref(), Some("2"));
+    assert_eq!(db.query("select count(*) from legacy").unwrap().trim(), "2");
+    let revisions = db
+        .query("select max(version) from atlas_meta.atlas_schema_revisions where version <> '1'")
+        .unwrap();
+    assert_eq!(revisions.trim(), "2");
+    let dev_schemas = dev
+        .query("select count(*) from information_schema.tables where table_schema not in ('pg_catalog', 'information_schema')")
+        .unwrap();
+    assert_eq!(dev_schemas.trim(), "0");
+}
+
+/// A pending file that fails on the dev database fails as it would on the target, said as the
+/// lint's, and nothing reaches the target (no revision, no table).
+#[test]
+fn a_pending_file_that_fails_in_the_lint_replay_applies_nothing() {
+    let db = TestDatabase::create(Engine::Postgres, "runner_lint_broken").unwrap();
+    let dev = TestDatabase::create(Engine::Postgres, "runner_lint_broken_dev").unwrap();
+    let scratch = Scratch::new("lint-broken");
+    let files = hashed(&[
+        ("1_a.sql", "create table a (id int);\n"),
+        ("2_b.sql", "create tabel b (id int);\n"),
+    ]);
+    let dir = scratch.0.join("dir");
+    write_dir(&dir, &files);
+    let mut task = task(&dir, &files, url_target());
+    task.dev_url_env = Some("DEV_URL".into());
+    migrate_apply(&mut task).lint_destructive = true;
+    let env = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("DEV_URL", dev.url.as_str()),
+    ];
+    let ran = run_runner(&task, &env, &scratch.0, &[]);
+    assert_eq!(ran.code, EXIT_DEFINITIVE, "{}", ran.stdout);
+    assert_eq!(
+        ran.result.reason,
+        Reason::Migrating,
+        "{}",
+        ran.result.message
+    );
+    assert!(
+        ran.result.message.starts_with(
+            "the lint of pending migration files could not replay them on the dev database: "
+        ),
+        "{}",
+        ran.result.message
+    );
+    assert!(
+        ran.result.message.contains("tabel"),
+        "{}",
+        ran.result.message
+    );
+    assert!(ran.result.message.ends_with("; nothing was applied"));
+    assert_eq!(revisions_version(&db), None);
+    assert_eq!(
+        db.query("select count(*) from information_schema.tables where table_name = 'a'")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+}

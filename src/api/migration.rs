@@ -9,6 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{DevDatabaseSpec, ProjectConfigSpec, TargetSpec, TokenFrom};
+use super::schema::CheckConfig;
 
 /// A migration directory to apply to a database. The operator applies the pending files in a
 /// Job and reports the version the database is at.
@@ -68,7 +69,8 @@ pub struct AtlasMigrationSpec {
     /// Flows that need explicit permission, such as migrating down to an older version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protected_flows: Option<ProtectedFlows>,
-    /// Policies applied when migrating (Atlas Cloud's drift check).
+    /// Policies applied when migrating: the lint of the pending files, Atlas Cloud's drift
+    /// check.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<MigrationPolicy>,
     /// How many failed attempts are retried before the resource is marked failed (`status.failed`
@@ -177,6 +179,21 @@ pub struct MigrationPolicy {
     /// database is compared with the state Atlas Cloud holds for its current version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<DriftPolicy>,
+    /// The lint of the pending migration files, before any of them is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lint: Option<MigrationLint>,
+}
+
+/// The checks run on the pending migration files: they are replayed on the dev database
+/// (`spec.devURL`, or a sidecar the operator adds) after the files the database has applied,
+/// and the two states compared.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct MigrationLint {
+    /// The destructive-change check: with `error: true`, pending files that drop a schema,
+    /// table or column are not applied (none of them) and the resource reports
+    /// `LintPolicyError`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destructive: Option<CheckConfig>,
 }
 
 /// The pre-apply drift check.

@@ -110,14 +110,22 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
             exec_order: spec.exec_order.map(Into::into),
             tx_mode: None,
             allow_migrate_down: protected.and_then(|m| m.allow).unwrap_or(false),
+            lint_destructive: spec
+                .policy
+                .as_ref()
+                .and_then(|policy| policy.lint.as_ref())
+                .and_then(|lint| lint.destructive.as_ref())
+                .and_then(|check| check.error)
+                .unwrap_or(false),
         }),
     );
     task.cloud = cloud.map(|c| contract::Cloud {
         url: c.url.clone(),
         project: c.project.clone(),
     });
-    // Only `migrate down` needs a dev database: without a devURL, a first Job that must migrate
-    // down says so (with the target's driver), and the next Job of this hash brings a sidecar.
+    // Only `migrate down` and the lint of pending files need a dev database: without a devURL,
+    // a first Job that needs one says so (with the target's driver), and the next Job of this
+    // hash brings a sidecar.
     let dev = match &found.dev_driver {
         Some(driver) if task.dev_url_env.is_none() => DevNeed::Found(driver.clone()),
         _ => DevNeed::None,

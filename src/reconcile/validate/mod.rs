@@ -501,4 +501,34 @@ mod tests {
         assert_eq!(plan.dev, DevNeed::None, "the devURL is used as given");
         assert!(plan.task.dev_url_env.is_some());
     }
+
+    /// `policy.lint.destructive.error` reaches the runner's task; its dev database comes the way
+    /// a migrate down's does: none planned until the first Job reports the driver.
+    #[test]
+    fn a_migration_lint_policy_reaches_the_task_and_brings_no_dev_database_up_front() {
+        let lint = |error: serde_json::Value| -> AtlasMigration {
+            resource(
+                "AtlasMigration",
+                json!({"url": "postgres://app@db/app",
+                       "policy": {"lint": {"destructive": {"error": error}}},
+                       "dir": {"local": {"1.sql": "create table t (id int);\n"}}}),
+            )
+        };
+        let options = |plan: &Plan| match &plan.task.work {
+            contract::Work::Migration(options) => options.clone(),
+            other => panic!("{other:?}"),
+        };
+        let on = lint(json!(true));
+        let mut found = Dereferenced::new(&on, Default::default());
+        let plan = validate(&on, &found, Allowed::default()).unwrap();
+        assert!(options(&plan).lint_destructive);
+        assert_eq!(plan.dev, DevNeed::None);
+        found.dev_driver = Some("postgres".into());
+        let plan = validate(&on, &found, Allowed::default()).unwrap();
+        assert_eq!(plan.dev, DevNeed::Found("postgres".into()));
+        let off = lint(json!(false));
+        let found = Dereferenced::new(&off, Default::default());
+        let plan = validate(&off, &found, Allowed::default()).unwrap();
+        assert!(!options(&plan).lint_destructive);
+    }
 }
