@@ -195,6 +195,11 @@ pub struct MigrateApply {
     /// A custom project file's `lint { destructive { error = true } }` turns it on too.
     #[serde(default)]
     pub lint_destructive: bool,
+    /// `policy.lint.dataDepend.error`: refuse pending files whose outcome depends on the rows
+    /// (the schema lint's data-dependent changes, between the same two replayed states). A
+    /// custom project file's `lint { data_depend { error = true } }` turns it on too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub lint_data_depend: bool,
 }
 
 /// The options of `atlas schema apply`.

@@ -122,21 +122,22 @@ pub fn excludes_of_env(project: &Body, env_name: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether the project file Atlas runs with asks for the destructive check itself: `lint {
-/// destructive { error = … } }` in `env "<env_name>"`, or else at the top level (the env's lint
-/// extends the top-level one). A value Atlas computes (a variable, a function) is not known
-/// here and counts as on: refusing is the safe side.
-pub fn destructive_error_of_env(project: &Body, env_name: &str) -> bool {
-    fn error_of(body: &Body) -> Option<bool> {
+/// Whether the project file Atlas runs with asks for the lint check `check` (Atlas's analyzer
+/// names: `destructive`, `data_depend`) itself: `lint { <check> { error = … } }` in `env
+/// "<env_name>"`, or else at the top level (the env's lint extends the top-level one). A value
+/// Atlas computes (a variable, a function) is not known here and counts as on: refusing is the
+/// safe side.
+pub fn lint_error_of_env(project: &Body, env_name: &str, check: &str) -> bool {
+    let error_of = |body: &Body| -> Option<bool> {
         body.blocks()
             .filter(|lint| lint.identifier.as_str() == "lint")
             .flat_map(|lint| lint.body.blocks())
-            .filter(|check| check.identifier.as_str() == "destructive")
+            .filter(|block| block.identifier.as_str() == check)
             .flat_map(|check| check.body.attributes())
             .filter(|attribute| attribute.key.as_str() == "error")
             .map(|attribute| !matches!(attribute.expr, Expression::Bool(false)))
             .next_back()
-    }
+    };
     let in_env = project
         .blocks()
         .filter(|env| {
@@ -986,19 +987,21 @@ env "plain" {
         )
         .unwrap();
         assert!(
-            destructive_error_of_env(&project, "plain"),
+            lint_error_of_env(&project, "plain", "destructive"),
             "the top level serves"
         );
         assert!(
-            !destructive_error_of_env(&project, "relaxed"),
+            !lint_error_of_env(&project, "relaxed", "destructive"),
             "the env's own wins"
         );
         assert!(
-            destructive_error_of_env(&project, "computed"),
+            lint_error_of_env(&project, "computed", "destructive"),
             "unknown counts as on"
         );
         let none: Body = hcl::parse("env \"k8s\" {\n  url = \"sqlite://x\"\n}\n").unwrap();
-        assert!(!destructive_error_of_env(&none, "k8s"));
+        assert!(!lint_error_of_env(&none, "k8s", "destructive"));
+        // Each check is its own block: the destructive one does not turn data_depend on.
+        assert!(!lint_error_of_env(&project, "plain", "data_depend"));
     }
 
     #[test]

@@ -16,7 +16,7 @@ use crate::atlas::{DEV_URL_ENV, URL_ENV};
 use crate::classify::{self, Failure};
 use crate::config;
 use crate::inputs::{self, WorkDir};
-use crate::lint::{self, Realm, Skips};
+use crate::lint::{self, Catalog, Dialect, Realm, Skips};
 use crate::revisions::{self, Revision, version_key};
 use crate::run::Run;
 use crate::target::{self, Scope};
@@ -204,21 +204,27 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
         Ok(project) => project,
         Err(err) => return run.failed(Reason::ReadingMigrationData, &err, false),
     };
-    // The spec's policy, or the project file's own `lint { destructive { error = true } }`.
-    let lint_source = if options.lint_destructive {
-        Some(LintSource::Policy)
-    } else if task.custom_config_env.is_some()
-        && lint::destructive_error_of_env(&project, &task.env_name)
-    {
-        Some(LintSource::ProjectFile)
-    } else {
-        None
+    // Each check: the spec's policy, or the project file's own `lint { <check> { error = true } }`.
+    let source = |policy: bool, check: &str| {
+        if policy {
+            Some(LintSource::Policy)
+        } else if task.custom_config_env.is_some()
+            && lint::lint_error_of_env(&project, &task.env_name, check)
+        {
+            Some(LintSource::ProjectFile)
+        } else {
+            None
+        }
+    };
+    let checks = LintChecks {
+        destructive: source(options.lint_destructive, "destructive"),
+        data_depend: source(options.lint_data_depend, "data_depend"),
     };
     let replay = Replay {
         applied: work.path().join("lint-applied"),
         pending: work.path().join("lint-pending"),
     };
-    if lint_source.is_some() {
+    if checks.any() {
         for (env, dir) in [
             (config::LINT_APPLIED_ENV, &replay.applied),
             (config::LINT_PENDING_ENV, &replay.pending),
@@ -292,9 +298,9 @@ pub fn run(task: &Task, options: &MigrateApply, run: &mut Run) -> RunResult {
 
     // 2. The lint of the pending files, when asked for: nothing reaches the target before it
     // passes.
-    if let Some(source) = lint_source {
+    if checks.any() {
         let lint = Lint {
-            source,
+            checks,
             replay: &replay,
             dev_url: dev_url.as_deref(),
             url_driver,
@@ -583,21 +589,48 @@ fn dev_not_ready(run: &Run, task: &Task, dev_url: &str) -> Option<RunResult> {
         .map(|message| run.failed(Reason::GettingDevDb, &message, true))
 }
 
-/// What turned the lint of pending files on, for its message.
+/// What turned a check of the lint of pending files on, for its message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum LintSource {
-    /// `spec.policy.lint.destructive.error`.
+    /// `spec.policy.lint.<check>.error`.
     Policy,
-    /// The custom project file's `lint { destructive { error = … } }`.
+    /// The custom project file's `lint { <check> { error = … } }`.
     ProjectFile,
 }
 
 impl LintSource {
-    fn says(self) -> &'static str {
+    /// `policy` is the check's name in the spec (`dataDepend`), `block` in Atlas's project file
+    /// (`data_depend`).
+    fn says(self, policy: &str, block: &str) -> String {
         match self {
-            LintSource::Policy => "spec.policy.lint.destructive.error is true",
-            LintSource::ProjectFile => "the custom atlas.hcl sets lint.destructive.error",
+            LintSource::Policy => format!("spec.policy.lint.{policy}.error is true"),
+            LintSource::ProjectFile => format!("the custom atlas.hcl sets lint.{block}.error"),
         }
+    }
+}
+
+/// The checks of the lint of pending files, each with what turned it on (None: off).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct LintChecks {
+    destructive: Option<LintSource>,
+    data_depend: Option<LintSource>,
+}
+
+impl LintChecks {
+    fn any(self) -> bool {
+        self.destructive.is_some() || self.data_depend.is_some()
+    }
+
+    /// Every check that is on, as its message says it.
+    fn says(self) -> String {
+        let mut said = Vec::new();
+        if let Some(source) = self.destructive {
+            said.push(source.says("destructive", "destructive"));
+        }
+        if let Some(source) = self.data_depend {
+            said.push(source.says("dataDepend", "data_depend"));
+        }
+        said.join("; ")
     }
 }
 
@@ -610,7 +643,7 @@ struct Replay {
 
 /// What the lint of pending files works with.
 struct Lint<'a> {
-    source: LintSource,
+    checks: LintChecks,
     replay: &'a Replay,
     dev_url: Option<&'a str>,
     url_driver: Option<&'static str>,
@@ -688,7 +721,7 @@ fn lint_pending(
                  project file computes env \"{}\"'s migration dir (a template directory), \
                  whose rendered files the runner does not have; nothing was applied ({})",
                 task.env_name,
-                lint.source.says()
+                lint.checks.says()
             ),
             false,
         ));
@@ -728,26 +761,22 @@ fn lint_pending(
             return Some(refused(&err.to_string(), true));
         }
     }
-    let inspect = |env: &str| -> Result<Realm, Box<RunResult>> {
-        let args = [
+    // `format`: Atlas's JSON for the destructive check, its own HCL (no `--format`) for the
+    // data-dependent one, as the schema lint reads them.
+    let inspect = |env: &str, format: Option<&str>| -> Result<String, Box<RunResult>> {
+        let mut args = vec![
             "schema",
             "inspect",
             "--env",
             env,
             "--config",
             lint.config_url,
-            "--format",
-            "{{ json . }}",
         ];
+        if let Some(format) = format {
+            args.extend(["--format", format]);
+        }
         match run.atlas.run(&args) {
-            Ok(output) if output.success => {
-                serde_json::from_str(output.stdout.trim()).map_err(|err| {
-                    Box::new(refused(
-                        &format!("reading `atlas schema inspect`: {err}"),
-                        false,
-                    ))
-                })
-            }
+            Ok(output) if output.success => Ok(output.stdout),
             Ok(output) => {
                 // A file that fails on the dev database fails the same way on the target.
                 let text = output.error_text();
@@ -767,48 +796,88 @@ fn lint_pending(
             Err(err) => Err(Box::new(refused(&err.to_string(), err.is_transient()))),
         }
     };
-    // Nothing applied yet: an empty state, without an Atlas start.
-    let mut before = match applied.is_empty() {
-        true => Realm::default(),
-        false => match inspect(config::LINT_APPLIED_ENV) {
-            Ok(realm) => realm,
-            Err(result) => return Some(*result),
-        },
-    };
-    let mut after = match inspect(config::LINT_PENDING_ENV) {
-        Ok(realm) => realm,
-        Err(result) => return Some(*result),
-    };
+    let unreadable = |err: &dyn std::fmt::Display| Box::new(refused(&err.to_string(), false));
     // A dev database bound to one schema (MySQL's `…/dev`) names it after itself: the findings
     // name the target's schema instead, where its URL says it.
-    if let Some(schema) = lint
+    let rename = lint
         .target_schema
-        .filter(|_| target::bound_schema(dev_url).is_some())
-    {
-        for realm in [&mut before, &mut after] {
-            if let [only] = realm.schemas.as_mut_slice() {
-                only.name = schema.to_string();
-            }
-        }
-    }
+        .filter(|_| target::bound_schema(dev_url).is_some());
     // Each check of the two states, its findings under its own header (the schema lint's
     // wording, which scripts compare). Both states are the same dev database's, so schemas
     // pair by name; diff.skip is no concern of a migration, whose files run whatever the diff
-    // policy. A further check of the same two states is one more entry here.
-    let checks = [(
-        "destructive changes detected",
-        lint::destructive_changes(&before, &after, Scope::Realm, Skips::default()),
-    )];
-    let sections: Vec<String> = checks
-        .iter()
-        .filter(|(_, findings)| !findings.is_empty())
-        .map(|(header, findings)| {
+    // policy. Nothing applied yet: an empty state, without an Atlas start.
+    let destructive = || -> Result<Vec<String>, Box<RunResult>> {
+        let realm = |env: &str| -> Result<Realm, Box<RunResult>> {
+            let json = inspect(env, Some("{{ json . }}"))?;
+            let mut realm: Realm = serde_json::from_str(json.trim())
+                .map_err(|err| unreadable(&format!("reading `atlas schema inspect`: {err}")))?;
+            if let (Some(schema), [only]) = (rename, realm.schemas.as_mut_slice()) {
+                only.name = schema.to_string();
+            }
+            Ok(realm)
+        };
+        let before = match applied.is_empty() {
+            true => Realm::default(),
+            false => realm(config::LINT_APPLIED_ENV)?,
+        };
+        let after = realm(config::LINT_PENDING_ENV)?;
+        Ok(lint::destructive_changes(
+            &before,
+            &after,
+            Scope::Realm,
+            Skips::default(),
+        ))
+    };
+    let data_dependent = || -> Result<Vec<String>, Box<RunResult>> {
+        let catalog = |env: &str| -> Result<Catalog, Box<RunResult>> {
+            let mut catalog =
+                Catalog::from_hcl(&inspect(env, None)?).map_err(|err| unreadable(&err))?;
+            if let (Some(schema), [only]) = (rename, catalog.schemas.as_mut_slice()) {
+                only.name = schema.to_string();
+            }
+            Ok(catalog)
+        };
+        let before = match applied.is_empty() {
+            true => Catalog::default(),
+            false => catalog(config::LINT_APPLIED_ENV)?,
+        };
+        let after = catalog(config::LINT_PENDING_ENV)?;
+        let dialect = Dialect::of(lint.url_driver, &after);
+        Ok(lint::data_dependent_changes(
+            &before,
+            &after,
+            Scope::Realm,
+            dialect,
+            Skips::default(),
+        ))
+    };
+    let mut sections = Vec::new();
+    for (on, header, check) in [
+        (
+            lint.checks.destructive.is_some(),
+            "destructive changes detected",
+            &destructive as &dyn Fn() -> Result<Vec<String>, Box<RunResult>>,
+        ),
+        (
+            lint.checks.data_depend.is_some(),
+            "data dependent changes detected",
+            &data_dependent,
+        ),
+    ] {
+        if !on {
+            continue;
+        }
+        let findings = match check() {
+            Ok(findings) => findings,
+            Err(result) => return Some(*result),
+        };
+        if !findings.is_empty() {
             let lines: Vec<String> = findings.iter().map(|f| format!("- {f}")).collect();
-            format!("{header}:\n{}", lines.join("\n"))
-        })
-        .collect();
+            sections.push(format!("{header}:\n{}", lines.join("\n")));
+        }
+    }
     if sections.is_empty() {
-        run.log("lint: no destructive change in the pending files");
+        run.log("lint: no change the lint refuses in the pending files");
         return None;
     }
     let which = match pending.as_slice() {
@@ -818,7 +887,7 @@ fn lint_pending(
     let message = format!(
         "{}\nnothing was applied: the pending migration {which} these changes, and {}",
         sections.join("\n"),
-        lint.source.says()
+        lint.checks.says()
     );
     run.log(&message);
     Some(refused(&message, false))

@@ -1248,7 +1248,7 @@ fn pending_files_that_drop_a_table_or_a_column_are_refused_under_the_lint_policy
         assert_eq!(ran.result.current_version.as_deref(), Some("3"));
         assert!(
             ran.stdout
-                .contains("lint: no destructive change in the pending files"),
+                .contains("lint: no change the lint refuses in the pending files"),
             "{}",
             ran.stdout
         );
@@ -1270,6 +1270,133 @@ fn pending_files_that_drop_a_table_or_a_column_are_refused_under_the_lint_policy
         assert!(!ran.stdout.contains("lint:"), "{}", ran.stdout);
         assert_eq!(tables_of(&db), "users");
         assert_eq!(tables_of(&dev), "");
+    }
+}
+
+/// `policy.lint.dataDepend` on AtlasMigration, on PostgreSQL and MariaDB with rows in the
+/// table: a pending file that narrows a column, or adds a `NOT NULL` column without a default
+/// (MariaDB fills the rows with 0 unasked), is refused in the schema lint's shape before
+/// anything reaches the target; with the destructive check on as well, a file that both drops
+/// and narrows is refused once, naming both policies; with only the destructive check on, the
+/// narrowing file applies as before (the rows fit: refused or not, the rows are never read).
+#[test]
+fn pending_files_whose_outcome_depends_on_the_rows_are_refused_under_the_data_depend_policy() {
+    for engine in [Engine::Postgres, Engine::MariaDb] {
+        let db = TestDatabase::create(engine, "runner_lint_dd").unwrap();
+        let dev = TestDatabase::create(engine, "runner_lint_dd_dev").unwrap();
+        let scratch = Scratch::new("lint-dd");
+        let base = [(
+            "1_orders.sql",
+            "create table orders (id int not null, code varchar(255) not null, note varchar(100), primary key (id));\n",
+        )];
+        let files = hashed(&base);
+        let dir = scratch.0.join("base");
+        write_dir(&dir, &files);
+        let env = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("DEV_URL", dev.url.as_str()),
+        ];
+        let ran = run_runner(&task(&dir, &files, url_target()), &env, &scratch.0, &[]);
+        assert_eq!(ran.code, EXIT_OK, "{engine:?}: {}", ran.result.message);
+        db.query("insert into orders (id, code, note) values (1, 'a-1', 'x'), (2, 'b-2', 'y')")
+            .unwrap();
+        let rows = "select id, code, note from orders order by id";
+        let before = db.query(rows).unwrap();
+        let narrow = match engine {
+            Engine::Postgres => "alter table orders alter column code type varchar(10);\n",
+            Engine::MariaDb => "alter table orders modify code varchar(10) not null;\n",
+        };
+        let columns = "select column_name from information_schema.columns where table_name = \
+                       'orders' and table_schema not in ('information_schema') order by 1";
+        let columns_before = db.query(columns).unwrap();
+
+        let lint_task = |name: &str, pending: (&str, &str), destructive: bool| {
+            let all = [base[0], pending];
+            let files = hashed(&all);
+            let dir = scratch.0.join(name);
+            write_dir(&dir, &files);
+            let mut task = task(&dir, &files, url_target());
+            task.dev_url_env = Some("DEV_URL".into());
+            let options = migrate_apply(&mut task);
+            options.lint_data_depend = true;
+            options.lint_destructive = destructive;
+            task
+        };
+        for (name, pending) in [
+            ("narrow", ("2_narrow.sql", narrow)),
+            (
+                "not-null",
+                (
+                    "2_batch.sql",
+                    "alter table orders add column batch int not null;\n",
+                ),
+            ),
+        ] {
+            let refused = run_runner(&lint_task(name, pending, false), &env, &scratch.0, &[]);
+            assert_eq!(
+                refused.code, EXIT_DEFINITIVE,
+                "{engine:?} {name}: {}",
+                refused.stdout
+            );
+            assert_eq!(refused.result.reason, Reason::LintPolicyError);
+            let message = &refused.result.message;
+            assert!(
+                message.starts_with("data dependent changes detected:\n- ")
+                    && message.contains("orders")
+                    && message.ends_with(&format!(
+                        "nothing was applied: the pending migration file {} makes these \
+                         changes, and spec.policy.lint.dataDepend.error is true",
+                        pending.0
+                    )),
+                "{engine:?} {name}: {message}"
+            );
+            assert_eq!(refused.result.current_version.as_deref(), Some("1"));
+            assert_eq!(refused.result.files_applied, 0);
+            assert_eq!(db.query(rows).unwrap(), before, "{engine:?} {name}");
+            assert_eq!(
+                db.query(columns).unwrap(),
+                columns_before,
+                "{engine:?} {name}"
+            );
+            assert_eq!(revisions_version(&db).as_deref(), Some("1"));
+            assert_eq!(tables_of(&dev), "", "{engine:?} {name}: the dev database");
+        }
+
+        // Both checks on, one file that drops and narrows: one refusal, both sections.
+        let both = format!("{narrow}alter table orders drop column note;\n");
+        let refused = run_runner(
+            &lint_task("both", ("2_both.sql", &both), true),
+            &env,
+            &scratch.0,
+            &[],
+        );
+        assert_eq!(
+            refused.code, EXIT_DEFINITIVE,
+            "{engine:?}: {}",
+            refused.stdout
+        );
+        let message = &refused.result.message;
+        assert!(
+            message.starts_with("destructive changes detected:\n- ")
+                && message.contains("DROP COLUMN note\ndata dependent changes detected:\n- ")
+                && message.ends_with(
+                    "spec.policy.lint.destructive.error is true; \
+                     spec.policy.lint.dataDepend.error is true"
+                ),
+            "{engine:?}: {message}"
+        );
+        assert_eq!(db.query(rows).unwrap(), before, "{engine:?}");
+
+        // Only the destructive check: the narrowing file is none of its business.
+        let mut only_destructive = lint_task("destructive-only", ("2_narrow.sql", narrow), true);
+        migrate_apply(&mut only_destructive).lint_data_depend = false;
+        let ran = run_runner(&only_destructive, &env, &scratch.0, &[]);
+        assert_eq!(
+            ran.code, EXIT_OK,
+            "{engine:?}: {}\n{}",
+            ran.result.message, ran.stdout
+        );
+        assert_eq!(revisions_version(&db).as_deref(), Some("2"));
     }
 }
 

@@ -194,6 +194,17 @@ pub struct MigrationLint {
     /// `LintPolicyError`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub destructive: Option<CheckConfig>,
+    /// The data-dependent check (this operator's, as AtlasSchema's `policy.lint.dataDepend`):
+    /// with `error: true`, pending files that narrow a type, change a type's family, set `NOT
+    /// NULL` or add a `NOT NULL` column without a default, remove enum values or add a unique
+    /// index over existing columns are not applied (none of them) and the resource reports
+    /// `LintPolicyError`. Refused whatever the rows hold now.
+    #[serde(
+        rename = "dataDepend",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub data_depend: Option<CheckConfig>,
 }
 
 /// The pre-apply drift check.

@@ -6,6 +6,8 @@ use contract::{Kind, MigrateApply, Work};
 
 use super::{Common, DevNeed, DevOverride, INPUTS_DIR, InputSource, Plan, PlanError, TaskParts};
 use crate::api::AtlasMigration;
+use crate::api::migration::MigrationLint;
+use crate::api::schema::CheckConfig;
 use crate::reconcile::dereference::Dereferenced;
 
 /// Said of a resource that asks for Atlas Cloud's pre-apply drift check.
@@ -90,6 +92,15 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
         .protected_flows
         .as_ref()
         .and_then(|p| p.migrate_down.as_ref());
+    // `policy.lint.<check>.error`, off unless set.
+    let lint_error = |check: fn(&MigrationLint) -> Option<&CheckConfig>| {
+        spec.policy
+            .as_ref()
+            .and_then(|policy| policy.lint.as_ref())
+            .and_then(check)
+            .and_then(|config| config.error)
+            .unwrap_or(false)
+    };
     let cloud = spec.cloud.as_ref();
     let has_token = super::cloud_token(
         cloud.and_then(|c| c.token_from.as_ref()),
@@ -110,13 +121,8 @@ pub fn migration(resource: &AtlasMigration, found: &Dereferenced) -> Result<Plan
             exec_order: spec.exec_order.map(Into::into),
             tx_mode: None,
             allow_migrate_down: protected.and_then(|m| m.allow).unwrap_or(false),
-            lint_destructive: spec
-                .policy
-                .as_ref()
-                .and_then(|policy| policy.lint.as_ref())
-                .and_then(|lint| lint.destructive.as_ref())
-                .and_then(|check| check.error)
-                .unwrap_or(false),
+            lint_destructive: lint_error(|lint| lint.destructive.as_ref()),
+            lint_data_depend: lint_error(|lint| lint.data_depend.as_ref()),
         }),
     );
     task.cloud = cloud.map(|c| contract::Cloud {
