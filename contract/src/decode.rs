@@ -76,6 +76,38 @@ mod tests {
     }
 
     #[test]
+    fn a_task_field_this_side_does_not_know_is_refused_not_ignored() {
+        // A newer controller's policy at this contract version (a bump forgotten): skipping
+        // it would apply what the policy refuses, so the task is refused instead. Fields off
+        // by default are not written, so only a task that uses a new setting meets this.
+        for (place, field) in [
+            ("work", "lintSomethingNew"),
+            ("task", "approvePlan"),
+            ("target", "sslRootCert"),
+        ] {
+            let mut json = task_json();
+            match place {
+                "work" => json["work"][field] = true.into(),
+                "task" => json[field] = true.into(),
+                _ => {
+                    json["target"] = serde_json::json!({"credentials": {
+                        "scheme": "postgres", "host": {"literal": "db"}, field: "x"}})
+                }
+            }
+            let err = Task::decode(&json.to_string()).unwrap_err();
+            assert!(
+                matches!(&err, DecodeError::Malformed(text) if text.contains(field)),
+                "{place}: {err}"
+            );
+        }
+        // The known fields of each kind still read.
+        let mut json = task_json();
+        json["work"] = serde_json::json!({"kind": "schema", "desired": {"file": "/s.sql"},
+            "lintDestructive": true, "lintDataDepend": true});
+        assert!(Task::decode(&json.to_string()).is_ok());
+    }
+
+    #[test]
     fn an_unknown_version_is_refused_before_its_fields_are_read() {
         // A newer controller's task whose fields this runner would misread.
         let mut json = task_json();

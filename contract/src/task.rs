@@ -9,7 +9,7 @@ use crate::Kind;
 
 /// One Job's task.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Task {
     /// [`crate::CONTRACT_VERSION`] of the controller that rendered the Job.
     pub version: u32,
@@ -49,7 +49,7 @@ pub const ATLAS_TOKEN_ENV: &str = "ATLAS_TOKEN";
 
 /// Atlas Cloud's address and project (`spec.cloud.url`, `spec.cloud.project`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Cloud {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
@@ -106,7 +106,7 @@ pub enum Target {
 
 /// The parts of a database URL.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Credentials {
     pub scheme: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -174,7 +174,7 @@ impl TxMode {
 
 /// The options of `atlas migrate apply`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MigrateApply {
     /// The mounted migration directory (a ConfigMap volume: its files are symlinks into `..data/`).
     pub dir: String,
@@ -204,7 +204,7 @@ pub struct MigrateApply {
 
 /// The options of `atlas schema apply`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SchemaApply {
     /// The desired schema: a mounted file (`….sql` or `….hcl`) or, for `schema.url`, a URL.
     pub desired: Desired,
